@@ -1,0 +1,217 @@
+"""``bench`` command line (click). Thin: parse flags, call the runner, print. The only module that prints.
+
+User errors (``BenchError``) become one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from bench.errors import BenchError
+
+EPILOG = """\b
+Examples:
+  bench run --defense vanilla --attack pgd          # digits, train (cached) + PGD-7 at eps 0.1
+  bench run --defense vanilla --attack fgsm --attack pgd --eps 0.05
+  bench run --defense vanilla --attack pgd --checkpoint model.pt   # evaluate a given state dict
+  bench ls attacks
+"""
+
+
+def _fail(msg: str) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(2)
+
+
+def user_errors(fn):
+    """Turn BenchError into 'error: ...' + exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except BenchError as e:
+            _fail(str(e))
+
+    return wrapper
+
+
+def _progress(quiet: bool):
+    if quiet:
+        return None
+    from tqdm.auto import tqdm
+
+    return functools.partial(tqdm, leave=False, dynamic_ncols=True, file=sys.stderr, disable=None)  # None: TTY only
+
+
+def _eps(value: str | None) -> float | None:
+    if value is None:
+        return None
+    from bench.specs import parse_number
+
+    v = parse_number(value, "--eps")
+    if not 0 <= v <= 1:
+        raise BenchError(f"--eps {value}: must be in [0, 1] (pixel units, e.g. 8/255 or 0.1)")
+    return v
+
+
+@click.group(epilog=EPILOG)
+@click.version_option(package_name="snnbench")
+def main() -> None:
+    """snnbench: train or load spiking networks with a defense recipe, attack them honestly, store every
+    number, and render the papers' comparison tables.
+
+    Defaults follow the papers (spec/defenses.md); the embedded default dataset is scikit-learn's digits,
+    so everything works offline. Registry: registry.yaml (override with --registry or $BENCH_REGISTRY).
+    """
+
+
+def _common(fn):
+    fn = click.option("--registry", type=click.Path(dir_okay=False), default=None, help="registry.yaml to use.")(fn)
+    return fn
+
+
+@main.command(epilog=EPILOG)
+@click.option("--defense", "-d", required=True, help="Defense config name (bench ls defenses).")
+@click.option("--attack", "-a", "attacks", multiple=True, required=True, help="Attack config name; repeatable (bench ls attacks).")
+@click.option("--dataset", default="digits", show_default=True, help="Dataset name, or a path to an .npz file / ImageFolder dir.")
+@click.option("--model", default=None, help="Model name (default: the dataset's default_model).")
+@click.option("--training", type=click.Choice(["standard", "at"]), default=None, help="Plain or PGD adversarial training.")
+@click.option("--epochs", type=int, default=None, help="Training epochs (default: dataset's).")
+@click.option("--batch-size", type=int, default=None, help="Training batch size.")
+@click.option("--T", "T", type=int, default=None, help="Simulation time steps.")
+@click.option("--seed", type=int, default=None, help="Training seed.")
+@click.option("--lr", type=float, default=None, help="Learning rate.")
+@click.option("--eps", default=None, help="Attack budget in pixel units, e.g. 0.1 or 8/255 (default: dataset's).")
+@click.option("--alpha", default=None, help="Attack step size (default: dataset's).")
+@click.option("--steps", type=int, default=None, help="Attack iterations.")
+@click.option("--grad-mode", type=click.Choice(["bptt", "bptr", "bptr_rga"]), default=None, help="Attacker's gradient mode.")
+@click.option("--eot", type=int, default=None, help="EOT samples (default: 10 for randomized defenses, else 1).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Evaluate this state dict instead of training.")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Where torchvision datasets live.")
+@click.option("--n-eval", type=int, default=None, help="Evaluate the first N test samples (default: all).")
+@click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
+@click.option("--results-dir", type=click.Path(file_okay=False), default=None, help="Checkpoints and SQLite DB [results].")
+@click.option("--db", default=None, help="SQLAlchemy URL (default: $BENCH_DB or sqlite:///RESULTS/bench.sqlite).")
+@click.option("--force", is_flag=True, help="Re-run evaluations already stored.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or header.")
+@_common
+@user_errors
+def run(**o) -> None:
+    """Train (or load) a model with a defense, attack it, store and print the results.
+
+    A second run with the same config loads the cached checkpoint and skips stored evaluations.
+    """
+    from bench.registry import load_registry
+    from bench.runner import RunRequest, ensure_writable, prepare, resolve, run_attack
+    from bench.store import Store
+
+    reg = load_registry(o["registry"])
+    for name, v in (("--T", o["T"]), ("--epochs", o["epochs"]), ("--batch-size", o["batch_size"])):
+        if v is not None and v < 1 and not (name == "--epochs" and v == 0):
+            raise BenchError(f"{name} must be >= 1, got {v}")
+    req = RunRequest(
+        defense=o["defense"],
+        attacks=tuple(o["attacks"]),
+        dataset=o["dataset"],
+        model=o["model"],
+        train_overrides={k: o[k] for k in ("epochs", "batch_size", "T", "seed", "lr", "training")},
+        attack_overrides={"eps": _eps(o["eps"]), "alpha": _eps(o["alpha"]), "steps": o["steps"],
+                          "grad_mode": o["grad_mode"], "eot": o["eot"]},
+        checkpoint=o["checkpoint"],
+        data_root=o["data_root"],
+        n_eval=o["n_eval"],
+        device=o["device"],
+    )
+    plan = resolve(reg, req)
+    results = Path(o["results_dir"] or os.environ.get("BENCH_RESULTS", "results"))
+    ensure_writable(results)
+    store = Store(o["db"] or os.environ.get("BENCH_DB") or f"sqlite:///{results / 'bench.sqlite'}")
+    quiet = o["quiet"]
+    if not quiet:
+        _print_header(plan, store.url)
+    prep = prepare(plan, store, results, _progress(quiet))
+    if not quiet:
+        how = f"trained in {prep.train_seconds:.1f}s" if prep.trained else "loaded"
+        click.echo(f"model: {how} -> {prep.checkpoint}", err=True)
+    for entry, attack in plan.attacks:
+        run_attack(plan, prep, entry, attack, store, o["force"], _progress(quiet))
+    _print_results(store, prep.run_id, plan)
+
+
+def _print_header(plan, db_url: str) -> None:
+    t = plan.train
+    lines = [
+        f"dataset  {plan.dataset.name} {list(plan.dataset.shape)} ({plan.dataset.classes} classes)   eps {plan.dataset.eps:.4g}",
+        f"model    {plan.model.name} ({plan.model.arch}, encoder {plan.model.encoder})   T={t.T}",
+        f"defense  {plan.defense_entry.name} ({plan.defense_entry.kind})   training={t.training}",
+        f"train    epochs={t.epochs} batch={t.batch_size} lr={t.lr} wd={plan.defense.weight_decay(t)} seed={t.seed}",
+        f"attacks  {', '.join(f'{e.name}(eps={a.eps:.4g})' for e, a in plan.attacks)}",
+        f"device   {plan.device}   config {plan.config_hash[:12]}   db {db_url}",
+    ]
+    click.echo("\n".join(lines), err=True)
+
+
+def _print_results(store, run_id: int, plan) -> None:
+    names = {e.name for e, _ in plan.attacks}
+    rows = [e for e in store.evaluations(run_id) if e.attack in names]
+    header = f"{'defense':<12} {'training':<9} {'attack':<14} {'eps':>7} {'n':>6} {'clean':>7} {'robust':>7} {'sec':>7}"
+    click.echo(header)
+    for e in rows:
+        click.echo(
+            f"{plan.defense_entry.name:<12} {plan.train.training:<9} {e.attack:<14} {e.eps:>7.4f} {e.n:>6} "
+            f"{100 * e.clean_acc:>6.2f}% {100 * e.robust_acc:>6.2f}% {e.seconds:>7.2f}"
+        )
+
+
+@main.command()
+@_common
+@user_errors
+def validate(registry: str | None) -> None:
+    """Validate registry.yaml in full (names, types, references, params of every kind)."""
+    from bench.registry import load_registry
+
+    reg = load_registry(registry)
+    counts = ", ".join(f"{len(getattr(reg, s))} {s}" for s in ("datasets", "models", "defenses", "attacks", "suites"))
+    click.echo(f"{reg.path}: ok ({counts})")
+
+
+@main.command(name="ls")
+@click.argument("what", type=click.Choice(["datasets", "models", "defenses", "attacks", "suites"]))
+@_common
+@user_errors
+def ls(what: str, registry: str | None) -> None:
+    """List the registry's datasets, models, defenses, attacks or suites."""
+    from attacks import ATTACKS
+    from bench.registry import load_registry
+    from defenses import DEFENSES
+
+    reg = load_registry(registry)
+    table = getattr(reg, what)
+    for name, item in sorted(table.items()):
+        if what == "datasets":
+            line = f"{item.source:<15} {list(item.shape)} eps={item.eps:.4g}  {item.description}"
+        elif what == "models":
+            line = f"{item.arch:<12} encoder={item.encoder:<8} {item.description}"
+        elif what == "defenses":
+            impl = DEFENSES.get(item.kind) if item.kind in DEFENSES else None
+            status = "" if impl else "[not implemented yet] "
+            paper = f" ({impl.paper})" if impl and impl.paper else ""
+            rnd = " [randomized: EOT]" if impl and impl.randomized else ""
+            line = f"{item.kind:<10} {status}{item.description or (impl.description if impl else '')}{paper}{rnd}"
+        elif what == "attacks":
+            impl = ATTACKS.get(item.kind) if item.kind in ATTACKS else None
+            status = "" if impl else "[not implemented yet] "
+            line = f"{item.kind:<10} {status}{item.description or (impl.description if impl else '')}"
+        else:
+            line = f"{item.dataset}/{item.model}  {len(item.defenses)} defenses x {len(item.trainings)} x {len(item.attacks)} attacks  {item.description}"
+        click.echo(f"{name:<18} {line}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

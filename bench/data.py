@@ -1,0 +1,212 @@
+"""Datasets as in-memory tensors: scikit-learn's bundled ``digits`` (the offline default), CIFAR-10/100,
+MNIST and Fashion-MNIST through torchvision, and a user's own ``.npz`` file or ImageFolder directory.
+
+Images are kept as uint8 (or float32 in [0, 1]) ``[N, C, H, W]``; :func:`to_float` converts a batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bench.errors import BenchError
+from bench.specs import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images ``x`` [N, C, H, W] (uint8 or float32 in [0, 1]) and int64 labels ``y`` [N]."""
+
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True)
+class Data:
+    spec: DatasetSpec
+    train: Split
+    test: Split
+
+
+def to_float(x: Tensor) -> Tensor:
+    """uint8 [0, 255] or float [0, 1] -> float32 [0, 1]."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim != 4:
+        raise BenchError(f"{where}: images must be [N, H, W], [N, C, H, W] or [N, H, W, C], got shape {x.shape}")
+    if x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
+        return x.transpose(0, 3, 1, 2)
+    return x
+
+
+def _as_images(x: np.ndarray, where: str) -> Tensor:
+    x = _to_nchw(np.asarray(x), where)
+    if x.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(x))
+    if not np.issubdtype(x.dtype, np.floating):
+        raise BenchError(f"{where}: images must be uint8 or float in [0, 1], got dtype {x.dtype}")
+    if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise BenchError(f"{where}: float images must be finite and in [0, 1] (got range {x.min()}..{x.max()})")
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def _as_labels(y: np.ndarray, n: int, classes: int, where: str) -> Tensor:
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n:
+        raise BenchError(f"{where}: labels must be a 1-D array of {n} entries, got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise BenchError(f"{where}: labels must be integers, got dtype {y.dtype}")
+    if n and (y.min() < 0 or y.max() >= classes):
+        raise BenchError(f"{where}: labels out of range [0, {classes}): min {y.min()}, max {y.max()}")
+    return torch.from_numpy(y.astype(np.int64))
+
+
+def load_digits_data(spec: DatasetSpec) -> Data:
+    """scikit-learn's bundled 8x8 digits (1,797 images, 17 gray levels); stratified 80/20 split, seed 0."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]  # [N, 1, 8, 8] in [0, 1]
+    xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=0.2, random_state=0, stratify=d.target)
+    return Data(spec, Split(torch.from_numpy(xtr), torch.from_numpy(ytr)), Split(torch.from_numpy(xte), torch.from_numpy(yte)))
+
+
+def _torchvision_split(spec: DatasetSpec, root: Path, train: bool) -> Split:
+    import torchvision.datasets as tvd
+
+    cls = {"CIFAR10": tvd.CIFAR10, "CIFAR100": tvd.CIFAR100, "MNIST": tvd.MNIST, "FashionMNIST": tvd.FashionMNIST}[
+        spec.torchvision
+    ]
+    try:
+        ds = cls(str(root), train=train, download=False)
+    except RuntimeError:
+        try:
+            ds = cls(str(root), train=train, download=True)
+        except Exception as e:  # network errors come in many types (URLError, OSError, HTTPError)
+            raise BenchError(
+                f"dataset {spec.name!r}: files not found under {root} and the download failed "
+                f"({type(e).__name__}); put the {spec.torchvision} files there or pass --data-root DIR"
+            ) from None
+    x = ds.data.numpy() if isinstance(ds.data, Tensor) else np.asarray(ds.data)
+    y = np.asarray(ds.targets.numpy() if isinstance(ds.targets, Tensor) else ds.targets)
+    where = f"dataset {spec.name}"
+    return Split(_as_images(x, where), _as_labels(y, len(x), spec.classes, where))
+
+
+def load_npz(spec: DatasetSpec, path: Path) -> Data:
+    """A user's ``.npz`` with ``x_train y_train x_test y_test`` (uint8 or float in [0, 1], NHWC or NCHW)."""
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise BenchError(f"cannot read {path}: {e}; expected an .npz with x_train y_train x_test y_test") from None
+    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
+    if missing:
+        raise BenchError(f"{path}: missing arrays {missing}; found {z.files}")
+    tr = _as_images(z["x_train"], f"{path}: x_train")
+    te = _as_images(z["x_test"], f"{path}: x_test")
+    return Data(
+        spec,
+        Split(tr, _as_labels(z["y_train"], len(tr), spec.classes, f"{path}: y_train")),
+        Split(te, _as_labels(z["y_test"], len(te), spec.classes, f"{path}: y_test")),
+    )
+
+
+def load_imagefolder(spec: DatasetSpec, root: Path) -> Data:
+    """An ImageFolder tree ``root/{train,test}/<class>/*.png``; all images must share one size."""
+    from torchvision.datasets import ImageFolder
+
+    splits = []
+    for name in ("train", "test"):
+        d = root / name
+        if not d.is_dir():
+            raise BenchError(f"{root}: expected sub-directories train/ and test/ (ImageFolder layout), missing {name}/")
+        ds = ImageFolder(str(d))
+        mode = "L" if spec.shape[0] == 1 else "RGB"
+        imgs = [np.asarray(ds.loader(p).convert(mode)) for p, _ in ds.samples]
+        if not imgs or len({i.shape for i in imgs}) != 1:
+            raise BenchError(f"{d}: images must exist and all have the same size")
+        splits.append(Split(_as_images(np.stack(imgs), str(d)), torch.tensor(ds.targets, dtype=torch.int64)))
+    return Data(spec, splits[0], splits[1])
+
+
+def infer_custom_spec(path: Path, base: DatasetSpec) -> DatasetSpec:
+    """Describe a user's npz/ImageFolder data: shape, classes, mean/std from the training split, and the
+    threat model of its kind (0.1 for gray images, 8/255 for colour, DESIGN.md 'Threat model')."""
+    source = "npz" if path.suffix == ".npz" else "imagefolder"
+    probe = dataclasses.replace(base, name="custom", source=source, path=str(path), classes=10**9)
+    data = load_npz(probe, path) if source == "npz" else load_imagefolder(probe, path)
+    xtr = to_float(data.train.x)
+    c = xtr.shape[1]
+    gray = c == 1
+    eps = 0.1 if gray else 8 / 255
+    return dataclasses.replace(
+        probe,
+        name=path.stem.lower().replace(" ", "_")[:64] or "custom",
+        shape=tuple(xtr.shape[1:]),
+        classes=int(max(data.train.y.max(), data.test.y.max())) + 1,
+        mean=tuple(xtr.mean(dim=(0, 2, 3)).tolist()),
+        std=tuple(xtr.std(dim=(0, 2, 3)).clamp(min=1e-3).tolist()),
+        eps=eps,
+        alpha=eps / 4 if gray else 0.01,
+        train_eps=eps / 4,
+        default_model="small_conv" if xtr.shape[-1] <= 28 else "vgg11",
+        description=f"user data from {path}",
+    )
+
+
+def load_data(spec: DatasetSpec, data_root: str | Path | None = None) -> Data:
+    """Load a dataset by its spec; every failure is a one-line BenchError."""
+    if spec.source == "sklearn_digits":
+        data = load_digits_data(spec)
+    elif spec.source == "torchvision":
+        root = Path(data_root or "data")
+        if data_root is not None and not root.is_dir():
+            raise BenchError(f"--data-root {root} does not exist; create it or point it at the dataset files")
+        data = Data(spec, _torchvision_split(spec, root, True), _torchvision_split(spec, root, False))
+    elif spec.source == "npz":
+        data = load_npz(spec, Path(spec.path))
+    elif spec.source == "imagefolder":
+        data = load_imagefolder(spec, Path(spec.path))
+    elif spec.source == "synthetic":
+        g = torch.Generator().manual_seed(0)
+        mk = lambda n: Split(torch.rand(n, *spec.shape, generator=g), torch.randint(0, spec.classes, (n,), generator=g))  # noqa: E731
+        data = Data(spec, mk(256), mk(64))
+    else:  # pragma: no cover - validated by the registry
+        raise BenchError(f"unknown data source {spec.source!r}")
+    if tuple(data.train.x.shape[1:]) != tuple(spec.shape):
+        raise BenchError(f"dataset {spec.name}: images have shape {tuple(data.train.x.shape[1:])}, expected {spec.shape}")
+    return data
+
+
+def augment(x: Tensor, mode: str, pad: int, generator: torch.Generator) -> Tensor:
+    """RandomCrop(pad) (+ horizontal flip for ``crop_flip``) on a float batch [B, C, H, W]."""
+    if mode == "none":
+        return x
+    b, _, h, w = x.shape
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(b, x.shape[1], h, w + 2 * pad)
+    out = xp.gather(2, rows.to(x.device))
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(b, x.shape[1], h, w)
+    out = out.gather(3, cols.to(x.device))
+    if mode == "crop_flip":
+        flip = torch.rand(b, generator=generator) < 0.5
+        out[flip.to(x.device)] = out[flip.to(x.device)].flip(-1)
+    return out

@@ -1,0 +1,259 @@
+"""Resolve a request into a plan, train or load the model, run attacks, store everything.
+
+Config precedence, implemented only in :func:`resolve`: CLI flag > suite entry > dataset defaults
+(``datasets.<name>.train`` in registry.yaml) > ``TrainSpec`` defaults. The resolved config is hashed
+(canonical JSON) to address the checkpoint and the database row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attacks import ATTACKS
+from attacks.base import Attack
+from bench.data import Data, infer_custom_spec, load_data
+from bench.errors import BenchError, NotImplementedYet
+from bench.evaluate import evaluate_attack
+from bench.registry import BenchRegistry
+from bench.snn.classifier import SNNClassifier
+from bench.specs import ATSpec, DatasetSpec, Entry, ModelSpec, TrainSpec, from_mapping, json_ready, to_dict
+from bench.store import EvalRecord, FlagRecord, RunInfo, Store
+from bench.train import apply_state_dict, atomic_save, build_model, load_checkpoint, sha256_file, train
+from defenses import DEFENSES
+from defenses.base import Defense
+
+TRAIN_OVERRIDE_KEYS = ("epochs", "batch_size", "T", "seed", "lr", "training")
+ATTACK_OVERRIDE_KEYS = ("eps", "alpha", "steps", "grad_mode", "surrogate", "gamma", "eot", "seed")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What the user asked for (CLI flags or one suite cell); None = use the default."""
+
+    defense: str
+    attacks: tuple[str, ...] = ()
+    dataset: str = "digits"
+    model: str | None = None
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    attack_overrides: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None
+    data_root: str | None = None
+    n_eval: int | None = None
+    eval_batch_size: int = 256
+    device: str | None = None
+
+
+@dataclass
+class Plan:
+    dataset: DatasetSpec
+    model: ModelSpec
+    defense_entry: Entry
+    defense: Defense
+    train: TrainSpec
+    attacks: list[tuple[Entry, Attack]]
+    config: dict[str, Any]
+    config_hash: str
+    device: torch.device
+    n_eval: int
+    request: RunRequest
+
+
+def canonical_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(json_ready(obj), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def resolve_dataset(reg: BenchRegistry, name: str) -> DatasetSpec:
+    """A registry name, or a path to the user's .npz file / ImageFolder directory."""
+    if name in reg.datasets:
+        return reg.datasets[name]
+    p = Path(name)
+    if p.suffix == ".npz" or p.is_dir():
+        if not p.exists():
+            raise BenchError(f"--dataset {name}: no such file or directory")
+        return infer_custom_spec(p, reg.datasets["digits"])
+    raise _unknown_dataset(reg, name)
+
+
+def _unknown_dataset(reg: BenchRegistry, name: str) -> BenchError:
+    from bench.errors import did_you_mean
+
+    return BenchError(f"--dataset: unknown dataset {name!r}; {did_you_mean(name, reg.datasets)} (or a path to .npz / ImageFolder)")
+
+
+def make_defense(reg: BenchRegistry, name: str, where: str = "--defense") -> tuple[Entry, Defense]:
+    entry: Entry = reg.get("defenses", name, where)
+    if entry.kind not in DEFENSES:
+        raise NotImplementedYet(f"defense {name!r} (kind {entry.kind}) is declared in registry.yaml but not implemented yet")
+    cls = DEFENSES.get(entry.kind)
+    return entry, cls(from_mapping(cls.Params, entry.params, f"defenses.{name}.params"))
+
+
+def make_attack(reg: BenchRegistry, name: str, dataset: DatasetSpec, overrides: dict[str, Any]) -> tuple[Entry, Attack]:
+    entry: Entry = reg.get("attacks", name, "--attack")
+    if entry.kind not in ATTACKS:
+        raise NotImplementedYet(f"attack {name!r} (kind {entry.kind}) is declared in registry.yaml but not implemented yet")
+    cls = ATTACKS.get(entry.kind)
+    fields = {f.name for f in dataclasses.fields(cls.Params)}
+    params = {**entry.params, **{k: v for k, v in overrides.items() if k in fields and v is not None}}
+    p = from_mapping(cls.Params, params, f"attacks.{name}.params")
+    eps = getattr(p, "eps", None)
+    if eps is not None and not 0 <= eps <= 1:
+        raise BenchError(f"eps {eps} is outside [0, 1]; eps is in pixel units (e.g. 8/255 for CIFAR, 0.1 for digits)")
+    atk = cls(p, dataset.eps, dataset.alpha)
+    return entry, atk
+
+
+def resolve(reg: BenchRegistry, req: RunRequest, suite_train: dict[str, Any] | None = None) -> Plan:
+    """Merge defaults, suite and CLI into a plan; every user error surfaces here, before torch work."""
+    dataset = resolve_dataset(reg, req.dataset)
+    model: ModelSpec = reg.get("models", req.model or dataset.default_model, "--model")
+    entry, defense = make_defense(reg, req.defense)
+    merged = {**dataset.train, **(suite_train or {}), **{k: v for k, v in req.train_overrides.items() if v is not None}}
+    if isinstance(merged.get("at"), dict):
+        merged["at"] = from_mapping(ATSpec, merged["at"], "train.at")
+    train_spec: TrainSpec = from_mapping(TrainSpec, {k: v for k, v in merged.items() if k != "at"}, "train")
+    if "at" in merged:
+        train_spec = dataclasses.replace(train_spec, at=merged["at"])
+    attacks = [make_attack(reg, a, dataset, req.attack_overrides) for a in req.attacks]
+    device = torch.device(req.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BenchError("--device cuda: no CUDA device is available here; use --device cpu")
+    config = {
+        "dataset": {k: v for k, v in to_dict(dataset).items() if k not in ("eps", "alpha", "description", "eval_samples")},
+        "model": to_dict(model),
+        "defense": {"kind": entry.kind, "params": to_dict(defense.params)},
+        "train": to_dict(train_spec),
+        "format": 1,
+    }
+    if req.checkpoint:
+        config["checkpoint_sha256"] = sha256_file(req.checkpoint) if Path(req.checkpoint).is_file() else "missing"
+    n_eval = req.n_eval if req.n_eval is not None else dataset.eval_samples
+    return Plan(dataset, model, entry, defense, train_spec, attacks, config, canonical_hash(config), device, n_eval, req)
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for mod in ("torchattacks", "pyautoattack", "numpy", "bench"):
+        m = sys.modules.get(mod)
+        if m is None:
+            try:
+                m = __import__(mod)
+            except ImportError:
+                continue
+        out[mod] = str(getattr(m, "__version__", "?"))
+    return out
+
+
+def git_sha() -> str:
+    try:
+        r = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
+        )
+        return r.stdout.strip() if r.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def ensure_writable(results_dir: Path) -> None:
+    try:
+        (results_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        probe = results_dir / f".write-probe-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise BenchError(f"results directory {results_dir} is not writable ({e.strerror}); pass --results-dir DIR") from None
+
+
+@dataclass
+class Prepared:
+    model: SNNClassifier
+    data: Data
+    run_id: int
+    trained: bool
+    train_seconds: float
+    checkpoint: Path
+
+
+def prepare(plan: Plan, store: Store, results_dir: Path, progress: Callable | None = None) -> Prepared:
+    """Load data; load the foreign/cached checkpoint or train (resuming a partial run); register the run."""
+    data = load_data(plan.dataset, plan.request.data_root)
+    with torch.random.fork_rng(devices=[plan.device] if plan.device.type == "cuda" else []):
+        torch.manual_seed(plan.train.seed)
+        model = build_model(plan.dataset, plan.model, plan.defense, plan.train.T)
+        ck_dir = results_dir / "checkpoints"
+        ck_dir.mkdir(parents=True, exist_ok=True)
+        final = ck_dir / f"{plan.config_hash[:32]}.pt"
+        trained, seconds = False, 0.0
+        if plan.request.checkpoint:
+            ck = load_checkpoint(plan.request.checkpoint)
+            apply_state_dict(model, ck["state_dict"], plan.request.checkpoint)
+            final = Path(plan.request.checkpoint)
+        elif final.exists():
+            apply_state_dict(model, load_checkpoint(final)["state_dict"], str(final))
+        else:
+            store.upsert_run(_run_info(plan))  # status "running" until the checkpoint exists
+            partial = ck_dir / f"{plan.config_hash[:32]}.partial.pt"
+            out = train(model, plan.defense, data, plan.train, partial, plan.device, progress)
+            atomic_save({"format": 1, "config_hash": plan.config_hash, "state_dict": model.state_dict()}, final)
+            partial.unlink(missing_ok=True)
+            trained, seconds = True, out.seconds
+    model.to(plan.device).eval()
+    run_id = store.upsert_run(_run_info(plan))
+    if trained or plan.request.checkpoint or not store.run_by_hash(plan.config_hash).checkpoint_sha256:
+        store.finish_run(run_id, status="trained", train_seconds=seconds if trained else None,
+                         checkpoint_path=str(final), checkpoint_sha256=sha256_file(final))
+    return Prepared(model, data, run_id, trained, seconds, final)
+
+
+def _run_info(plan: Plan) -> RunInfo:
+    return RunInfo(
+        config_hash=plan.config_hash,
+        config=plan.config,
+        dataset=plan.dataset.name,
+        model=plan.model.name,
+        defense=plan.defense_entry.name,
+        training=plan.train.training,
+        T=plan.train.T,
+        seed=plan.train.seed,
+        git_sha=git_sha(),
+        versions=versions(),
+        device=device_name(plan.device),
+    )
+
+
+def attack_hash(plan: Plan, entry: Entry, attack: Attack) -> str:
+    return canonical_hash({"attack": attack.config(), "n_eval": plan.n_eval, "name": entry.name})
+
+
+def run_attack(
+    plan: Plan, prep: Prepared, entry: Entry, attack: Attack, store: Store, force: bool = False,
+    progress: Callable | None = None,
+) -> bool:
+    """Evaluate one attack unless an identical evaluation is stored; returns True when it ran."""
+    h = attack_hash(plan, entry, attack)
+    if not force and store.has_evaluation(prep.run_id, h):
+        return False
+    out = evaluate_attack(prep.model, attack, prep.data.test, plan.n_eval, plan.request.eval_batch_size, plan.device, progress)
+    rec = EvalRecord(entry.name, h, attack.config(), attack.eps, out.clean_correct, out.adv_correct, out.seconds,
+                     attack.eot_samples(prep.model))
+    flags = [FlagRecord(entry.name, "in_eps_ball", True, out.max_linf, f"max L-inf {out.max_linf:.4g} <= eps {attack.eps:.4g}")]
+    store.record_evaluation(prep.run_id, rec, flags)
+    return True

@@ -1,0 +1,168 @@
+"""Multi-step LIF/IF neurons, plain torch: the reference path.
+
+Dynamics (spec/defenses.md 1.1; TGO Eq. 1-3 with a general reset), per layer and time step t = 1..T:
+
+    V[t] = tau * U[t-1] + I[t]                  # charge; tau = 1 is the IF neuron of the Ding et al. code
+    S[t] = H(V[t] - V_th)                       # fire; surrogate gradient in backward
+    U[t] = V[t] (1 - S[t]) + V_reset S[t]       # hard reset (gradient kept through the reset)
+    U[t] = V[t] - V_th S[t]                     # soft reset (reset by subtraction)
+
+``V[t]`` (the pre-spike, pre-reset potential) is what MPD-SGR and TGO regularise; set ``record = True`` to
+keep it (with its graph) in ``self.v_pre`` as a ``[T, B, ...]`` tensor.
+
+Gradient modes (spec 4.1), chosen by the attacker's view of the model:
+- ``bptt``: surrogate gradient through time (spikes, membrane carry-over and reset).
+- ``bptr``: backward through firing rate as in the SNN-RAT/StoG ``RateBp``: forward spikes unchanged,
+  ``dL/dI[t] = dL/dS[t] * 1[mean_t S > 0]``.
+- ``bptr_rga``: the rate-gradient approximation of Bu et al. (SR/FEEL ``RateBp(x, tau)``), from the mean
+  input current x = mean_t I[t]: g = 1[1-tau <= x <= 2] (1 - 0.2 + 0.2 tau)/(tau + 1) + 1[0 <= x <= 1-tau] 0.2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from bench.snn.surrogate import SURROGATES, spike
+
+GRAD_MODES = ("bptt", "bptr", "bptr_rga")
+RESETS = ("hard", "soft")
+
+
+@dataclass(frozen=True)
+class NeuronSpec:
+    """Neuron hyper-parameters; defaults are the Ding et al. code (spec 1.5 / section 5)."""
+
+    tau: float = 1.0
+    v_th: float = 1.0
+    reset: str = "hard"
+    v_reset: float = 0.0
+    surrogate: str = "triangle"
+    gamma: float = 1.0
+    detach_reset: bool = False
+
+    def __post_init__(self) -> None:
+        from bench.errors import BenchError, did_you_mean
+
+        if self.reset not in RESETS:
+            raise BenchError(f"neuron.reset: {self.reset!r} is not a reset; {did_you_mean(self.reset, RESETS)}")
+        if self.surrogate not in SURROGATES:
+            raise BenchError(
+                f"neuron.surrogate: {self.surrogate!r} is not a surrogate; {did_you_mean(self.surrogate, SURROGATES)}"
+            )
+        if not self.gamma > 0:
+            raise BenchError(f"neuron.gamma must be > 0, got {self.gamma}")
+        if not self.v_th > 0:
+            raise BenchError(f"neuron.v_th must be > 0, got {self.v_th}")
+
+
+class RateMask(torch.autograd.Function):
+    """BPTR (SNN-RAT ``RateBp``): pass spikes forward, gate the gradient by 1[rate > 0] per neuron."""
+
+    @staticmethod
+    def forward(ctx, x_seq: Tensor, s_seq: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward((s_seq.mean(0, keepdim=True) > 0).to(x_seq.dtype))
+        return s_seq
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        (mask,) = ctx.saved_tensors
+        return grad_out * mask, None
+
+
+class RateRGA(torch.autograd.Function):
+    """BPTR as the rate-gradient approximation (SR/FEEL ``RateBp(x, tau)``, Bu et al. CVPR 2023)."""
+
+    @staticmethod
+    def forward(ctx, x_seq: Tensor, s_seq: Tensor, tau: float) -> Tensor:  # type: ignore[override]
+        xm = x_seq.mean(0, keepdim=True)
+        g = ((xm >= 1 - tau) & (xm <= 2)).to(x_seq.dtype) * ((1 - 0.2 + 0.2 * tau) / (tau + 1))
+        g = g + ((xm >= 0) & (xm <= 1 - tau)).to(x_seq.dtype) * 0.2
+        ctx.save_for_backward(g)
+        return s_seq
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        (g,) = ctx.saved_tensors
+        return grad_out * g, None, None
+
+
+class LIFNeuron(nn.Module):
+    """Multi-step LIF neuron on time-merged input ``[T*B, *shape]`` (T is set by the classifier).
+
+    Subclasses (defenses) override :meth:`leak` (FEEL's per-step, per-neuron leak) or
+    :meth:`membrane_noise` (TGO's noisy LIF). ``randomized`` subclasses keep their randomness in eval mode
+    when ``stochastic_at_inference`` is set: attack libraries call ``model.eval()``, which must not silently
+    switch a defense off (spec/ecosystem.md 2.3).
+    """
+
+    randomized = False
+
+    def __init__(self, spec: NeuronSpec, shape: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        self.spec = spec
+        self.shape = tuple(shape)
+        self.T = 1
+        self.grad_mode = "bptt"
+        self.attack_surrogate: tuple[str, float] | None = None
+        self.record = False
+        self.v_pre: Tensor | None = None
+        self.spikes: Tensor | None = None
+
+    # --- hooks for defenses -------------------------------------------------------------------------
+    def leak(self, t: int) -> Tensor | float:
+        """Leak factor tau applied to U[t-1] at step t (scalar by default)."""
+        return self.spec.tau
+
+    def membrane_noise(self, v: Tensor, t: int) -> Tensor | None:
+        """Additive noise on V[t] before thresholding; None for a deterministic neuron."""
+        return None
+
+    # --- dynamics -----------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        x_seq = x.view(self.T, -1, *x.shape[1:])  # [T, B, ...]
+        if self.grad_mode == "bptt":
+            s_seq = self._run(x_seq)
+        else:
+            with torch.no_grad():
+                s_seq = self._run(x_seq)
+            if self.grad_mode == "bptr":
+                s_seq = RateMask.apply(x_seq, s_seq)
+            elif self.grad_mode == "bptr_rga":
+                s_seq = RateRGA.apply(x_seq, s_seq, float(self.spec.tau))
+            else:  # pragma: no cover - guarded by the classifier
+                raise AssertionError(self.grad_mode)
+        return s_seq.flatten(0, 1)
+
+    def _run(self, x_seq: Tensor) -> Tensor:
+        """Unroll charge -> fire -> reset over T; returns spikes [T, B, ...]."""
+        sp = self.spec
+        surrogate, gamma = self.attack_surrogate or (sp.surrogate, sp.gamma)
+        u = torch.zeros_like(x_seq[0])
+        spikes, v_pres = [], []
+        for t in range(x_seq.shape[0]):
+            v = self.leak(t) * u + x_seq[t]  # charge
+            noise = self.membrane_noise(v, t)
+            if noise is not None:
+                v = v + noise
+            s = spike(v - sp.v_th, surrogate, gamma)  # fire
+            s_r = s.detach() if sp.detach_reset else s
+            if sp.reset == "hard":  # reset
+                u = v * (1 - s_r) + sp.v_reset * s_r
+            else:
+                u = v - sp.v_th * s_r
+            spikes.append(s)
+            if self.record:
+                v_pres.append(v)
+        s_seq = torch.stack(spikes)
+        if self.record:
+            self.v_pre = torch.stack(v_pres)
+            self.spikes = s_seq
+        return s_seq
+
+    def extra_repr(self) -> str:
+        sp = self.spec
+        return f"tau={sp.tau}, v_th={sp.v_th}, reset={sp.reset}, surrogate={sp.surrogate}({sp.gamma}), shape={self.shape}"
+
