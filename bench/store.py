@@ -115,6 +115,18 @@ class Flag(Base):
     message: Mapped[str] = mapped_column(Text, default="")
 
 
+class Artifact(Base):
+    """Small JSON payloads attached to a run (membrane-potential histograms, eps sweeps, timings)."""
+
+    __tablename__ = "artifact"
+    __table_args__ = (UniqueConstraint("run_id", "kind", "key", name="uq_artifact"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(128), default="")
+    json: Mapped[str] = mapped_column(Text)
+
+
 @dataclass(frozen=True)
 class EvalRecord:
     """One evaluation as produced by bench/evaluate.py."""
@@ -296,6 +308,20 @@ class Store:
             s.add(row)
         row.ok, row.value, row.message = bool(f.ok), f.value, f.message
 
+    def put_artifact(self, run_id: int, kind: str, key: str, payload: Any) -> None:
+        """Store (replace) a JSON artifact for a run."""
+        with Session(self.engine) as s, s.begin():
+            row = s.scalar(select(Artifact).where(Artifact.run_id == run_id, Artifact.kind == kind, Artifact.key == key))
+            if row is None:
+                row = Artifact(run_id=run_id, kind=kind, key=key, json="")
+                s.add(row)
+            row.json = json.dumps(payload, sort_keys=True)
+
+    def artifacts(self, run_id: int, kind: str) -> dict[str, Any]:
+        with Session(self.engine) as s:
+            rows = s.scalars(select(Artifact).where(Artifact.run_id == run_id, Artifact.kind == kind))
+            return {r.key: json.loads(r.json) for r in rows}
+
     def evaluations(self, run_id: int) -> list[Evaluation]:
         with Session(self.engine) as s:
             return list(s.scalars(select(Evaluation).where(Evaluation.run_id == run_id).order_by(Evaluation.id)))
@@ -320,5 +346,5 @@ class Store:
         with Session(self.engine) as s:
             return {
                 t.__tablename__: int(s.scalar(select(func.count()).select_from(t)))
-                for t in (Run, Evaluation, SampleOutcome, Flag)
+                for t in (Run, Evaluation, SampleOutcome, Flag, Artifact)
             }

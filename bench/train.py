@@ -36,7 +36,7 @@ CHECKPOINT_FORMAT = 1
 def build_model(dataset: DatasetSpec, model: ModelSpec, defense: Defense, T: int) -> SNNClassifier:
     """Architecture + defense neuron/encoder + in-model normalisation."""
     neuron = from_mapping(NeuronSpec, model.neuron, f"models.{model.name}.neuron")
-    net = ARCHITECTURES[model.arch](tuple(dataset.shape), dataset.classes, defense.make_neuron(neuron), **model.params)
+    net = ARCHITECTURES[model.arch](tuple(dataset.shape), dataset.classes, defense.make_neuron(neuron, T), **model.params)
     encoder = defense.make_encoder(model.encoder, T, tuple(dataset.shape))
     return SNNClassifier(net, encoder, T, dataset.mean, dataset.std)
 

@@ -70,7 +70,8 @@ class Defense:
         self.params = params if params is not None else self.Params()
 
     # --- model construction ---------------------------------------------------------------------------
-    def make_neuron(self, spec: NeuronSpec) -> MakeNeuron:
+    def make_neuron(self, spec: NeuronSpec, T: int) -> MakeNeuron:
+        """Factory ``shape -> module`` for every spiking layer (``shape`` = per-sample feature shape)."""
         return lambda shape: LIFNeuron(spec, shape)
 
     def make_encoder(self, name: str, T: int, shape: tuple[int, ...]) -> nn.Module:
