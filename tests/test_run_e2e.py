@@ -1,0 +1,38 @@
+"""`bench run` end to end on digits: trains once, caches, stores rows, evaluates a given checkpoint."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from bench.cli import main
+from bench.store import Store
+
+
+def test_run_trains_caches_and_stores(tmp_path):
+    results = tmp_path / "results"
+    args = ["run", "-q", "--defense", "vanilla", "--attack", "pgd", "--attack", "fgsm", "--epochs", "3",
+            "--n-eval", "120", "--results-dir", str(results), "--device", "cpu"]
+    r1 = CliRunner().invoke(main, args)
+    assert r1.exit_code == 0, r1.output
+    assert "pgd" in r1.output and "fgsm" in r1.output
+    store = Store(f"sqlite:///{results / 'bench.sqlite'}")
+    counts = store.counts()
+    assert counts["run"] == 1 and counts["evaluation"] == 2 and counts["sample_outcome"] == 2
+    ckpts = list((results / "checkpoints").glob("*.pt"))
+    assert len(ckpts) == 1 and not list((results / "checkpoints").glob("*.partial.pt"))
+    mtime = ckpts[0].stat().st_mtime_ns
+    # second identical run: loads the checkpoint, skips stored evaluations, prints the same table
+    r2 = CliRunner().invoke(main, args)
+    assert r2.exit_code == 0 and r2.output == r1.output
+    assert ckpts[0].stat().st_mtime_ns == mtime and store.counts() == counts
+    run = store.runs()[0]
+    assert run.status == "trained" and len(run.checkpoint_sha256) == 64
+    ev = {e.attack: e for e in store.evaluations(run.id)}
+    assert ev["pgd"].robust_acc < ev["pgd"].clean_acc and ev["pgd"].n == 120
+    # evaluating the cached file as a foreign checkpoint gives the same clean accuracy
+    r3 = CliRunner().invoke(main, [*args, "--checkpoint", str(ckpts[0])])
+    assert r3.exit_code == 0, r3.output
+    assert store.counts()["run"] == 2
+    runs = store.runs()
+    ev3 = {e.attack: e for e in store.evaluations(runs[1].id)}
+    assert ev3["pgd"].clean_acc == ev["pgd"].clean_acc
