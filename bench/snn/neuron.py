@@ -99,6 +99,11 @@ class LIFNeuron(nn.Module):
     """
 
     randomized = False
+    #: "auto" (fused on CUDA, reference on CPU), "torch" (reference loop) or "fused" (bench/snn/fused.py)
+    backend = "auto"
+    #: set by subclasses whose ``membrane_noise(v, t)`` uses ``v`` only for its shape/dtype/device, so the
+    #: fused path may sample the noise up front (same global-RNG draws in the same order)
+    noise_independent_of_v = False
 
     def __init__(self, spec: NeuronSpec, shape: tuple[int, ...] = ()) -> None:
         super().__init__()
@@ -138,6 +143,8 @@ class LIFNeuron(nn.Module):
 
     def _run(self, x_seq: Tensor) -> Tensor:
         """Unroll charge -> fire -> reset over T; returns spikes [T, B, ...]."""
+        if self._fused_ok(x_seq):
+            return self._run_fused(x_seq)
         sp = self.spec
         surrogate, gamma = self.attack_surrogate or (sp.surrogate, sp.gamma)
         u = torch.zeros_like(x_seq[0])
@@ -160,6 +167,34 @@ class LIFNeuron(nn.Module):
         if self.record:
             self.v_pre = torch.stack(v_pres)
             self.spikes = s_seq
+        return s_seq
+
+    def _fused_ok(self, x_seq: Tensor) -> bool:
+        """Use the fused path when asked (or "auto" on CUDA) and no unsupported hook is overridden."""
+        from bench.snn.fused import triton_available
+
+        if self.backend == "torch" or (self.backend == "auto" and not triton_available(x_seq.device)):
+            return False
+        cls = type(self)
+        if cls.leak is not LIFNeuron.leak:  # per-step leak tensors (FEEL): reference path
+            return False
+        return cls.membrane_noise is LIFNeuron.membrane_noise or self.noise_independent_of_v
+
+    def _run_fused(self, x_seq: Tensor) -> Tensor:
+        from bench.snn.fused import FusedSpec, fused_lif
+
+        sp = self.spec
+        surrogate, gamma = self.attack_surrogate or (sp.surrogate, sp.gamma)
+        fs = FusedSpec(float(sp.tau), float(sp.v_th), sp.reset == "hard", float(sp.v_reset), sp.detach_reset,
+                       surrogate, float(gamma))
+        noise = None
+        if type(self).membrane_noise is not LIFNeuron.membrane_noise:
+            draws = [self.membrane_noise(x_seq[t], t) for t in range(x_seq.shape[0])]  # same RNG order
+            if any(d is not None for d in draws):
+                noise = torch.stack([torch.zeros_like(x_seq[0]) if d is None else d.expand_as(x_seq[0]) for d in draws])
+        s_seq, v_seq = fused_lif(x_seq, fs, noise)
+        if self.record:
+            self.v_pre, self.spikes = v_seq, s_seq
         return s_seq
 
     def extra_repr(self) -> str:
