@@ -1,19 +1,32 @@
 """Results store (SQLAlchemy 2): the only module that speaks SQL.
 
 Tables: ``run`` (one trained model: config hash, canonical config, versions, device, seed, checkpoint
-sha256, timings), ``evaluation`` (one attack on one run: clean and robust accuracy with counts), 
+sha256, timings), ``evaluation`` (one attack on one run: clean and robust accuracy with counts),
 ``sample_outcome`` (per-sample clean/adversarial correctness, bit-packed), ``flag`` (reliability checks),
 ``meta`` (schema version). Unique keys make every write idempotent: re-running a cell replaces its row in
 one transaction, so an interrupted run leaves either the old row or the new one, never a partial one.
 SQLite by default (WAL, busy timeout); any SQLAlchemy URL works (PostgreSQL for a shared server).
+
+Concurrency (many sweep workers writing one database): every write is one transaction run by
+:meth:`Store._write`, which retries it when it loses a race - a unique-key collision (two processes
+creating the same run or evaluation: the retry re-reads and updates the winner's row), SQLite's
+"database is locked", PostgreSQL's serialization failure or deadlock. SQLite write transactions start
+with ``BEGIN IMMEDIATE`` so writers queue on the busy timeout instead of failing when they upgrade a read
+lock. Schema creation and migration run under a lock (``BEGIN IMMEDIATE`` / a PostgreSQL advisory lock)
+so concurrent first opens are safe. Older schema versions are migrated in one transaction
+(:data:`MIGRATIONS`); newer ones, and versions without a migration path, are refused with a message.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import (
@@ -27,17 +40,33 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
+    func,
     inspect,
     select,
 )
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from bench.errors import BenchError
 
-SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+SCHEMA_VERSION = 2
+# MIGRATIONS[v]: DDL taking a database from schema version v to v + 1, run in one transaction.
+# 1 -> 2 (issue 7): the worker host of a run, and the epoch a killed training resumed from.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "ALTER TABLE run ADD COLUMN host VARCHAR(255) DEFAULT '' NOT NULL",
+        "ALTER TABLE run ADD COLUMN resumed_from INTEGER DEFAULT 0 NOT NULL",
+    ),
+}
+WRITE_ATTEMPTS = 10  # a write that keeps losing races this often is a real error
+_PG_RETRY_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+_PG_INIT_LOCK = 0x736E6E62  # advisory lock key ("snnb") held while creating/migrating the schema
 
 
 def _now() -> dt.datetime:
@@ -72,6 +101,8 @@ class Run(Base):
     train_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     checkpoint_path: Mapped[str] = mapped_column(Text, default="")
     checkpoint_sha256: Mapped[str] = mapped_column(String(64), default="")
+    host: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    resumed_from: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now, onupdate=_now)
 
@@ -97,7 +128,9 @@ class Evaluation(Base):
 
 class SampleOutcome(Base):
     __tablename__ = "sample_outcome"
-    evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluation.id", ondelete="CASCADE"), primary_key=True)
+    evaluation_id: Mapped[int] = mapped_column(
+        ForeignKey("evaluation.id", ondelete="CASCADE"), primary_key=True
+    )
     n: Mapped[int] = mapped_column(Integer)
     clean_bits: Mapped[bytes] = mapped_column(LargeBinary)
     adv_bits: Mapped[bytes] = mapped_column(LargeBinary)
@@ -167,6 +200,7 @@ class RunInfo:
     git_sha: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     device: str = ""
+    host: str = ""
 
 
 def pack(bits: np.ndarray) -> bytes:
@@ -177,57 +211,142 @@ def unpack(data: bytes, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=n).astype(bool)
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
+def _sqlite_connect(dbapi_conn, _record) -> None:
+    # Autocommit at the driver level: SQLAlchemy's "begin" event below emits BEGIN itself, so write
+    # transactions can be BEGIN IMMEDIATE (the SQLAlchemy pysqlite recipe for serializable transactions).
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")  # first: the WAL switch below may wait for a lock
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=30000")
+    # WAL + NORMAL: a commit survives a killed process (it is in the WAL before COMMIT returns); only a
+    # power loss may drop the last commits, never corrupt the file (sqlite.org/pragma.html#pragma_synchronous).
+    cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
 
+def _sqlite_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get("bench_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _hide_password(url: str) -> str:
+    """The URL for messages and headers: a PostgreSQL password never reaches a log or a terminal."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return url.rsplit("@", 1)[-1] if "@" in url else url
+
+
+def _retryable(e: DBAPIError) -> bool:
+    """A transaction that lost a race with another writer (worth re-running from the start)."""
+    if isinstance(e, IntegrityError):
+        return True  # unique key taken by a concurrent writer: the retry reads and updates that row
+    if getattr(e.orig, "sqlstate", None) in _PG_RETRY_SQLSTATES:
+        return True
+    msg = str(e.orig).lower()
+    return isinstance(e, OperationalError) and ("locked" in msg or "busy" in msg)
+
+
 class Store:
-    """Results database behind any SQLAlchemy URL."""
+    """Results database behind any SQLAlchemy URL (safe for many concurrent writer processes)."""
 
     def __init__(self, url: str) -> None:
+        self.display_url = _hide_password(url)
         try:
-            self.engine: Engine = create_engine(url, future=True)
-        except (ArgumentError, SQLAlchemyError, ImportError) as e:
-            raise BenchError(f"--db {url!r}: not a usable SQLAlchemy URL ({e}); e.g. sqlite:///results/bench.sqlite") from None
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            self.engine: Engine = create_engine(url, pool_pre_ping=True)
+        except (ArgumentError, SQLAlchemyError, ImportError, ValueError) as e:
+            raise BenchError(
+                f"--db {self.display_url!r}: not a usable SQLAlchemy URL ({e}); e.g. sqlite:///results/bench.sqlite"
+            ) from None
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin)
+        self._writer = self.engine.execution_options(bench_write=True)
         self.url = url
-        self._init_schema()
-
-    def _init_schema(self) -> None:
+        self._jitter = random.Random()  # private stream: never touch the global RNG
+        self.retries = 0  # transactions re-run after losing a race (diagnostics, tests)
         try:
-            names = set(inspect(self.engine).get_table_names())
+            self._retry(self._init_schema)
+        except DBAPIError as e:
+            raise BenchError(
+                f"cannot open database {self.display_url}: {str(e.orig).strip().splitlines()[0]}"
+            ) from None
+
+    # --- transactions -------------------------------------------------------------------------------
+    def _retry(self, fn: Callable[[], R]) -> R:
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                return fn()
+            except DBAPIError as e:
+                if attempt == WRITE_ATTEMPTS - 1 or not _retryable(e):
+                    raise
+                self.retries += 1
+                log.debug("retrying a write that lost a race (%s)", type(e.orig).__name__)
+                time.sleep(min(2.0, 0.02 * 2**attempt) * (0.5 + self._jitter.random()))
+        raise AssertionError("unreachable")
+
+    def _write(self, fn: Callable[[Session], R]) -> R:
+        """Run ``fn(session)`` in one write transaction, retried from the start when it loses a race."""
+
+        def once() -> R:
+            with Session(self._writer) as s, s.begin():
+                return fn(s)
+
+        return self._retry(once)
+
+    # --- schema -------------------------------------------------------------------------------------
+    def _init_schema(self) -> None:
+        """Create, check or migrate the schema, under a lock so concurrent first opens are safe."""
+        with self._writer.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_INIT_LOCK})")
+            names = set(inspect(conn).get_table_names())
             if "meta" in names:
-                with Session(self.engine) as s:
-                    row = s.get(Meta, "schema_version")
-                    found = int(row.value) if row else 0
+                row = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar()
+                found = int(row) if row is not None and str(row).isdigit() else -1
                 if found > SCHEMA_VERSION:
                     raise BenchError(
-                        f"database {self.url} has schema version {found}, newer than this snnbench ({SCHEMA_VERSION}); "
-                        "upgrade snnbench or use another --db"
+                        f"database {self.display_url} has schema version {found}, newer than this snnbench "
+                        f"({SCHEMA_VERSION}); upgrade snnbench or use another --db"
                     )
                 if found < SCHEMA_VERSION:
-                    raise BenchError(
-                        f"database {self.url} has schema version {found}; no migration to {SCHEMA_VERSION} exists, "
-                        "export it with an older snnbench or use a new --db"
-                    )
+                    self._migrate(conn, found)
             elif names & {"run", "evaluation"}:
-                raise BenchError(f"database {self.url} has snnbench-like tables but no schema version; use a new --db")
-            Base.metadata.create_all(self.engine)
-            with Session(self.engine) as s, s.begin():
-                if s.get(Meta, "schema_version") is None:
-                    s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-        except OperationalError as e:
-            raise BenchError(f"cannot open database {self.url}: {e.orig}") from None
+                raise BenchError(
+                    f"database {self.display_url} has snnbench-like tables but no schema version; use a new --db"
+                )
+            Base.metadata.create_all(conn)
+            if conn.execute(select(Meta.key).where(Meta.key == "schema_version")).first() is None:
+                conn.execute(Meta.__table__.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+
+    def _migrate(self, conn: Connection, found: int) -> None:
+        """Apply MIGRATIONS[found], MIGRATIONS[found + 1], ... in the caller's transaction, or refuse."""
+        missing = [v for v in range(found, SCHEMA_VERSION) if v not in MIGRATIONS]
+        if found < 0 or missing:
+            raise BenchError(
+                f"database {self.display_url} has schema version {found if found >= 0 else 'unreadable'}; "
+                f"no migration to {SCHEMA_VERSION} exists (migrations from: {sorted(MIGRATIONS)}); "
+                "export it with an older snnbench or use a new --db"
+            )
+        for v in range(found, SCHEMA_VERSION):
+            for ddl in MIGRATIONS[v]:
+                conn.exec_driver_sql(ddl)
+            log.info("migrated %s from schema version %d to %d", self.display_url, v, v + 1)
+        conn.execute(
+            Meta.__table__.update().where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION))
+        )
+
+    def schema_version(self) -> int:
+        with Session(self.engine) as s:
+            return int(s.get(Meta, "schema_version").value)
 
     # --- runs ---------------------------------------------------------------------------------------
     def upsert_run(self, info: RunInfo) -> int:
-        """Create the run row for a config hash (or return the existing id)."""
-        with Session(self.engine) as s, s.begin():
+        """Create the run row for a config hash (or update and return the existing one)."""
+
+        def tx(s: Session) -> int:
             row = s.scalar(select(Run).where(Run.config_hash == info.config_hash))
             if row is None:
                 row = Run(
@@ -241,19 +360,36 @@ class Store:
                     seed=info.seed,
                 )
                 s.add(row)
-            row.git_sha, row.versions_json, row.device = info.git_sha, json.dumps(info.versions, sort_keys=True), info.device
-            s.flush()
+            row.git_sha, row.device = info.git_sha, info.device
+            row.versions_json, row.host = json.dumps(info.versions, sort_keys=True), info.host
+            s.flush()  # a concurrent insert of the same hash fails here -> retried, then found above
             return int(row.id)
 
-    def finish_run(self, run_id: int, *, status: str, train_seconds: float | None = None, checkpoint_path: str = "",
-                   checkpoint_sha256: str = "") -> None:
-        with Session(self.engine) as s, s.begin():
+        return self._write(tx)
+
+    def finish_run(
+        self,
+        run_id: int,
+        *,
+        status: str,
+        train_seconds: float | None = None,
+        checkpoint_path: str = "",
+        checkpoint_sha256: str = "",
+        resumed_from: int | None = None,
+    ) -> None:
+        def tx(s: Session) -> None:
             row = s.get(Run, run_id)
+            if row is None:
+                raise BenchError(f"run {run_id} does not exist in {self.display_url}")
             row.status = status
             if train_seconds is not None:
                 row.train_seconds = float(train_seconds)
             if checkpoint_path:
                 row.checkpoint_path, row.checkpoint_sha256 = checkpoint_path, checkpoint_sha256
+            if resumed_from is not None:
+                row.resumed_from = int(resumed_from)
+
+        self._write(tx)
 
     def run_by_hash(self, config_hash: str) -> Run | None:
         with Session(self.engine) as s:
@@ -262,18 +398,26 @@ class Store:
     # --- evaluations --------------------------------------------------------------------------------
     def has_evaluation(self, run_id: int, attack_hash: str) -> bool:
         with Session(self.engine) as s:
-            q = select(Evaluation.id).where(Evaluation.run_id == run_id, Evaluation.attack_hash == attack_hash)
+            q = select(Evaluation.id).where(
+                Evaluation.run_id == run_id, Evaluation.attack_hash == attack_hash
+            )
             return s.scalar(q) is not None
 
-    def record_evaluation(self, run_id: int, rec: EvalRecord, flags: list[FlagRecord] = ()) -> int:
-        """Write one evaluation, its per-sample outcomes and flags atomically (replacing an old copy)."""
-        n = rec.n
-        with Session(self.engine) as s, s.begin():
-            old = s.scalar(select(Evaluation).where(Evaluation.run_id == run_id, Evaluation.attack_hash == rec.attack_hash))
-            if old is not None:
-                s.query(SampleOutcome).filter_by(evaluation_id=old.id).delete()
-                s.delete(old)
-                s.flush()
+    def record_evaluation(self, run_id: int, rec: EvalRecord, flags: Iterable[FlagRecord] = ()) -> int:
+        """Write one evaluation, its per-sample outcomes and flags atomically (replacing an old copy).
+
+        A process killed anywhere in here leaves the previous state: the old row or none, never a partial one.
+        """
+        n, flags = rec.n, list(flags)
+
+        def tx(s: Session) -> int:
+            old = select(Evaluation.id).where(
+                Evaluation.run_id == run_id, Evaluation.attack_hash == rec.attack_hash
+            )
+            old_ids = list(s.scalars(old))
+            if old_ids:  # explicit child delete: ON DELETE CASCADE needs foreign_keys=ON on SQLite
+                s.execute(delete(SampleOutcome).where(SampleOutcome.evaluation_id.in_(old_ids)))
+                s.execute(delete(Evaluation).where(Evaluation.id.in_(old_ids)))
             ev = Evaluation(
                 run_id=run_id,
                 attack=rec.attack,
@@ -290,15 +434,29 @@ class Store:
             )
             s.add(ev)
             s.flush()
-            s.add(SampleOutcome(evaluation_id=ev.id, n=n, clean_bits=pack(rec.clean_correct), adv_bits=pack(rec.adv_correct)))
+            s.add(
+                SampleOutcome(
+                    evaluation_id=ev.id,
+                    n=n,
+                    clean_bits=pack(rec.clean_correct),
+                    adv_bits=pack(rec.adv_correct),
+                )
+            )
             for f in flags:
                 self._put_flag(s, run_id, f)
+            s.flush()
             return int(ev.id)
 
-    def record_flags(self, run_id: int, flags: list[FlagRecord]) -> None:
-        with Session(self.engine) as s, s.begin():
+        return self._write(tx)
+
+    def record_flags(self, run_id: int, flags: Iterable[FlagRecord]) -> None:
+        flags = list(flags)
+
+        def tx(s: Session) -> None:
             for f in flags:
                 self._put_flag(s, run_id, f)
+
+        self._write(tx)
 
     @staticmethod
     def _put_flag(s: Session, run_id: int, f: FlagRecord) -> None:
@@ -310,12 +468,18 @@ class Store:
 
     def put_artifact(self, run_id: int, kind: str, key: str, payload: Any) -> None:
         """Store (replace) a JSON artifact for a run."""
-        with Session(self.engine) as s, s.begin():
-            row = s.scalar(select(Artifact).where(Artifact.run_id == run_id, Artifact.kind == kind, Artifact.key == key))
+        text = json.dumps(payload, sort_keys=True)
+
+        def tx(s: Session) -> None:
+            row = s.scalar(
+                select(Artifact).where(Artifact.run_id == run_id, Artifact.kind == kind, Artifact.key == key)
+            )
             if row is None:
                 row = Artifact(run_id=run_id, kind=kind, key=key, json="")
                 s.add(row)
-            row.json = json.dumps(payload, sort_keys=True)
+            row.json = text
+
+        self._write(tx)
 
     def artifacts(self, run_id: int, kind: str) -> dict[str, Any]:
         with Session(self.engine) as s:
@@ -324,7 +488,9 @@ class Store:
 
     def evaluations(self, run_id: int) -> list[Evaluation]:
         with Session(self.engine) as s:
-            return list(s.scalars(select(Evaluation).where(Evaluation.run_id == run_id).order_by(Evaluation.id)))
+            return list(
+                s.scalars(select(Evaluation).where(Evaluation.run_id == run_id).order_by(Evaluation.id))
+            )
 
     def sample_outcomes(self, evaluation_id: int) -> tuple[np.ndarray, np.ndarray]:
         with Session(self.engine) as s:
@@ -341,8 +507,6 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         """Row counts per table (tests and `bench` diagnostics)."""
-        from sqlalchemy import func
-
         with Session(self.engine) as s:
             return {
                 t.__tablename__: int(s.scalar(select(func.count()).select_from(t)))
