@@ -60,6 +60,26 @@ def triton_available(device: torch.device) -> bool:
     return True
 
 
+def dense_steps(x_seq: Tensor) -> Tensor:
+    """``x_seq`` itself when every step ``x_seq[t]`` is one dense block of memory at offset t*N (standard
+    or channels_last layout), else a contiguous copy: the kernels index [T, N] and keep the layout."""
+    n = x_seq[0].numel()
+    if x_seq.is_contiguous():
+        return x_seq
+    if (
+        x_seq.dim() == 5
+        and x_seq.stride(0) == n
+        and x_seq[0].is_contiguous(memory_format=torch.channels_last)
+    ):
+        return x_seq
+    return x_seq.contiguous()
+
+
+def same_layout(t: Tensor, ref: Tensor) -> Tensor:
+    """``t`` with exactly ``ref``'s strides (a copy only when they differ)."""
+    return t if t.stride() == ref.stride() else torch.empty_like(ref, dtype=t.dtype).copy_(t)
+
+
 def _forward_torch(x_seq: Tensor, noise: Tensor | None, fs: FusedSpec) -> tuple[Tensor, Tensor]:
     """Reference-identical forward without autograd, writing into preallocated outputs; returns (spikes,
     V) as [T, B, ...]. ``V - V_th >= 0`` is evaluated as ``V >= V_th`` (the rounded difference of two
@@ -120,9 +140,9 @@ class FusedLIFFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_seq: Tensor, noise: Tensor | None, fs: FusedSpec):  # type: ignore[override]
-        x_seq = x_seq.contiguous()
+        x_seq = dense_steps(x_seq)
         if noise is not None:
-            noise = noise.to(x_seq.dtype).contiguous()
+            noise = same_layout(noise.to(x_seq.dtype), x_seq)
         if triton_available(x_seq.device):
             from bench.snn.triton_lif import lif_forward
 

@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from bench.snn.fused import FusedSpec
+from bench.snn.fused import FusedSpec, same_layout
 
 SURROGATE_IDS = {"triangle": 0, "rectangle": 1, "sigmoid": 2, "superspike": 3, "atan": 4}
 BLOCK = 1024
@@ -136,7 +136,8 @@ def _lif_bwd_kernel(
 
 
 def lif_forward(x_seq: Tensor, noise: Tensor | None, fs: FusedSpec) -> tuple[Tensor, Tensor]:
-    """Spikes and V, both [T, B, ...] in x's dtype; ``x_seq`` and ``noise`` contiguous."""
+    """Spikes and V, both [T, B, ...] in x's dtype and layout; ``x_seq`` dense per step, ``noise`` in
+    the same layout (bench.snn.fused.dense_steps / same_layout)."""
     T, N = x_seq.shape[0], x_seq[0].numel()
     s_seq, v_seq = torch.empty_like(x_seq), torch.empty_like(x_seq)
     grid = (triton.cdiv(N, BLOCK),)
@@ -162,8 +163,8 @@ def lif_forward(x_seq: Tensor, noise: Tensor | None, fs: FusedSpec) -> tuple[Ten
 def lif_backward(v_seq: Tensor, g_s: Tensor | None, g_v: Tensor | None, fs: FusedSpec) -> Tensor:
     """dL/dI [T, B, ...] in V's dtype from the saved V and the upstream gradients."""
     T, N = v_seq.shape[0], v_seq[0].numel()
-    g_s = g_s.contiguous() if g_s is not None else None
-    g_v = g_v.contiguous() if g_v is not None else None
+    g_s = same_layout(g_s, v_seq) if g_s is not None else None
+    g_v = same_layout(g_v, v_seq) if g_v is not None else None
     dx = torch.empty_like(v_seq)
     grid = (triton.cdiv(N, BLOCK),)
     _lif_bwd_kernel[grid](
