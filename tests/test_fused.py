@@ -44,7 +44,7 @@ def _run(cls, spec, x, T, backend, record=True, seed=0):
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         s = n(xi)
-    w = torch.linspace(-1, 1, s.numel()).view_as(s)
+    w = torch.linspace(-1, 1, s.numel(), device=s.device).view_as(s)
     loss = (s * w).sum()
     if record:
         loss = loss + (n.v_pre - 1).pow(2).mean()  # a regulariser through V, as MPD-SGR/TGO do
@@ -87,7 +87,7 @@ def test_fused_gradient_without_recording_and_with_attack_surrogate():
         n = _pair(LIFNeuron, NeuronSpec(), 4, False, backend)
         n.attack_surrogate = ("atan", 2.0)
         xi = x.clone().requires_grad_(True)
-        (g,) = torch.autograd.grad((n(xi) * torch.arange(xi.numel()).view_as(xi).sin()).sum(), xi)
+        (g,) = torch.autograd.grad((n(xi) * torch.arange(xi.numel(), device=xi.device).view_as(xi).sin()).sum(), xi)
         outs[backend] = g
     assert outs["torch"].abs().sum() > 0
     torch.testing.assert_close(outs["fused"], outs["torch"], atol=1e-5, rtol=1e-5)
