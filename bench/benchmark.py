@@ -110,8 +110,8 @@ def resolve(spec: BenchSpec) -> tuple[dict, dict, int, int]:
     name = spec.model or ds.get("default_model", "vgg11")
     if name not in models:
         raise BenchError(f"--model: {name!r} is not a registry model; {did_you_mean(name, models)}")
-    T = spec.T or int(ds.get("train", {}).get("T", 8))
-    B = spec.batch_size or int(ds.get("train", {}).get("batch_size", 64))
+    T = spec.T if spec.T is not None else int(ds.get("train", {}).get("T", 8))
+    B = spec.batch_size if spec.batch_size is not None else int(ds.get("train", {}).get("batch_size", 64))
     if T < 1 or B < 1 or spec.iters < 1 or spec.warmup < 0 or spec.pgd_steps < 1:
         raise BenchError(
             f"T, batch size, iters and pgd steps must be >= 1 (got T={T}, B={B}, iters={spec.iters})"

@@ -213,5 +213,9 @@ def ls(what: str, registry: str | None) -> None:
         click.echo(f"{name:<18} {line}")
 
 
+from bench.cli_bench import bench_cmd  # noqa: E402  (`bench bench`: neuron speed vs the ANN limit)
+
+main.add_command(bench_cmd)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -87,7 +87,9 @@ def test_fused_gradient_without_recording_and_with_attack_surrogate():
         n = _pair(LIFNeuron, NeuronSpec(), 4, False, backend)
         n.attack_surrogate = ("atan", 2.0)
         xi = x.clone().requires_grad_(True)
-        (g,) = torch.autograd.grad((n(xi) * torch.arange(xi.numel(), device=xi.device).view_as(xi).sin()).sum(), xi)
+        (g,) = torch.autograd.grad(
+            (n(xi) * torch.arange(xi.numel(), device=xi.device).view_as(xi).sin()).sum(), xi
+        )
         outs[backend] = g
     assert outs["torch"].abs().sum() > 0
     torch.testing.assert_close(outs["fused"], outs["torch"], atol=1e-5, rtol=1e-5)
