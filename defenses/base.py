@@ -138,6 +138,4 @@ def pgd_examples(
         model.train(was_training)
 
 
-DEFENSES: Registry[type[Defense]] = Registry(
-    "defense", planned=("rat", "stog", "feel", "sr", "mpd_sgr", "tgo", "dlif")
-)
+DEFENSES: Registry[type[Defense]] = Registry("defense", planned=("dlif",))
