@@ -68,6 +68,8 @@ class Measurement:
     pgd_img_s: float
     train_peak_mib: float
     pgd_peak_mib: float
+    train_cpu_img_s: float | None = None  # CPU only: images per process-CPU-second (robust to busy cores)
+    pgd_cpu_img_s: float | None = None
 
 
 @dataclass
@@ -181,16 +183,18 @@ def _peak_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _timed(fn: Callable[[], None], spec: BenchSpec, device: torch.device) -> tuple[float, float]:
-    """Seconds per call (mean over ``iters`` after ``warmup``) and peak MiB."""
+def _timed(fn: Callable[[], None], spec: BenchSpec, device: torch.device) -> tuple[float, float, float]:
+    """Wall seconds per call (mean over ``iters`` after ``warmup``), peak MiB, process CPU seconds per call."""
     _peak_reset(device)
     for _ in range(spec.warmup):
         fn()
     start, stop = _timer(device)
+    c0 = time.process_time()
     t0 = start()
     for _ in range(spec.iters):
         fn()
-    return stop(t0) / spec.iters, _peak_mib(device)
+    wall = stop(t0) / spec.iters
+    return wall, _peak_mib(device), (time.process_time() - c0) / spec.iters
 
 
 def measure(
@@ -243,9 +247,12 @@ def measure(
                 (g,) = torch.autograd.grad(loss, xa)
                 xa = torch.min(torch.max(xa.detach() + alpha * g.sign(), x - eps), x + eps).clamp(0, 1)
 
-        t_train, m_train = _timed(train_step, spec, device)
-        t_pgd, m_pgd = _timed(pgd, spec, device)
-    return Measurement(workload, path, precision, B / t_train, B / t_pgd, round(m_train, 1), round(m_pgd, 1))
+        t_train, m_train, c_train = _timed(train_step, spec, device)
+        t_pgd, m_pgd, c_pgd = _timed(pgd, spec, device)
+    m = Measurement(workload, path, precision, B / t_train, B / t_pgd, round(m_train, 1), round(m_pgd, 1))
+    if device.type == "cpu":
+        m.train_cpu_img_s, m.pgd_cpu_img_s = B / c_train, B / c_pgd
+    return m
 
 
 def ratios(rows: list[Measurement]) -> list[dict]:
@@ -266,6 +273,9 @@ def ratios(rows: list[Measurement]) -> list[dict]:
             d["train_mem_vs_plain"] = (
                 round(r.train_peak_mib / p.train_peak_mib, 3) if p.train_peak_mib else math.nan
             )
+            if r.train_cpu_img_s and p.train_cpu_img_s and r.pgd_cpu_img_s and p.pgd_cpu_img_s:
+                d["train_vs_plain_cpu_time"] = round(r.train_cpu_img_s / p.train_cpu_img_s, 3)
+                d["pgd_vs_plain_cpu_time"] = round(r.pgd_cpu_img_s / p.pgd_cpu_img_s, 3)
         out.append(d)
     return out
 
