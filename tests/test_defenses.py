@@ -18,6 +18,7 @@ from bench.specs import TrainSpec
 from bench.train import build_model, train
 from defenses import DEFENSES
 from defenses.base import StepState, TrainContext
+from defenses.dlif import DLIFNeuron, perturbation_dynamics
 from defenses.feel import EvolutionaryLeakNeuron, FrequencyEncoder, default_radii
 from defenses.mpd_sgr import layer_overlap, overlap
 from defenses.rat import orthogonal_retraction, project_simplex, single_step_examples
@@ -319,3 +320,29 @@ def test_tgo_lowers_near_threshold_potentials_versus_vanilla(registry, digits_da
             opt.step()
         fractions[name] = _near_threshold_fraction(model, to_float(digits_data.test.x[:128]))
     assert fractions["tgo_nonoise"] < 0.85 * fractions["vanilla"]
+
+
+# --- DLIF -----------------------------------------------------------------------------------------------
+
+
+def test_dlif_perturbation_dynamics_by_hand():
+    clean = torch.tensor([[1.0], [2.0], [0.0]])
+    pert = torch.tensor([[0.0], [1.0], [1.0]])
+    # Y1 = 1; Y2 = 0.5 * 1 + 1 = 1.5; Y3 = 0.5 * 1.5 - 1 = -0.25
+    assert perturbation_dynamics(clean, pert, 0.5).view(-1).tolist() == pytest.approx([1.0, 1.5, -0.25])
+
+
+def test_dlif_stability_loss_reaches_the_input_gains(registry, digits_data):
+    model, defense = _model(registry, "dlif")
+    x, y = _batch(digits_data, 32)
+    ctx = TrainContext(
+        model, registry.datasets["digits"], TrainSpec(), generator=torch.Generator().manual_seed(0)
+    )
+    xp = defense.perturb(ctx, x, y)  # standard training: Gaussian mode
+    assert not torch.equal(xp, x)
+    with model.recording() as neurons:
+        logits = model(xp)
+        reg = defense.regularizer(StepState(ctx, xp, y, logits, neurons))
+    reg.backward()
+    gains = [n.gain for n in model.modules() if isinstance(n, DLIFNeuron)]
+    assert gains and gains[-1].grad is not None and gains[-1].grad.abs().sum() > 0
