@@ -30,7 +30,17 @@ from bench.registry import BenchRegistry
 from bench.snn.classifier import SNNClassifier
 from bench.specs import ATSpec, DatasetSpec, Entry, ModelSpec, TrainSpec, from_mapping, json_ready, to_dict
 from bench.store import EvalRecord, FlagRecord, RunInfo, Store
-from bench.train import apply_state_dict, atomic_save, build_model, load_checkpoint, sha256_file, train
+from bench.train import (
+    apply_state_dict,
+    build_model,
+    checkpoint_dir,
+    checkpoint_lock,
+    load_checkpoint,
+    load_verified,
+    save_final,
+    sha256_file,
+    train,
+)
 from defenses import DEFENSES
 from defenses.base import Defense
 
@@ -49,6 +59,7 @@ class RunRequest:
     train_overrides: dict[str, Any] = field(default_factory=dict)
     attack_overrides: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None
+    checkpoint_dir: str | None = None  # shared checkpoint directory (default $BENCH_CHECKPOINTS, results/checkpoints)
     data_root: str | None = None
     n_eval: int | None = None
     eval_batch_size: int = 256
@@ -198,28 +209,31 @@ def prepare(plan: Plan, store: Store, results_dir: Path, progress: Callable | No
     with torch.random.fork_rng(devices=[plan.device] if plan.device.type == "cuda" else []):
         torch.manual_seed(plan.train.seed)
         model = build_model(plan.dataset, plan.model, plan.defense, plan.train.T)
-        ck_dir = results_dir / "checkpoints"
-        ck_dir.mkdir(parents=True, exist_ok=True)
+        ck_dir = checkpoint_dir(results_dir, plan.request.checkpoint_dir)
         final = ck_dir / f"{plan.config_hash[:32]}.pt"
-        trained, seconds = False, 0.0
+        trained, seconds, resumed = False, 0.0, None
+        known = store.run_by_hash(plan.config_hash)
         if plan.request.checkpoint:
             ck = load_checkpoint(plan.request.checkpoint)
             apply_state_dict(model, ck["state_dict"], plan.request.checkpoint)
             final = Path(plan.request.checkpoint)
-        elif final.exists():
-            apply_state_dict(model, load_checkpoint(final)["state_dict"], str(final))
         else:
-            store.upsert_run(_run_info(plan))  # status "running" until the checkpoint exists
-            partial = ck_dir / f"{plan.config_hash[:32]}.partial.pt"
-            out = train(model, plan.defense, data, plan.train, partial, plan.device, progress)
-            atomic_save({"format": 1, "config_hash": plan.config_hash, "state_dict": model.state_dict()}, final)
-            partial.unlink(missing_ok=True)
-            trained, seconds = True, out.seconds
+            with checkpoint_lock(final):  # a worker sharing the directory may be training this config
+                if final.exists():
+                    ck = load_verified(final, plan.config_hash, known.checkpoint_sha256 if known else "")
+                    apply_state_dict(model, ck["state_dict"], str(final))
+                else:
+                    store.upsert_run(_run_info(plan))  # status "running" until the checkpoint exists
+                    partial = ck_dir / f"{plan.config_hash[:32]}.partial.pt"
+                    out = train(model, plan.defense, data, plan.train, partial, plan.device, progress)
+                    save_final(model.state_dict(), plan.config_hash, final)
+                    partial.unlink(missing_ok=True)
+                    trained, seconds, resumed = True, out.seconds, out.resumed_from
     model.to(plan.device).eval()
     run_id = store.upsert_run(_run_info(plan))
     if trained or plan.request.checkpoint or not store.run_by_hash(plan.config_hash).checkpoint_sha256:
         store.finish_run(run_id, status="trained", train_seconds=seconds if trained else None,
-                         checkpoint_path=str(final), checkpoint_sha256=sha256_file(final))
+                         checkpoint_path=str(final), checkpoint_sha256=sha256_file(final), resumed_from=resumed)
     return Prepared(model, data, run_id, trained, seconds, final)
 
 
@@ -236,6 +250,7 @@ def _run_info(plan: Plan) -> RunInfo:
         git_sha=git_sha(),
         versions=versions(),
         device=device_name(plan.device),
+        host=platform.node(),
     )
 
 

@@ -6,15 +6,22 @@ SGD step -> after_step hook. Checkpoints are written atomically after every epoc
 with optimiser, scheduler and RNG states) so that a killed run resumes where it stopped and ends with the
 same weights as an uninterrupted one; the final ``<hash>.pt`` holds the state dict only. Every load uses
 ``torch.load(weights_only=True)``.
+
+Checkpoints are addressed by config hash in one directory (``results/checkpoints``, or a directory shared by
+many workers via ``--checkpoint-dir`` / ``$BENCH_CHECKPOINTS``). Beside each final checkpoint a
+``<hash>.pt.sha256`` file records its digest; a cached checkpoint whose digest differs from that file or
+from the database row is refused. Training one config is serialised across processes by an advisory file
+lock (``<hash>.lock``), so two workers sharing a directory never train the same model twice at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +43,9 @@ CHECKPOINT_FORMAT = 1
 def build_model(dataset: DatasetSpec, model: ModelSpec, defense: Defense, T: int) -> SNNClassifier:
     """Architecture + defense neuron/encoder + in-model normalisation."""
     neuron = from_mapping(NeuronSpec, model.neuron, f"models.{model.name}.neuron")
-    net = ARCHITECTURES[model.arch](tuple(dataset.shape), dataset.classes, defense.make_neuron(neuron, T), **model.params)
+    net = ARCHITECTURES[model.arch](
+        tuple(dataset.shape), dataset.classes, defense.make_neuron(neuron, T), **model.params
+    )
     encoder = defense.make_encoder(model.encoder, T, tuple(dataset.shape))
     return SNNClassifier(net, encoder, T, dataset.mean, dataset.std)
 
@@ -59,6 +68,68 @@ def atomic_save(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def checkpoint_dir(results_dir: Path, override: str | Path | None = None) -> Path:
+    """Where checkpoints live: ``override`` (``--checkpoint-dir``), else ``$BENCH_CHECKPOINTS``, else
+    ``results_dir/checkpoints``. Created if missing."""
+    d = Path(override or os.environ.get("BENCH_CHECKPOINTS") or results_dir / "checkpoints")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BenchError(
+            f"checkpoint directory {d} cannot be created ({e.strerror}); pass --checkpoint-dir DIR"
+        ) from None
+    return d
+
+
+@contextlib.contextmanager
+def checkpoint_lock(final: Path) -> Iterator[None]:
+    """Exclusive advisory lock for training the model saved at ``final`` (blocks while another holds it)."""
+    with open(final.with_suffix(".lock"), "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def save_final(state_dict: dict, config_hash: str, final: Path) -> str:
+    """Write the final checkpoint and its ``.sha256`` record atomically; returns the digest."""
+    atomic_save({"format": CHECKPOINT_FORMAT, "config_hash": config_hash, "state_dict": state_dict}, final)
+    digest = sha256_file(final)
+    tmp = final.with_name(final.name + f".sha256.tmp{os.getpid()}")
+    tmp.write_text(f"{digest}  {final.name}\n")
+    os.replace(tmp, final.with_name(final.name + ".sha256"))
+    return digest
+
+
+def load_verified(final: Path, config_hash: str, recorded_sha256: str = "") -> dict:
+    """Load a cached checkpoint after checking its digest and config hash.
+
+    The ``.sha256`` file beside the checkpoint is the record for that file; the database row's digest is
+    used only when there is none (a checkpoint from before the record existed): with a shared database but
+    per-node checkpoint directories, nodes may legitimately hold different bytes for one config (GPU
+    training is not bitwise reproducible) and the row keeps the digest of the last one trained.
+    """
+    digest = sha256_file(final)
+    side = final.with_name(final.name + ".sha256")
+    if side.is_file():
+        expected = [((side.read_text().split() or [""])[0], str(side))]
+    else:
+        expected = [(recorded_sha256, "the results database")] if recorded_sha256 else []
+    for want, where in expected:
+        if want != digest:
+            raise BenchError(
+                f"checkpoint {final}: sha256 {digest[:16]}... differs from {want[:16] or 'empty'}... recorded in {where} "
+                f"(modified or corrupted); delete {final.name} and {side.name} to retrain"
+            )
+    ck = load_checkpoint(final)
+    if ck.get("config_hash", config_hash) != config_hash:
+        raise BenchError(
+            f"checkpoint {final} belongs to config {str(ck['config_hash'])[:12]}, not {config_hash[:12]}"
+        )
+    return ck
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint safely (weights_only=True); a clear BenchError when it is corrupt or foreign."""
     p = Path(path)
@@ -68,7 +139,9 @@ def load_checkpoint(path: str | Path) -> dict:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, truncated zips, disallowed globals: all mean "not loadable"
         msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise BenchError(f"checkpoint {p} is corrupt or not a plain state dict ({msg}); re-train or re-export it") from None
+        raise BenchError(
+            f"checkpoint {p} is corrupt or not a plain state dict ({msg}); re-train or re-export it"
+        ) from None
     if isinstance(obj, dict) and "state_dict" in obj:
         return obj
     if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -134,7 +207,9 @@ def train(
     ds = data.spec
     model.to(device).train()
     gen = torch.Generator().manual_seed(train_spec.seed)
-    opt = torch.optim.SGD(defense.param_groups(model, train_spec), lr=train_spec.lr, momentum=train_spec.momentum)
+    opt = torch.optim.SGD(
+        defense.param_groups(model, train_spec), lr=train_spec.lr, momentum=train_spec.momentum
+    )
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, train_spec.epochs))
     ctx = TrainContext(model=model, dataset=ds, train=train_spec, generator=gen)
     start_epoch, elapsed, loss_val = 0, 0.0, float("nan")
@@ -145,10 +220,17 @@ def train(
         sched.load_state_dict(ck["scheduler"])
         _set_rng_state(ck["rng"], gen)
         start_epoch, elapsed = int(ck["epoch"]), float(ck["elapsed"])
+        ctx.step = int(ck.get("step", 0))
     xtr, ytr = data.train.x, data.train.y
     n = len(ytr)
     steps_per_epoch = (n + train_spec.batch_size - 1) // train_spec.batch_size
-    bar = progress(total=train_spec.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, desc="train") if progress else None
+    bar = (
+        progress(
+            total=train_spec.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, desc="train"
+        )
+        if progress
+        else None
+    )
     for epoch in range(start_epoch, train_spec.epochs):
         t0 = time.perf_counter()
         ctx.epoch = epoch
@@ -177,7 +259,9 @@ def train(
             ctx.step += 1
             loss_val = float(loss.detach())
             if not torch.isfinite(loss.detach()):
-                raise BenchError(f"training diverged at epoch {epoch} (loss {loss_val}); lower --lr or check the defense params")
+                raise BenchError(
+                    f"training diverged at epoch {epoch} (loss {loss_val}); lower --lr or check the defense params"
+                )
             if bar:
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss_val:.3f}")
@@ -191,6 +275,7 @@ def train(
                 "scheduler": sched.state_dict(),
                 "rng": _rng_state(gen),
                 "epoch": epoch + 1,
+                "step": ctx.step,
                 "elapsed": elapsed,
             },
             partial_path,
