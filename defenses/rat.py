@@ -131,11 +131,13 @@ class RAT(Defense):
         def __post_init__(self) -> None:
             if not self.beta >= 0:
                 raise BenchError(f"rat.beta must be >= 0, got {self.beta}")
-            bad = [a for a in self.mix_attacks if a not in MIX_ATTACKS]
-            if bad or not self.mix_attacks:
-                raise BenchError(
-                    f"rat.mix_attacks: {bad or '[]'} invalid; {did_you_mean(str(bad[0]) if bad else '', MIX_ATTACKS)}"
-                )
+            if not self.mix_attacks:
+                raise BenchError(f"rat.mix_attacks is empty; valid: {', '.join(MIX_ATTACKS)}")
+            for a in self.mix_attacks:
+                if a not in MIX_ATTACKS:
+                    raise BenchError(
+                        f"rat.mix_attacks: {a!r} is not a training attack; {did_you_mean(a, MIX_ATTACKS)}"
+                    )
 
     def weight_decay(self, train: TrainSpec) -> float:
         return self.params.weight_decay

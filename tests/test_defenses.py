@@ -346,3 +346,38 @@ def test_dlif_stability_loss_reaches_the_input_gains(registry, digits_data):
     reg.backward()
     gains = [n.gain for n in model.modules() if isinstance(n, DLIFNeuron)]
     assert gains and gains[-1].grad is not None and gains[-1].grad.abs().sum() > 0
+
+
+# --- user errors ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind,params,needle",
+    [
+        ("rat", {"beta": -1}, "rat.beta"),
+        ("rat", {"mix_attacks": ["fgsm_bptt", "pgd_bptt"]}, "pgd_bptt"),
+        ("stog", {"prior": "l3"}, "stog.prior"),
+        ("stog", {"at_attack": "cw"}, "stog.at_attack"),
+        ("feel", {"radii": [4, 0, 2, 1]}, "feel.radii"),
+        ("sr", {"h": 0}, "sr.h"),
+        ("mpd_sgr", {"eta": -0.5}, "mpd_sgr.eta"),
+        ("tgo", {"delta": -1}, "tgo.delta"),
+        ("dlif", {"kappa": 2}, "dlif.kappa"),
+        ("tgo", {"noise": 0.1}, "unknown key 'noise'"),
+    ],
+)
+def test_bad_defense_params_name_the_field(kind, params, needle):
+    from bench.errors import BenchError
+    from bench.specs import from_mapping
+
+    with pytest.raises(BenchError, match=needle):
+        from_mapping(DEFENSES.get(kind).Params, params, "defenses.x.params")
+
+
+def test_feel_radii_must_match_T(registry):
+    from bench.errors import BenchError
+
+    _, defense = make_defense(registry, "feel")
+    defense = type(defense)(dataclasses.replace(defense.params, radii=(4, 3)))
+    with pytest.raises(BenchError, match="need T = 4"):
+        build_model(registry.datasets["digits"], registry.models["small_conv"], defense, 4)
