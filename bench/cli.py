@@ -77,8 +77,9 @@ def _common(fn):
 
 
 @main.command(epilog=EPILOG)
-@click.option("--defense", "-d", required=True, help="Defense config name (bench ls defenses).")
-@click.option("--attack", "-a", "attacks", multiple=True, required=True, help="Attack config name; repeatable (bench ls attacks).")
+@click.option("--defense", "-d", default=None, help="Defense config name (bench ls defenses).")
+@click.option("--attack", "-a", "attacks", multiple=True, help="Attack config name; repeatable (bench ls attacks).")
+@click.option("--suite", default=None, help="Run every missing cell of a suite instead (bench ls suites).")
 @click.option("--dataset", default="digits", show_default=True, help="Dataset name, or a path to an .npz file / ImageFolder dir.")
 @click.option("--model", default=None, help="Model name (default: the dataset's default_model).")
 @click.option("--training", type=click.Choice(["standard", "at"]), default=None, help="Plain or PGD adversarial training.")
@@ -112,6 +113,10 @@ def run(**o) -> None:
     from bench.store import Store
 
     reg = load_registry(o["registry"])
+    if o["suite"] or not o["defense"] or not o["attacks"]:
+        from bench.cli_report import run_suite_command
+
+        return run_suite_command(reg, o)
     for name, v in (("--T", o["T"]), ("--epochs", o["epochs"]), ("--batch-size", o["batch_size"])):
         if v is not None and v < 1 and not (name == "--epochs" and v == 0):
             raise BenchError(f"{name} must be >= 1, got {v}")
@@ -216,6 +221,12 @@ def ls(what: str, registry: str | None) -> None:
 from bench.cli_bench import bench_cmd  # noqa: E402  (`bench bench`: neuron speed vs the ANN limit)
 
 main.add_command(bench_cmd)
+
+from bench.cli_report import check, export, report  # noqa: E402  (leaderboard and CI gate commands)
+
+for _cmd in (report, check, export):
+    main.add_command(_cmd)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -10,14 +10,15 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import yaml
 
 from bench.errors import BenchError, did_you_mean, unknown
-from bench.specs import DatasetSpec, Entry, ModelSpec, TrainSpec, from_mapping, parse_number
+from bench.specs import DatasetSpec, Entry, ModelSpec, TrainSpec, from_mapping
+from bench.suite_spec import Suite, load_suite
 
 T = TypeVar("T")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -56,23 +57,6 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
-
-
-@dataclass(frozen=True)
-class Suite:
-    """A paper table (or the CI smoke suite): cells to run and the numbers the paper reported."""
-
-    name: str
-    description: str
-    dataset: str
-    model: str
-    defenses: tuple[str, ...]
-    trainings: tuple[str, ...]
-    attacks: tuple[str, ...]
-    train: dict = field(default_factory=dict)
-    source: str = ""
-    reported: tuple[dict, ...] = ()
-    layout: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -140,34 +124,6 @@ def _load_entry(name: str, body: Any, where: str, kinds: Registry, allowed_extra
     return Entry(entry.name, entry.kind, entry.params, entry.description or extra.get("description", ""))
 
 
-def _load_suite(name: str, body: Any, where: str, reg: dict[str, dict]) -> Suite:
-    if not isinstance(body, dict):
-        raise BenchError(f"{where}: expected a mapping, got {body!r}")
-    suite: Suite = from_mapping(Suite, {"name": name, **body}, where)
-    for section, names in (
-        ("datasets", (suite.dataset,)),
-        ("models", (suite.model,)),
-        ("defenses", suite.defenses),
-        ("attacks", suite.attacks),
-    ):
-        for i, n in enumerate(names):
-            if n not in reg[section]:
-                raise unknown(section[:-1], n, reg[section], f"{where}.{section}[{i}]")
-    for i, t in enumerate(suite.trainings):
-        if t not in ("standard", "at"):
-            raise BenchError(f"{where}.trainings[{i}]: {t!r} is not a training mode; valid: at, standard")
-    from_mapping(TrainSpec, suite.train, f"{where}.train")
-    for i, cell in enumerate(suite.reported):
-        w = f"{where}.reported[{i}]"
-        if not isinstance(cell, dict):
-            raise BenchError(f"{w}: expected a mapping, got {cell!r}")
-        for key in ("defense", "training", "attack", "value"):
-            if key not in cell:
-                raise BenchError(f"{w}: missing key {key!r}")
-        parse_number(cell["value"], f"{w}.value")
-    return suite
-
-
 def load_registry(path: str | os.PathLike | None = None) -> BenchRegistry:
     """Load and fully validate registry.yaml (default: $BENCH_REGISTRY or the repository's file)."""
     from attacks import ATTACKS
@@ -210,5 +166,5 @@ def load_registry(path: str | os.PathLike | None = None) -> BenchRegistry:
     defenses = {n: _load_entry(n, b, f"{w}defenses.{n}", DEFENSES) for n, b in sec["defenses"].items()}
     attacks = {n: _load_entry(n, b, f"{w}attacks.{n}", ATTACKS) for n, b in sec["attacks"].items()}
     names = {"datasets": datasets, "models": models, "defenses": defenses, "attacks": attacks}
-    suites = {n: _load_suite(n, b, f"{w}suites.{n}", names) for n, b in sec["suites"].items()}
+    suites = {n: load_suite(n, b, f"{w}suites.{n}", names, ATTACKS) for n, b in sec["suites"].items()}
     return BenchRegistry(str(p), datasets, models, defenses, attacks, suites)

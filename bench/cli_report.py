@@ -1,0 +1,250 @@
+"""``bench run --suite``, ``bench report``, ``bench check`` and ``bench export`` (click, thin; prints).
+
+Registered on the ``bench`` group at the bottom of :mod:`bench.cli`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bench.errors import BenchError
+
+DEFAULT_SUITE = "smoke"
+
+
+# (not imported from bench.cli: `python -m bench.cli` runs that module as __main__, and importing it back
+# from here would be circular)
+def user_errors(fn):
+    """Turn BenchError into 'error: ...' + exit 2 (as bench.cli does)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except BenchError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def _common(fn):
+    return click.option(
+        "--registry", type=click.Path(dir_okay=False), default=None, help="registry.yaml to use."
+    )(fn)
+
+
+def _progress(quiet: bool):
+    if quiet:
+        return None
+    from tqdm.auto import tqdm
+
+    return functools.partial(tqdm, leave=False, dynamic_ncols=True, file=sys.stderr, disable=None)
+
+
+def _store(db: str | None, results_dir: str | None, create: bool = True):
+    from bench.runner import ensure_writable
+    from bench.store import Store
+
+    results = Path(results_dir or os.environ.get("BENCH_RESULTS", "results"))
+    if create:
+        ensure_writable(results)
+    return Store(db or os.environ.get("BENCH_DB") or f"sqlite:///{results / 'bench.sqlite'}"), results
+
+
+def run_suite_command(reg, o: dict[str, Any]) -> None:
+    """``bench run --suite NAME``: every missing cell; cached cells and unimplemented names are skipped."""
+    from bench.suites import run_suite
+
+    if not o["suite"]:
+        raise BenchError("give --defense and --attack (one run), or --suite NAME (bench ls suites)")
+    if o["defense"] or o["attacks"]:
+        raise BenchError("--suite runs the suite's own cells; drop --defense/--attack or drop --suite")
+    ignored = [
+        k
+        for k in (
+            "epochs",
+            "batch_size",
+            "T",
+            "seed",
+            "lr",
+            "training",
+            "eps",
+            "alpha",
+            "steps",
+            "grad_mode",
+            "eot",
+            "checkpoint",
+            "n_eval",
+        )
+        if o.get(k) not in (None, False)
+    ]
+    if ignored:
+        raise BenchError(
+            f"--suite fixes every setting in registry.yaml; these flags do not apply: {', '.join(ignored)}"
+        )
+    suite = reg.get("suites", o["suite"], "--suite")
+    store, results = _store(o["db"], o["results_dir"])
+    quiet = o["quiet"]
+    t0 = time.perf_counter()
+    skipped: Counter[str] = Counter()
+
+    def notify(ev) -> None:
+        if ev.status == "skipped":
+            skipped[ev.message] += 1
+        elif not quiet:
+            c = ev.cell
+            click.echo(f"{ev.status:<7} {c.row_label:<24} {c.col_label:<18} {c.key}", err=True)
+
+    events = run_suite(reg, suite, store, results, o["device"], o["force"], _progress(quiet), notify)
+    counts = Counter(ev.status for ev in events)
+    for reason, n in sorted(skipped.items()):
+        click.echo(f"skipped {n:>3} cells: {reason}")
+    click.echo(
+        f"suite {suite.name}: {counts['ran']} cells run, {counts['cached']} cached, {counts['skipped']} skipped "
+        f"of {len(suite.cells)} in {time.perf_counter() - t0:.1f}s (db {store.url})"
+    )
+
+
+@click.command()
+@click.option(
+    "--out", type=click.Path(file_okay=False), default="site", show_default=True, help="Output directory."
+)
+@click.option(
+    "--results-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where bench.sqlite lives [results].",
+)
+@click.option(
+    "--db", default=None, help="SQLAlchemy URL (default: $BENCH_DB or sqlite:///RESULTS/bench.sqlite)."
+)
+@_common
+@user_errors
+def report(out: str, results_dir: str | None, db: str | None, registry: str | None) -> None:
+    """Render the static leaderboard into OUT: index, one page per suite, one page per run (offline HTML)."""
+    from bench.registry import load_registry
+    from bench.report import build_site
+
+    reg = load_registry(registry)
+    store, _ = _store(db, results_dir)
+    pages = build_site(reg, store, Path(out))
+    click.echo(f"wrote {len(pages)} pages to {out}/ (open {Path(out) / 'index.html'})")
+
+
+@click.command()
+@click.option("--suite", default=DEFAULT_SUITE, show_default=True, help="Suite to compare.")
+@click.option(
+    "--baseline", type=click.Path(dir_okay=False), default="results/baseline.json", show_default=True
+)
+@click.option("--update", is_flag=True, help="Rewrite the baseline from the latest results (on purpose).")
+@click.option(
+    "--k", type=float, default=None, help="Tolerance in binomial standard errors [baseline's, else 3]."
+)
+@click.option(
+    "--floor", type=float, default=None, help="Smallest tolerance, accuracy units [baseline's, else 0.01]."
+)
+@click.option(
+    "--results-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where bench.sqlite lives [results].",
+)
+@click.option(
+    "--db", default=None, help="SQLAlchemy URL (default: $BENCH_DB or sqlite:///RESULTS/bench.sqlite)."
+)
+@_common
+@user_errors
+def check(
+    suite: str,
+    baseline: str,
+    update: bool,
+    k: float | None,
+    floor: float | None,
+    results_dir: str | None,
+    db: str | None,
+    registry: str | None,
+) -> None:
+    """Compare a suite's latest results with the committed baseline; exit 1 on any violation.
+
+    Each cell's clean and robust accuracy may move by at most max(floor, k * sqrt(p (1 - p) / n)) (p the
+    baseline accuracy, n its sample count). A drop beyond it fails; a rise of robust accuracy beyond it
+    fails too (it usually means a weaker attack); a rise of clean accuracy is a warning. Invariants: APGD <=
+    PGD, worst <= every attack, eps=0 of the PGD sweep equals clean. Regenerate on purpose with --update.
+    """
+    from bench.registry import load_registry
+    from bench.regress import Tolerance, compare, load_baseline, make_baseline, write_baseline
+    from bench.suites import measure_suite
+
+    reg = load_registry(registry)
+    s = reg.get("suites", suite, "--suite")
+    store, _ = _store(db, results_dir)
+    measured = measure_suite(reg, s, store)
+    path = Path(baseline)
+    if update:
+        tol = Tolerance(k if k is not None else 3.0, floor if floor is not None else 0.01)
+        base = make_baseline(s, measured, tol)
+        write_baseline(base, path)
+        click.echo(
+            f"wrote {path}: {len(base['cells'])} cells of suite {suite} (k={tol.k}, floor={tol.floor})"
+        )
+        return
+    base = load_baseline(path)
+    result = compare(s, measured, base, k, floor, _artifacts_for(store, measured))
+    for line in result.table():
+        click.echo(line)
+    click.echo(result.summary())
+    sys.exit(1 if result.failures else 0)
+
+
+def _artifacts_for(store, measured) -> dict[int, dict[str, Any]]:
+    runs = {m.run_id for m in measured if m.run_id is not None}
+    return {r: store.artifacts(r, "sweep") for r in sorted(runs)}
+
+
+@click.command()
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="File to write (default: stdout).")
+@click.option(
+    "--suite", default=None, help="Only this suite's cells (with reported values); default: every evaluation."
+)
+@click.option(
+    "--results-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where bench.sqlite lives [results].",
+)
+@click.option(
+    "--db", default=None, help="SQLAlchemy URL (default: $BENCH_DB or sqlite:///RESULTS/bench.sqlite)."
+)
+@_common
+@user_errors
+def export(
+    fmt: str,
+    out: str | None,
+    suite: str | None,
+    results_dir: str | None,
+    db: str | None,
+    registry: str | None,
+) -> None:
+    """Write every stored evaluation (or one suite's cells) as sorted CSV or JSON."""
+    from bench.export import evaluation_rows, suite_rows, write_rows
+    from bench.registry import load_registry
+
+    reg = load_registry(registry)
+    store, _ = _store(db, results_dir)
+    rows = suite_rows(reg, reg.get("suites", suite, "--suite"), store) if suite else evaluation_rows(store)
+    text = write_rows(rows, fmt)
+    if out:
+        Path(out).write_text(text)
+        click.echo(f"wrote {len(rows)} rows to {out}", err=True)
+    else:
+        click.echo(text, nl=False)

@@ -1,0 +1,262 @@
+"""``bench check``: accuracy regression gate against a committed baseline, plus invariants.
+
+Tolerance per cell and metric (spec/ecosystem.md 5.6): ``max(floor, k * sqrt(p (1 - p) / n))`` with ``p``
+the baseline accuracy and ``n`` its sample count (k = 3, floor = 0.01 by default, stored in the baseline).
+With the smoke suite's n = 360 the tolerance is at most 7.9 points (p = 0.5), so a 10-point drop always
+fails. Choices (documented in README "Leaderboard and CI gate"):
+
+- a *drop* of clean or robust accuracy beyond tolerance fails;
+- a *rise* of robust accuracy beyond tolerance fails too: it usually means an attack got weaker;
+- a *rise* of clean accuracy beyond tolerance is a warning (a better model is not a regression);
+- a baseline cell that is no longer measured fails (a defense or attack disappeared); a measured cell
+  missing from the baseline is reported as new (run ``bench check --update`` to adopt it).
+
+Invariants that need no baseline (failures): APGD <= PGD and ``worst`` <= every other attack on the same
+model (within tolerance), the PGD eps sweep at eps = 0 equals clean accuracy (exactly for deterministic
+models, within tolerance for randomized ones), and the eps sweep is non-increasing (within tolerance).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+from bench.suite_spec import CLEAN, Suite
+from bench.suites import Measured
+
+BASELINE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    k: float = 3.0
+    floor: float = 0.01
+
+    def of(self, p: float, n: int) -> float:
+        """Allowed absolute change of an accuracy ``p`` measured on ``n`` samples."""
+        se = math.sqrt(max(p * (1 - p), 0.0) / n) if n > 0 else 1.0
+        return max(self.floor, self.k * se)
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # fail | warn | new
+    cell: str
+    metric: str
+    baseline: float | None
+    measured: float | None
+    tol: float | None
+    message: str
+
+
+@dataclass
+class CheckResult:
+    suite: str
+    checked: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "fail"]
+
+    def table(self) -> list[str]:
+        if not self.findings:
+            return []
+        lines = [
+            f"{'status':<6} {'metric':<8} {'baseline':>8} {'now':>8} {'delta':>8} {'tol':>6}  cell / reason"
+        ]
+        order = {"fail": 0, "warn": 1, "new": 2}
+        for f in sorted(self.findings, key=lambda f: (order[f.severity], f.cell, f.metric)):
+            b = "" if f.baseline is None else f"{100 * f.baseline:.2f}"
+            m = "" if f.measured is None else f"{100 * f.measured:.2f}"
+            d = "" if f.baseline is None or f.measured is None else f"{100 * (f.measured - f.baseline):+.2f}"
+            t = "" if f.tol is None else f"{100 * f.tol:.2f}"
+            lines.append(
+                f"{f.severity.upper():<6} {f.metric:<8} {b:>8} {m:>8} {d:>8} {t:>6}  {f.cell}: {f.message}"
+            )
+        return lines
+
+    def summary(self) -> str:
+        n_fail = len(self.failures)
+        n_warn = sum(f.severity == "warn" for f in self.findings)
+        verdict = "FAILED" if n_fail else "passed"
+        return f"bench check {self.suite}: {verdict} ({self.checked} cells compared, {n_fail} violations, {n_warn} warnings)"
+
+
+def make_baseline(suite: Suite, measured: list[Measured], tol: Tolerance) -> dict[str, Any]:
+    """Baseline document from the measured cells of a suite (sorted keys: reviewable diffs)."""
+    cells = {}
+    for m in measured:
+        if m.status != "measured":
+            continue
+        cells[m.cell.key] = {
+            "row": m.cell.row_label,
+            "col": m.cell.col_label,
+            "n": m.n,
+            "clean_acc": round(m.clean_acc, 6),
+            "robust_acc": round(m.robust_acc, 6),
+            "randomized": m.randomized,
+        }
+    return {
+        "format": BASELINE_FORMAT,
+        "suite": suite.name,
+        "tolerance": {"k": tol.k, "floor": tol.floor},
+        "cells": dict(sorted(cells.items())),
+    }
+
+
+def write_baseline(doc: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def load_baseline(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BenchError(
+            f"baseline {path} does not exist; create it with: bench run --suite smoke && bench check --update"
+        ) from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise BenchError(
+            f"baseline {path} is unreadable ({e}); regenerate it with bench check --update"
+        ) from None
+    if (
+        not isinstance(doc, dict)
+        or doc.get("format") != BASELINE_FORMAT
+        or not isinstance(doc.get("cells"), dict)
+    ):
+        raise BenchError(
+            f"baseline {path}: expected format {BASELINE_FORMAT} with a 'cells' mapping; regenerate it with bench check --update"
+        )
+    return doc
+
+
+def compare(
+    suite: Suite,
+    measured: list[Measured],
+    base: dict[str, Any],
+    k: float | None = None,
+    floor: float | None = None,
+    sweeps: dict[int, dict[str, Any]] | None = None,
+) -> CheckResult:
+    """Compare measured cells with the baseline and check the invariants."""
+    if base.get("suite") != suite.name:
+        raise BenchError(
+            f"baseline is for suite {base.get('suite')!r}, not {suite.name!r}; pass --suite {base.get('suite')}"
+        )
+    bt = base.get("tolerance", {})
+    tol = Tolerance(
+        k if k is not None else float(bt.get("k", 3.0)),
+        floor if floor is not None else float(bt.get("floor", 0.01)),
+    )
+    result = CheckResult(suite.name)
+    now = {m.cell.key: m for m in measured if m.status == "measured"}
+    for key, b in sorted(base["cells"].items()):
+        m = now.get(key)
+        if m is None:
+            why = next((x.reason for x in measured if x.cell.key == key), "cell no longer in the suite")
+            result.findings.append(
+                Finding("fail", key, "missing", None, None, None, f"in the baseline but not measured ({why})")
+            )
+            continue
+        result.checked += 1
+        metrics = [("clean", "clean_acc", m.clean_acc)] + (
+            [("robust", "robust_acc", m.robust_acc)] if m.cell.attack != CLEAN else []
+        )
+        for metric, field_name, value in metrics:
+            p, n = float(b[field_name]), int(b["n"])
+            t = tol.of(p, min(n, m.n) if m.n else n)
+            delta = value - p
+            if delta < -t:
+                result.findings.append(Finding("fail", key, metric, p, value, t, "dropped beyond tolerance"))
+            elif delta > t:
+                sev, why = (
+                    ("fail", "rose beyond tolerance: a weaker attack?")
+                    if metric == "robust"
+                    else ("warn", "rose beyond tolerance")
+                )
+                result.findings.append(Finding(sev, key, metric, p, value, t, why))
+    for key in sorted(set(now) - set(base["cells"])):
+        result.findings.append(
+            Finding(
+                "new", key, "-", None, now[key].robust_acc, None, "not in the baseline (bench check --update)"
+            )
+        )
+    result.findings.extend(invariants(measured, tol, sweeps or {}))
+    return result
+
+
+def invariants(measured: list[Measured], tol: Tolerance, sweeps: dict[int, dict[str, Any]]) -> list[Finding]:
+    """APGD <= PGD, worst <= every attack, sweep eps=0 == clean, sweep non-increasing in eps."""
+    out: list[Finding] = []
+    by_run: dict[int, dict[str, Measured]] = {}
+    for m in measured:
+        if m.status == "measured" and not m.cell.attack_overrides and m.cell.attack != CLEAN:
+            by_run.setdefault(m.run_id, {})[m.cell.attack] = m
+    for attacks in by_run.values():
+        pairs = [("apgd", "pgd")] + [("worst", a) for a in attacks if a != "worst"]
+        for strong, weak in pairs:
+            if strong in attacks and weak in attacks:
+                s, w = attacks[strong], attacks[weak]
+                t = tol.of(w.robust_acc, min(s.n, w.n))
+                if s.robust_acc > w.robust_acc + t:
+                    out.append(
+                        Finding(
+                            "fail",
+                            s.cell.key,
+                            "invariant",
+                            w.robust_acc,
+                            s.robust_acc,
+                            t,
+                            f"{strong} weaker than {weak}",
+                        )
+                    )
+    for run_id, arts in sorted(sweeps.items()):
+        for key, art in sorted(arts.items()):
+            if art.get("axis") != "eps" or not art.get("points"):
+                continue
+            out.extend(_sweep_findings(run_id, key, art, tol))
+    return out
+
+
+def _sweep_findings(run_id: int, key: str, art: dict[str, Any], tol: Tolerance) -> list[Finding]:
+    out = []
+    pts = sorted(art["points"], key=lambda p: p["x"])
+    where = f"run {run_id} sweep {key}"
+    for p in pts:
+        if p["x"] == 0:
+            t = tol.of(p["clean"], p["n"]) if art.get("randomized") else 1e-9
+            if abs(p["robust"] - p["clean"]) > t:
+                out.append(
+                    Finding(
+                        "fail",
+                        where,
+                        "eps=0",
+                        p["clean"],
+                        p["robust"],
+                        t,
+                        "robust accuracy at eps=0 differs from clean",
+                    )
+                )
+    for a, b in zip(pts, pts[1:], strict=False):
+        t = tol.of(a["robust"], min(a["n"], b["n"]))
+        if b["robust"] > a["robust"] + t:
+            out.append(
+                Finding(
+                    "fail",
+                    where,
+                    "monotone",
+                    a["robust"],
+                    b["robust"],
+                    t,
+                    f"accuracy rose from eps {a['x']:.4g} to {b['x']:.4g}",
+                )
+            )
+    return out

@@ -1,0 +1,138 @@
+"""`bench check`: fails on a planted 10-point drop, passes on an unchanged run, checks invariants."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from bench.regress import Tolerance, compare, invariants, make_baseline
+from bench.store import EvalRecord
+from bench.suites import Measured, measure_suite
+
+
+@pytest.fixture(scope="session")
+def tiny_suite(tmp_path_factory):
+    from _tiny_suite import tiny_suite_run
+
+    return tiny_suite_run(tmp_path_factory)
+
+
+def _bench(args: list[str], reg, results) -> subprocess.CompletedProcess:
+    from _tiny_suite import cli_registry
+
+    env = {**os.environ, "BENCH_REGISTRY": str(cli_registry())}
+    cmd = [sys.executable, "-c", "from bench.cli import main; main()", *args, "--results-dir", str(results)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_tolerance_is_binomial_with_floor():
+    tol = Tolerance(3.0, 0.01)
+    assert tol.of(0.5, 360) == pytest.approx(3 * np.sqrt(0.25 / 360))
+    assert tol.of(1.0, 360) == 0.01  # p = 1: no sampling noise, the floor applies
+    assert tol.of(0.5, 360) < 0.10  # the smoke suite's n: a 10-point drop always fails
+
+
+def test_check_passes_unchanged_and_fails_planted_drop(tiny_suite, tmp_path):
+    reg, suite, store, results, _ = tiny_suite
+    baseline = tmp_path / "baseline.json"
+    up = _bench(["check", "--suite", "tiny", "--baseline", str(baseline), "--update"], reg, results)
+    assert up.returncode == 0, up.stderr
+    doc = json.loads(baseline.read_text())
+    assert doc["suite"] == "tiny" and len(doc["cells"]) == 4
+    ok = _bench(["check", "--suite", "tiny", "--baseline", str(baseline)], reg, results)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "passed" in ok.stdout
+
+    # plant a 10-point drop of PGD robust accuracy in the store (same evaluation key, 10 samples flipped)
+    m = next(
+        x for x in measure_suite(reg, suite, store) if x.cell.attack == "pgd" and not x.cell.attack_overrides
+    )
+    ev = next(e for e in store.evaluations(m.run_id) if e.attack == "pgd" and abs(e.eps - 0.1) < 1e-9)
+    clean, adv = store.sample_outcomes(ev.id)
+    dropped = adv.copy()
+    n_drop = round(0.1 * len(adv))  # 10 points of the 360 samples
+    assert adv.sum() >= n_drop
+    dropped[np.flatnonzero(adv)[:n_drop]] = False
+    cfg = json.loads(ev.attack_config_json)
+    store.record_evaluation(
+        m.run_id, EvalRecord(ev.attack, ev.attack_hash, cfg, ev.eps, clean, dropped, ev.seconds, ev.eot)
+    )
+    try:
+        bad = _bench(["check", "--suite", "tiny", "--baseline", str(baseline)], reg, results)
+        assert bad.returncode == 1
+        assert "FAIL" in bad.stdout and "robust" in bad.stdout and "dropped beyond tolerance" in bad.stdout
+        assert f"{-100 * n_drop / len(adv):+.2f}" in bad.stdout
+    finally:
+        store.record_evaluation(
+            m.run_id, EvalRecord(ev.attack, ev.attack_hash, cfg, ev.eps, clean, adv, ev.seconds, ev.eot)
+        )
+
+
+def _measured(tiny_suite) -> list[Measured]:
+    reg, suite, store, _, _ = tiny_suite
+    return measure_suite(reg, suite, store)
+
+
+def test_rise_missing_and_new_cells(tiny_suite):
+    suite = tiny_suite[1]
+    measured = _measured(tiny_suite)
+    base = make_baseline(suite, measured, Tolerance())
+    pgd_key = next(m.cell.key for m in measured if m.cell.attack == "pgd" and m.status == "measured")
+    clean_key = next(m.cell.key for m in measured if m.cell.attack == "clean" and m.status == "measured")
+    base["cells"][pgd_key]["robust_acc"] -= 0.2  # now: robust accuracy rose by 20 points (weaker attack?)
+    base["cells"][clean_key]["clean_acc"] -= 0.2  # clean rose by 20 points: a warning only
+    base["cells"]["digits/small_conv/T2/standard/vanilla/cw/n=0"] = dict(base["cells"][pgd_key])  # gone now
+    new_key = next(k for k in base["cells"] if "eps=0.05" in k)
+    base["cells"].pop(new_key)
+    res = compare(suite, measured, base)
+    sev = {(f.cell, f.metric): f.severity for f in res.findings}
+    assert sev[(pgd_key, "robust")] == "fail"
+    assert sev[(clean_key, "clean")] == "warn"
+    assert sev[("digits/small_conv/T2/standard/vanilla/cw/n=0", "missing")] == "fail"
+    assert sev[(new_key, "-")] == "new"
+    assert len(res.failures) == 2
+
+
+def test_invariants_apgd_and_eps0(tiny_suite):
+    measured = _measured(tiny_suite)
+    pgd = next(
+        m
+        for m in measured
+        if m.cell.attack == "pgd" and m.status == "measured" and not m.cell.attack_overrides
+    )
+    apgd = replace(pgd, cell=replace(pgd.cell, attack="apgd"), robust_acc=pgd.robust_acc + 0.2)
+    found = invariants([pgd, apgd], Tolerance(), {})
+    assert [f.message for f in found] == ["apgd weaker than pgd"]
+    assert invariants([pgd, replace(apgd, robust_acc=pgd.robust_acc - 0.05)], Tolerance(), {}) == []
+    sweep = {
+        "axis": "eps",
+        "randomized": False,
+        "points": [
+            {"x": 0.0, "n": 100, "clean": 0.9, "robust": 0.88},
+            {"x": 0.1, "n": 100, "clean": 0.9, "robust": 0.5},
+            {"x": 0.2, "n": 100, "clean": 0.9, "robust": 0.7},
+        ],
+    }
+    msgs = sorted(f.metric for f in invariants([], Tolerance(), {1: {"pgd:eps": sweep}}))
+    assert msgs == ["eps=0", "monotone"]
+    sweep["randomized"] = True  # a randomized model may differ at eps=0 within the binomial tolerance
+    assert sorted(f.metric for f in invariants([], Tolerance(), {1: {"pgd:eps": sweep}})) == ["monotone"]
+
+
+def test_check_errors_are_one_line(tiny_suite, tmp_path):
+    reg, _, _, results, _ = tiny_suite
+    missing = _bench(["check", "--suite", "tiny", "--baseline", str(tmp_path / "nope.json")], reg, results)
+    assert (
+        missing.returncode == 2
+        and "bench check --update" in missing.stderr
+        and "Traceback" not in missing.stderr
+    )
+    (tmp_path / "bad.json").write_text("{not json")
+    bad = _bench(["check", "--suite", "tiny", "--baseline", str(tmp_path / "bad.json")], reg, results)
+    assert bad.returncode == 2 and "unreadable" in bad.stderr
