@@ -148,7 +148,10 @@ def hist_plot(title: str, hists: list[tuple[str, dict[str, Any]]]) -> Plot:
         centers = [(a + b) / 2 for a, b in zip(edges, edges[1:], strict=False)]
         near = 100 * h.get("near_threshold", 0.0)
         curves.append(
-            (f"{label} ({near:.1f}% near)", [(c, 100 * n / total) for c, n in zip(centers, counts, strict=True)])
+            (
+                f"{label} ({near:.1f}% near)",
+                [(c, 100 * n / total) for c, n in zip(centers, counts, strict=True)],
+            )
         )
     return line_plot(
         title,
@@ -360,7 +363,7 @@ def run_plots(store: Store, runs: list[tuple[str, int]]) -> list[Plot]:
         (label, h["test"]) for label, rid in runs if (h := store.artifacts(rid, "vpre_hist")).get("test")
     ]
     if hists:
-        plots.append(hist_plot("Pre-spike membrane potential minus threshold (one test batch)", hists))
+        plots.append(hist_plot("Membrane potential v_pre - v_th (one test batch)", hists))
     return plots
 
 

@@ -169,9 +169,11 @@ def run_clean(plan: Plan, prep: Prepared, store: Store, force: bool = False) -> 
     if not force and store.has_evaluation(prep.run_id, h):
         return False
     t0 = time.perf_counter()
-    correct = _clean_correct(
-        prep.model, prep.data.test, plan.n_eval, plan.request.eval_batch_size, plan.device
-    )
+    with torch.random.fork_rng(devices=[plan.device] if plan.device.type == "cuda" else []):
+        torch.manual_seed(plan.train.seed)  # randomized models: a reproducible draw
+        correct = _clean_correct(
+            prep.model, prep.data.test, plan.n_eval, plan.request.eval_batch_size, plan.device
+        )
     rec = EvalRecord(CLEAN, h, {"kind": CLEAN}, 0.0, correct, correct, time.perf_counter() - t0, 1)
     store.record_evaluation(prep.run_id, rec)
     return True
