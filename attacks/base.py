@@ -2,10 +2,19 @@
 
 An attack instance is built from its YAML ``params`` (a frozen dataclass) and the dataset's threat model
 (default eps/alpha). ``generate(model, x, y)`` returns adversarial images for one batch; the evaluator
-checks every result stays inside the eps-ball and [0, 1].
+checks every result stays inside [0, 1] and, for L-inf attacks (``norm == "linf"``), inside the eps-ball.
 
 Gradient mode (``bptt``/``bptr``/``bptr_rga``) and the attacker's surrogate are options of every gradient
 attack, not separate attacks: the model is wrapped in an :class:`~bench.snn.classifier.AttackerView`.
+EOT is an option too: every input gradient is the mean over ``eot_samples`` stochastic forward passes,
+batched in one forward (:func:`attacks.eot.loss_grad`); it is on automatically (10 samples, spec 4.3)
+for models whose parts declare ``randomized``.
+
+Capability flags (class variables): ``uses_gradient`` (calls backward on the target), ``norm`` (``"linf"``
+= bounded by eps in L-inf; ``None`` = unbounded, e.g. Gaussian noise, only the [0, 1] range is checked),
+``needs_substitute`` (black-box transfer: the runner attaches a substitute model), ``from_store`` (computed
+by the runner from stored per-sample outcomes, never run on a model).
+
 Library attacks that reseed the global RNG run inside ``torch.random.fork_rng`` with the attack's seed, so
 they neither depend on nor change the rest of the run's random stream.
 """
@@ -20,8 +29,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from bench.errors import BenchError
 from bench.registry import Registry
 from bench.snn.classifier import AttackerView, SNNClassifier
+
+AUTO_EOT = 10  # spec 4.3: >= 10 samples for randomized defenses
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,9 @@ class Attack:
     kind: ClassVar[str] = ""
     description: ClassVar[str] = ""
     uses_gradient: ClassVar[bool] = True
+    norm: ClassVar[str | None] = "linf"
+    needs_substitute: ClassVar[bool] = False
+    from_store: ClassVar[bool] = False
     Params: ClassVar[type] = GradientParams
 
     def __init__(self, params: Any, eps: float, alpha: float) -> None:
@@ -52,17 +67,24 @@ class Attack:
         self.eps = float(params.eps if getattr(params, "eps", None) is not None else eps)
         a = getattr(params, "alpha", None)
         self.alpha = float(a if a is not None else alpha)
+        eot = getattr(params, "eot", None)
+        if eot is not None and eot < 1:
+            raise BenchError(f"eot must be >= 1 (1 = no EOT), got {eot}")
 
     def eot_samples(self, model: SNNClassifier) -> int:
         """EOT samples: explicit value, else >= 10 for randomized models (spec 4.3), else 1."""
+        if not self.uses_gradient:
+            return 1
         eot = getattr(self.params, "eot", None)
         if eot is not None:
             return int(eot)
-        return 10 if model.randomized else 1
+        return AUTO_EOT if model.randomized else 1
 
     def view(self, model: SNNClassifier) -> AttackerView:
         p = self.params
-        return AttackerView(model, getattr(p, "grad_mode", "bptt"), getattr(p, "surrogate", None), getattr(p, "gamma", None))
+        return AttackerView(
+            model, getattr(p, "grad_mode", "bptt"), getattr(p, "surrogate", None), getattr(p, "gamma", None)
+        )
 
     def generate(self, model: SNNClassifier, x: Tensor, y: Tensor, batch_index: int = 0) -> Tensor:
         """Adversarial examples for one batch, reproducible from ``params.seed`` and the batch index."""
@@ -76,7 +98,13 @@ class Attack:
         """The resolved settings, stored with every evaluation."""
         from bench.specs import to_dict
 
-        return {"kind": self.kind, **to_dict(self.params), "eps": self.eps, "alpha": self.alpha}
+        return {
+            "kind": self.kind,
+            **to_dict(self.params),
+            "eps": self.eps,
+            "alpha": self.alpha,
+            "norm": self.norm,
+        }
 
 
 @contextmanager
@@ -88,7 +116,10 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
-ATTACKS: Registry[type[Attack]] = Registry(
-    "attack",
-    planned=("rfgsm", "bim", "cw", "apgd", "autoattack", "multi_pgd", "transfer", "gaussian", "uniform", "worst"),
-)
+def project(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
+    """Projection onto the L-inf eps-ball around x intersected with [0, 1] (torchattacks' formula)."""
+    delta = torch.clamp(x_adv - x, min=-eps, max=eps)
+    return torch.clamp(x + delta, min=0, max=1).detach()
+
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")

@@ -93,6 +93,9 @@ def _common(fn):
 @click.option("--steps", type=int, default=None, help="Attack iterations.")
 @click.option("--grad-mode", type=click.Choice(["bptt", "bptr", "bptr_rga"]), default=None, help="Attacker's gradient mode.")
 @click.option("--eot", type=int, default=None, help="EOT samples (default: 10 for randomized defenses, else 1).")
+@click.option("--surrogate", default=None, help="Attacker's surrogate gradient (default: the model's own).")
+@click.option("--gamma", type=float, default=None, help="Attacker's surrogate width (default: the model's own).")
+@click.option("--sweep/--no-sweep", default=True, show_default=True, help="Short PGD eps sweep for the monotonicity check.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Evaluate this state dict instead of training.")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Where torchvision datasets live.")
 @click.option("--n-eval", type=int, default=None, help="Evaluate the first N test samples (default: all).")
@@ -109,7 +112,15 @@ def run(**o) -> None:
     A second run with the same config loads the cached checkpoint and skips stored evaluations.
     """
     from bench.registry import load_registry
-    from bench.runner import RunRequest, ensure_writable, prepare, resolve, run_attack
+    from bench.runner import (
+        RunRequest,
+        attach_substitutes,
+        ensure_writable,
+        prepare,
+        resolve,
+        run_attack,
+        run_checks,
+    )
     from bench.store import Store
 
     reg = load_registry(o["registry"])
@@ -127,7 +138,7 @@ def run(**o) -> None:
         model=o["model"],
         train_overrides={k: o[k] for k in ("epochs", "batch_size", "T", "seed", "lr", "training")},
         attack_overrides={"eps": _eps(o["eps"]), "alpha": _eps(o["alpha"]), "steps": o["steps"],
-                          "grad_mode": o["grad_mode"], "eot": o["eot"]},
+                          "grad_mode": o["grad_mode"], "eot": o["eot"], "surrogate": o["surrogate"], "gamma": o["gamma"]},
         checkpoint=o["checkpoint"],
         data_root=o["data_root"],
         n_eval=o["n_eval"],
@@ -144,8 +155,10 @@ def run(**o) -> None:
     if not quiet:
         how = f"trained in {prep.train_seconds:.1f}s" if prep.trained else "loaded"
         click.echo(f"model: {how} -> {prep.checkpoint}", err=True)
+    attach_substitutes(plan, store, results, _progress(quiet))
     for entry, attack in plan.attacks:
         run_attack(plan, prep, entry, attack, store, o["force"], _progress(quiet))
+    run_checks(plan, prep, store, o["sweep"], _progress(quiet))
     _print_results(store, prep.run_id, plan)
 
 
@@ -165,13 +178,19 @@ def _print_header(plan, db_url: str) -> None:
 def _print_results(store, run_id: int, plan) -> None:
     names = {e.name for e, _ in plan.attacks}
     rows = [e for e in store.evaluations(run_id) if e.attack in names]
-    header = f"{'defense':<12} {'training':<9} {'attack':<14} {'eps':>7} {'n':>6} {'clean':>7} {'robust':>7} {'sec':>7}"
+    header = f"{'defense':<12} {'training':<9} {'attack':<14} {'eps':>7} {'n':>6} {'eot':>4} {'clean':>7} {'robust':>7} {'sec':>7}"
     click.echo(header)
     for e in rows:
         click.echo(
-            f"{plan.defense_entry.name:<12} {plan.train.training:<9} {e.attack:<14} {e.eps:>7.4f} {e.n:>6} "
+            f"{plan.defense_entry.name:<12} {plan.train.training:<9} {e.attack:<14} {e.eps:>7.4f} {e.n:>6} {e.eot:>4} "
             f"{100 * e.clean_acc:>6.2f}% {100 * e.robust_acc:>6.2f}% {e.seconds:>7.2f}"
         )
+    flags = [f for f in store.flags(run_id) if f.scope in names or f.scope == "run"]
+    if flags:
+        click.echo("checks:")
+    for f in flags:
+        value = "" if f.value is None else f"{f.value:.4g}"
+        click.echo(f"  {'ok' if f.ok else 'WARN':<4} {f.scope:<14} {f.kind:<18} {value:>8}  {f.message}")
 
 
 @main.command()

@@ -1,8 +1,13 @@
 """Clean and adversarial evaluation of one model against one attack, batched, per-sample outcomes kept.
 
-Every adversarial batch is checked to lie inside the eps-ball around the clean input and inside [0, 1]
-(an attack that leaves either is a bug, so this raises instead of storing a number), and labels are
-passed by copy so an attack cannot change them.
+Every adversarial batch is checked to lie inside [0, 1] and, for L-inf attacks, inside the eps-ball around
+the clean input (an attack that leaves either is a bug, so this raises instead of storing a number);
+labels are passed by copy so an attack cannot change them.
+
+Randomized models (spec 4.3) are scored over ``draws`` independent inference passes (5 by default):
+the stored per-sample boolean means *correct in every draw* (worst case over draws, the conservative
+choice), and the expected accuracy (mean over draws) is returned beside it. Scoring draws are seeded, so
+a rerun gives the same numbers. Deterministic models are scored once.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attacks.base import Attack
+from attacks.base import Attack, seeded
 from bench.data import Split, to_float
 from bench.snn.classifier import SNNClassifier
 
 BALL_TOL = 1e-5
+RANDOMIZED_DRAWS = 5
+_SCORE_SEED = 7_919  # scoring draws use their own seeded stream, separate from the attack's
 
 
 class AttackBoundsError(RuntimeError):
@@ -28,10 +35,13 @@ class AttackBoundsError(RuntimeError):
 
 @dataclass(frozen=True)
 class EvalOutcome:
-    clean_correct: np.ndarray  # bool [n]
-    adv_correct: np.ndarray  # bool [n]
+    clean_correct: np.ndarray  # bool [n], correct in every draw
+    adv_correct: np.ndarray  # bool [n], correct in every draw
     seconds: float
     max_linf: float
+    draws: int = 1
+    clean_expected: float = 0.0  # accuracy averaged over draws
+    adv_expected: float = 0.0
 
 
 def predict(model: SNNClassifier, x: Tensor) -> Tensor:
@@ -39,18 +49,32 @@ def predict(model: SNNClassifier, x: Tensor) -> Tensor:
         return model(x).argmax(1)
 
 
-def check_bounds(x: Tensor, x_adv: Tensor, eps: float, attack: str) -> float:
-    """Raise AttackBoundsError unless x_adv is in the L-inf eps-ball of x and in [0, 1]; return the L-inf."""
+def correct_counts(model: SNNClassifier, x: Tensor, y: Tensor, draws: int, seed: int) -> Tensor:
+    """How many of ``draws`` seeded inference passes classify each sample correctly: ``[B]`` int."""
+    with seeded(seed, x.device), torch.no_grad():
+        reps = (draws,) + (1,) * (x.dim() - 1)
+        pred = model(x.repeat(reps)).argmax(1).view(draws, -1)  # [draws, B]
+    return (pred == y).sum(0)
+
+
+def check_bounds(x: Tensor, x_adv: Tensor, eps: float | None, attack: str) -> float:
+    """Raise AttackBoundsError unless x_adv is in [0, 1] and (eps given) in the L-inf eps-ball of x;
+    return the largest L-inf perturbation."""
     if x_adv.shape != x.shape:
         raise AttackBoundsError(f"{attack}: returned shape {tuple(x_adv.shape)} for input {tuple(x.shape)}")
     if not torch.isfinite(x_adv).all():
         raise AttackBoundsError(f"{attack}: returned non-finite images")
     linf = float((x_adv - x).abs().max()) if x.numel() else 0.0
-    if linf > eps + BALL_TOL:
+    if eps is not None and linf > eps + BALL_TOL:
         raise AttackBoundsError(f"{attack}: perturbation {linf:.6f} exceeds eps {eps:.6f}")
-    if float(x_adv.min()) < -BALL_TOL or float(x_adv.max()) > 1 + BALL_TOL:
+    if x.numel() and (float(x_adv.min()) < -BALL_TOL or float(x_adv.max()) > 1 + BALL_TOL):
         raise AttackBoundsError(f"{attack}: images leave [0, 1] ({float(x_adv.min())}..{float(x_adv.max())})")
     return linf
+
+
+def eval_size(split: Split, n: int) -> int:
+    """The number of test samples an evaluation uses (``n`` <= 0 means all)."""
+    return min(n, len(split)) if n > 0 else len(split)
 
 
 def evaluate_attack(
@@ -61,10 +85,12 @@ def evaluate_attack(
     batch_size: int,
     device: torch.device,
     progress: Callable | None = None,
+    draws: int | None = None,
 ) -> EvalOutcome:
     """Attack the first ``n`` test samples in order (a fixed, reproducible subset)."""
     model.eval()
-    n = min(n, len(split)) if n > 0 else len(split)
+    n = eval_size(split, n)
+    draws = draws or (RANDOMIZED_DRAWS if model.randomized else 1)
     clean, adv = [], []
     max_linf = 0.0
     t0 = time.perf_counter()
@@ -72,18 +98,24 @@ def evaluate_attack(
     for b, start in enumerate(range(0, n, batch_size)):
         x = to_float(split.x[start : min(n, start + batch_size)]).to(device)  # [B, C, H, W]
         y = split.y[start : min(n, start + batch_size)].to(device)
-        clean.append((predict(model, x) == y).cpu())
+        clean.append(correct_counts(model, x, y, draws, _SCORE_SEED + b).cpu())
         x_adv = attack.generate(model, x.clone(), y.clone(), batch_index=b)
         model.eval()  # an attack library may have restored another mode
-        max_linf = max(max_linf, check_bounds(x, x_adv, attack.eps, attack.kind))
-        adv.append((predict(model, x_adv) == y).cpu())
+        eps = attack.eps if attack.norm == "linf" else None
+        max_linf = max(max_linf, check_bounds(x, x_adv, eps, attack.kind))
+        adv.append(correct_counts(model, x_adv, y, draws, _SCORE_SEED + 104_729 + b).cpu())
         if bar:
             bar.update(len(y))
     if bar:
         bar.close()
+    c = torch.cat(clean).numpy() if clean else np.zeros(0, int)
+    a = torch.cat(adv).numpy() if adv else np.zeros(0, int)
     return EvalOutcome(
-        torch.cat(clean).numpy().astype(bool) if clean else np.zeros(0, bool),
-        torch.cat(adv).numpy().astype(bool) if adv else np.zeros(0, bool),
+        c == draws,
+        a == draws,
         time.perf_counter() - t0,
         max_linf,
+        draws,
+        float(c.mean() / draws) if n else 0.0,
+        float(a.mean() / draws) if n else 0.0,
     )

@@ -19,13 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from attacks import ATTACKS
-from attacks.base import Attack
+from attacks.base import Attack, GradientParams
+from bench import checks
 from bench.data import Data, infer_custom_spec, load_data
 from bench.errors import BenchError, NotImplementedYet
-from bench.evaluate import evaluate_attack
+from bench.evaluate import eval_size, evaluate_attack
 from bench.registry import BenchRegistry
 from bench.snn.classifier import SNNClassifier
 from bench.specs import ATSpec, DatasetSpec, Entry, ModelSpec, TrainSpec, from_mapping, json_ready, to_dict
@@ -79,6 +81,7 @@ class Plan:
     device: torch.device
     n_eval: int
     request: RunRequest
+    substitute: Plan | None = None  # vanilla, seed + 1: for attacks that need_substitute (transfer)
 
 
 def canonical_hash(obj: Any) -> str:
@@ -138,6 +141,7 @@ def resolve(reg: BenchRegistry, req: RunRequest, suite_train: dict[str, Any] | N
     if "at" in merged:
         train_spec = dataclasses.replace(train_spec, at=merged["at"])
     attacks = [make_attack(reg, a, dataset, req.attack_overrides) for a in req.attacks]
+    attacks.sort(key=lambda ea: ea[1].from_store)  # `worst` reads the others' stored outcomes: last
     device = torch.device(req.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BenchError("--device cuda: no CUDA device is available here; use --device cpu")
@@ -151,7 +155,17 @@ def resolve(reg: BenchRegistry, req: RunRequest, suite_train: dict[str, Any] | N
     if req.checkpoint:
         config["checkpoint_sha256"] = sha256_file(req.checkpoint) if Path(req.checkpoint).is_file() else "missing"
     n_eval = req.n_eval if req.n_eval is not None else dataset.eval_samples
-    return Plan(dataset, model, entry, defense, train_spec, attacks, config, canonical_hash(config), device, n_eval, req)
+    plan = Plan(dataset, model, entry, defense, train_spec, attacks, config, canonical_hash(config), device, n_eval, req)
+    if any(a.needs_substitute for _, a in attacks):
+        plan.substitute = resolve(reg, substitute_request(req, train_spec), suite_train)
+    return plan
+
+
+def substitute_request(req: RunRequest, train: TrainSpec) -> RunRequest:
+    """The black-box substitute (RAT/FEEL/MPD-SGR): same data, model and T, vanilla standard training,
+    seed + 1; trained or loaded through the same checkpoint cache."""
+    overrides = {**req.train_overrides, "seed": train.seed + 1, "training": "standard"}
+    return dataclasses.replace(req, defense="vanilla", attacks=(), train_overrides=overrides, checkpoint=None)
 
 
 def versions() -> dict[str, str]:
@@ -254,6 +268,17 @@ def _run_info(plan: Plan) -> RunInfo:
     )
 
 
+def attach_substitutes(plan: Plan, store: Store, results_dir: Path, progress: Callable | None = None) -> Prepared | None:
+    """Train or load the substitute model and hand it to every attack that needs one."""
+    if plan.substitute is None:
+        return None
+    sub = prepare(plan.substitute, store, results_dir, progress)
+    for _, attack in plan.attacks:
+        if attack.needs_substitute:
+            attack.set_substitute(sub.model, plan.substitute.config_hash)
+    return sub
+
+
 def attack_hash(plan: Plan, entry: Entry, attack: Attack) -> str:
     return canonical_hash({"attack": attack.config(), "n_eval": plan.n_eval, "name": entry.name})
 
@@ -263,12 +288,79 @@ def run_attack(
     progress: Callable | None = None,
 ) -> bool:
     """Evaluate one attack unless an identical evaluation is stored; returns True when it ran."""
+    if attack.from_store:
+        return run_worst(plan, prep, entry, attack, store)
     h = attack_hash(plan, entry, attack)
     if not force and store.has_evaluation(prep.run_id, h):
         return False
     out = evaluate_attack(prep.model, attack, prep.data.test, plan.n_eval, plan.request.eval_batch_size, plan.device, progress)
     rec = EvalRecord(entry.name, h, attack.config(), attack.eps, out.clean_correct, out.adv_correct, out.seconds,
                      attack.eot_samples(prep.model))
-    flags = [FlagRecord(entry.name, "in_eps_ball", True, out.max_linf, f"max L-inf {out.max_linf:.4g} <= eps {attack.eps:.4g}")]
+    flags = [checks.ball_flag(entry.name, out.max_linf, attack.eps, attack.norm == "linf")]
+    if attack.uses_gradient and not attack.needs_substitute:
+        x, y = _check_batch(plan, prep)
+        flags.append(checks.zero_grad_flag(entry.name, checks.zero_grad_fraction(attack.view(prep.model), x, y)))
+    if out.draws > 1:
+        flags.append(checks.expected_flag(entry.name, out.draws, out.clean_expected, out.adv_expected))
     store.record_evaluation(prep.run_id, rec, flags)
     return True
+
+
+def _check_batch(plan: Plan, prep: Prepared, n: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    from bench.data import to_float
+
+    n = min(n, eval_size(prep.data.test, plan.n_eval))
+    return to_float(prep.data.test.x[:n]).to(plan.device), prep.data.test.y[:n].to(plan.device)
+
+
+def run_worst(plan: Plan, prep: Prepared, entry: Entry, attack: Attack, store: Store) -> bool:
+    """Per-sample worst case over the other L-inf evaluations stored for this model (same samples, eps not
+    above this one's): robust only if no attack fooled the sample. Recomputed on every call, no rerun."""
+    n = eval_size(prep.data.test, plan.n_eval)
+    rows = []
+    for e in store.evaluations(prep.run_id):
+        cfg = json.loads(e.attack_config_json)
+        if e.n == n and cfg.get("kind") != attack.kind and cfg.get("norm", "linf") == "linf" and e.eps <= attack.eps + 1e-9:
+            rows.append(e)
+    if not rows:
+        raise BenchError(
+            f"--attack {entry.name}: no L-inf evaluation with n={n} and eps <= {attack.eps:.4g} is stored for this "
+            "model; run other attacks first (e.g. --attack pgd --attack apgd --attack worst)"
+        )
+    outcomes = [store.sample_outcomes(e.id) for e in rows]
+    clean = np.logical_and.reduce([c for c, _ in outcomes])
+    adv = np.logical_and.reduce([a for _, a in outcomes])
+    sources = sorted({e.attack for e in rows})
+    rec = EvalRecord(entry.name, attack_hash(plan, entry, attack), {**attack.config(), "sources": sources}, attack.eps,
+                     clean, adv, float(sum(e.seconds for e in rows)), max(e.eot for e in rows))
+    msg = f"worst case over {len(rows)} evaluations: {', '.join(sources)}"
+    store.record_evaluation(prep.run_id, rec, [FlagRecord(entry.name, "worst_sources", True, float(len(rows)), msg)])
+    return True
+
+
+def run_checks(plan: Plan, prep: Prepared, store: Store, sweep: bool = True, progress: Callable | None = None) -> list[FlagRecord]:
+    """Run-level reliability checks (bench/checks.py), stored as flags with scope "run" or an attack name."""
+    model = prep.model
+    x, y = _check_batch(plan, prep)
+    flags = [checks.randomized_flag(checks.logit_spread(model, x), model.randomized)]
+    tol = 0.02 if model.randomized else 0.0  # randomized: allow draw-to-draw noise [I]
+    prev = store.artifacts(prep.run_id, "eps_sweep").get("pgd7")
+    if sweep and prev and prev["n"] == len(y):  # stored by an earlier invocation: reuse, no rerun
+        flags.append(checks.monotone_flag(prev["eps"], prev["expected" if model.randomized else "robust"], tol))
+    elif sweep:
+        fractions = (0.0, 0.25, 0.5, 1.0)
+        accs, expected = [], []
+        for f in fractions:
+            pgd = ATTACKS.get("pgd")(GradientParams(eps=f * plan.dataset.eps, alpha=f * plan.dataset.alpha, steps=7),
+                                     plan.dataset.eps, plan.dataset.alpha)
+            out = evaluate_attack(model, pgd, prep.data.test, len(y), plan.request.eval_batch_size, plan.device, progress)
+            accs.append(float(out.adv_correct.mean()))
+            expected.append(out.adv_expected)
+        eps = [f * plan.dataset.eps for f in fractions]
+        store.put_artifact(prep.run_id, "eps_sweep", "pgd7", {"eps": eps, "robust": accs, "expected": expected, "n": len(y)})
+        flags.append(checks.monotone_flag(eps, expected if model.randomized else accs, tol))
+    hashes = {attack_hash(plan, e, a) for e, a in plan.attacks}
+    rows = [checks.EvalSummary.of(e) for e in store.evaluations(prep.run_id) if e.attack_hash in hashes]
+    flags += checks.comparison_flags(rows, tol)
+    store.record_flags(prep.run_id, flags)
+    return flags

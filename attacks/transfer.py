@@ -1,0 +1,65 @@
+"""Black-box transfer attack (RAT §5.2, FEEL §5.2, MPD-SGR "Black-box"): craft adversarial examples on a
+substitute model, evaluate them on the target.
+
+The substitute is the papers' choice: same architecture, dataset and T, vanilla training, a different
+seed (FEEL; RAT's ``bb`` checkpoints). The runner builds it through the same train-or-load cache
+(``needs_substitute``) and calls :meth:`Transfer.set_substitute`; this module never imports the runner.
+The target's gradient is never used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from attacks.base import ATTACKS, Attack, GradientParams
+from bench.errors import BenchError
+from bench.snn.classifier import SNNClassifier
+
+SOURCES = ("fgsm", "rfgsm", "pgd", "bim", "cw", "multi_pgd")
+
+
+@ATTACKS.register("transfer")
+class Transfer(Attack):
+    """Transfer attack: the white-box attack ``source`` (default PGD-7) run on the substitute model."""
+
+    kind = "transfer"
+    description = "black-box transfer: PGD on a vanilla substitute (same arch, seed+1)"
+    needs_substitute = True
+
+    @dataclass(frozen=True)
+    class Params(GradientParams):
+        source: str = "pgd"
+
+    def __init__(self, params: Params, eps: float, alpha: float) -> None:
+        super().__init__(params, eps, alpha)
+        if params.source not in SOURCES:
+            raise BenchError(
+                f"transfer source: {params.source!r} is not a white-box attack; valid: {', '.join(SOURCES)}"
+            )
+        cls = ATTACKS.get(params.source)
+        names = {f.name for f in dataclasses.fields(cls.Params)}
+        inner = cls.Params(**{k: v for k, v in dataclasses.asdict(params).items() if k in names})
+        self.inner: Attack = cls(inner, eps, alpha)
+        self.substitute: SNNClassifier | None = None
+        self.substitute_id = ""
+
+    def set_substitute(self, model: SNNClassifier, identity: str) -> None:
+        """Attach the substitute model; ``identity`` (its config hash) becomes part of the stored config."""
+        self.substitute, self.substitute_id = model, identity
+
+    def eot_samples(self, model: SNNClassifier) -> int:
+        return self.inner.eot_samples(self.substitute) if self.substitute is not None else 1
+
+    def perturb(self, model: SNNClassifier, x: Tensor, y: Tensor) -> Tensor:
+        if self.substitute is None:
+            raise BenchError(
+                "transfer: no substitute model attached (the runner attaches one; see bench/runner.py)"
+            )
+        self.substitute.eval()
+        return self.inner.perturb(self.substitute, x, y)
+
+    def config(self) -> dict:
+        return {**super().config(), "substitute": self.substitute_id}
