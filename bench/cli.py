@@ -247,5 +247,9 @@ for _cmd in (report, check, export):
     main.add_command(_cmd)
 
 
+from bench.cli_sweep import sweep  # noqa: E402  (`bench sweep`: missing suite cells, local or on Ray)
+
+main.add_command(sweep)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from bench.errors import BenchError
 from bench.specs import DatasetSpec
 
 log = logging.getLogger(__name__)
+MAX_CLASSES = 100_000  # a user dataset's labels must be 0..K-1 with K at most this (ImageNet-21k is 21,841)
 
 
 @dataclass(frozen=True)
@@ -152,14 +154,19 @@ def infer_custom_spec(path: Path, base: DatasetSpec) -> DatasetSpec:
     probe = dataclasses.replace(base, name="custom", source=source, path=str(path), classes=10**9)
     data = load_npz(probe, path) if source == "npz" else load_imagefolder(probe, path)
     xtr = to_float(data.train.x)
+    if tuple(data.test.x.shape[1:]) != tuple(xtr.shape[1:]):
+        raise BenchError(f"{path}: test images {tuple(data.test.x.shape[1:])} differ from train images {tuple(xtr.shape[1:])}")
+    classes = int(max(data.train.y.max(), data.test.y.max())) + 1
+    if classes > MAX_CLASSES:
+        raise BenchError(f"{path}: labels go up to {classes - 1}; at most {MAX_CLASSES} classes (labels 0..{MAX_CLASSES - 1})")
     c = xtr.shape[1]
     gray = c == 1
     eps = 0.1 if gray else 8 / 255
     return dataclasses.replace(
         probe,
-        name=path.stem.lower().replace(" ", "_")[:64] or "custom",
+        name=re.sub(r"[^a-z0-9_.-]", "_", path.stem.lower())[:64].lstrip("_.-") or "custom",  # registry charset
         shape=tuple(xtr.shape[1:]),
-        classes=int(max(data.train.y.max(), data.test.y.max())) + 1,
+        classes=classes,
         mean=tuple(xtr.mean(dim=(0, 2, 3)).tolist()),
         std=tuple(xtr.std(dim=(0, 2, 3)).clamp(min=1e-3).tolist()),
         eps=eps,
@@ -189,8 +196,11 @@ def load_data(spec: DatasetSpec, data_root: str | Path | None = None) -> Data:
         data = Data(spec, mk(256), mk(64))
     else:  # pragma: no cover - validated by the registry
         raise BenchError(f"unknown data source {spec.source!r}")
-    if tuple(data.train.x.shape[1:]) != tuple(spec.shape):
-        raise BenchError(f"dataset {spec.name}: images have shape {tuple(data.train.x.shape[1:])}, expected {spec.shape}")
+    for name, split in (("train", data.train), ("test", data.test)):
+        if tuple(split.x.shape[1:]) != tuple(spec.shape):
+            raise BenchError(
+                f"dataset {spec.name}: {name} images have shape {tuple(split.x.shape[1:])}, expected {tuple(spec.shape)}"
+            )
     return data
 
 

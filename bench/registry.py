@@ -149,7 +149,10 @@ def load_registry(path: str | os.PathLike | None = None) -> BenchRegistry:
         for name in sec[s]:
             _check_name(name, f"{w}{s}")
     datasets = {n: _load_dataset(n, b, f"{w}datasets.{n}") for n, b in sec["datasets"].items()}
-    models = {n: from_mapping(ModelSpec, {"name": n, **(b or {})}, f"{w}models.{n}") for n, b in sec["models"].items()}
+    models = {
+        n: from_mapping(ModelSpec, {"name": n, **b} if isinstance(b, dict) else b, f"{w}models.{n}")
+        for n, b in sec["models"].items()
+    }
     from bench.snn.encoders import ENCODERS
     from bench.snn.models import ARCHITECTURES
     from bench.snn.neuron import NeuronSpec

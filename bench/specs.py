@@ -77,7 +77,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def from_mapping(cls: type, data: dict[str, Any] | None, where: str) -> Any:
     """Build dataclass ``cls`` from a mapping; unknown keys and bad types name ``where.key``."""
-    data = dict(data or {})
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise BenchError(f"{where}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
@@ -87,6 +88,14 @@ def from_mapping(cls: type, data: dict[str, Any] | None, where: str) -> Any:
         if key not in names:
             raise BenchError(f"{where}: unknown key {key!r}; {did_you_mean(str(key), names)}")
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    required = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [k for k in required if k not in kwargs]
+    if missing:
+        raise BenchError(f"{where}: missing key {missing[0]!r} (required: {', '.join(required)})")
     try:
         return cls(**kwargs)
     except BenchError as e:

@@ -248,6 +248,9 @@ def _cell(
     for key, hint in (("attack", "'clean' for clean accuracy"), ("dataset", "e.g. digits")):
         if key not in spec:
             raise BenchError(f"{where}: no {key!r} (set it in the suite, the column or the row; {hint})")
+    for key in ("dataset", "model", "defense", "attack", "training"):
+        if spec.get(key) is not None and not isinstance(spec[key], str):  # names are looked up in dicts
+            raise BenchError(f"{where}.{key}: expected a name (string), got {spec[key]!r}")
     dataset = spec["dataset"]
     if dataset not in reg["datasets"]:
         raise unknown("dataset", dataset, reg["datasets"], f"{where}.dataset")
