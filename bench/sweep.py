@@ -84,7 +84,7 @@ def plan_tasks(reg: BenchRegistry, suite_name: str, store: Store, force: bool = 
     tasks = []
     for h, idx in groups.items():
         c = suite.cells[idx[0]]
-        label = f"{c.dataset}/{c.model}/{c.defense}/{c.training}"
+        label = f"{c.dataset}/{c.model}/{c.defense}/{c.training}" + (f"/T{c.T}" if c.T else "")
         tasks.append(SweepTask(h, tuple(idx), tuple(suite.cells[i].key for i in idx), label))
     return tasks
 
