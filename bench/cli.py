@@ -97,6 +97,8 @@ def _common(fn):
 @click.option("--gamma", type=float, default=None, help="Attacker's surrogate width (default: the model's own).")
 @click.option("--sweep/--no-sweep", default=True, show_default=True, help="Short PGD eps sweep for the monotonicity check.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Evaluate this state dict instead of training.")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
+              help="Shared checkpoint directory (default: $BENCH_CHECKPOINTS or RESULTS/checkpoints).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Where torchvision datasets live.")
 @click.option("--n-eval", type=int, default=None, help="Evaluate the first N test samples (default: all).")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
@@ -140,6 +142,7 @@ def run(**o) -> None:
         attack_overrides={"eps": _eps(o["eps"]), "alpha": _eps(o["alpha"]), "steps": o["steps"],
                           "grad_mode": o["grad_mode"], "eot": o["eot"], "surrogate": o["surrogate"], "gamma": o["gamma"]},
         checkpoint=o["checkpoint"],
+        checkpoint_dir=o["checkpoint_dir"],
         data_root=o["data_root"],
         n_eval=o["n_eval"],
         device=o["device"],

@@ -126,3 +126,23 @@ def test_kill_inside_evaluation_leaves_no_partial_row(trained_vanilla, tmp_path,
     assert run_attack(plan, prep, entry, attack, store)
     assert store.counts()["evaluation"] == 1 and store.counts()["sample_outcome"] == 1
     assert Path(ref_prep.checkpoint).exists()
+
+
+def test_shared_checkpoint_dir_reuses_verified_checkpoint(trained_vanilla, tmp_path, registry):
+    """A second results directory (another worker) with the same --checkpoint-dir loads, not retrains, and
+    records the digest of the .sha256 file beside the checkpoint."""
+    _, ref_prep, _ = trained_vanilla
+    shared = ref_prep.checkpoint.parent
+    req = RunRequest(
+        defense="vanilla",
+        attacks=("fgsm",),
+        train_overrides={"epochs": 8},
+        device="cpu",
+        checkpoint_dir=str(shared),
+    )
+    store = Store(f"sqlite:///{tmp_path / 'other.sqlite'}")
+    prep = prepare(resolve(registry, req), store, tmp_path / "other_results")
+    assert not prep.trained and prep.checkpoint == ref_prep.checkpoint
+    recorded = ref_prep.checkpoint.with_name(ref_prep.checkpoint.name + ".sha256").read_text().split()[0]
+    assert store.runs()[0].checkpoint_sha256 == recorded
+    assert not (tmp_path / "other_results" / "checkpoints").exists()
