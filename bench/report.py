@@ -141,7 +141,8 @@ def _nice(v: float) -> float:
 
 
 def hist_plot(title: str, hists: list[tuple[str, dict[str, Any]]]) -> Plot:
-    """Membrane-potential histograms (percent of values per 0.1 bin of v_pre - v_th), threshold at 0."""
+    """Membrane-potential histograms (percent of values per 0.1 bin of v_pre - v_th), threshold at 0; the
+    legend starts with the share of potentials within 0.1 of the threshold (TGO Fig. 4's quantity)."""
     curves = []
     for label, h in hists:
         edges, counts, total = h["edges"], h["counts"], max(1, h["total"])
@@ -149,7 +150,7 @@ def hist_plot(title: str, hists: list[tuple[str, dict[str, Any]]]) -> Plot:
         near = 100 * h.get("near_threshold", 0.0)
         curves.append(
             (
-                f"{label} ({near:.1f}% near)",
+                f"{near:.1f}% {label}",
                 [(c, 100 * n / total) for c, n in zip(centers, counts, strict=True)],
             )
         )
