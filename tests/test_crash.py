@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from bench.runner import RunRequest, prepare, resolve, run_attack
 from bench.store import Store
 from bench.train import load_checkpoint
@@ -31,6 +33,7 @@ def _wait_for(pred, timeout: float, proc: subprocess.Popen, what: str) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow  # a real subprocess / Ray instance / 8 processes: seconds, not milliseconds
 def test_kill_mid_epoch_then_resume_equals_uninterrupted(trained_vanilla, tmp_path, registry):
     ref_plan, ref_prep, _ = trained_vanilla
     results = tmp_path / "results"

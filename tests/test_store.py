@@ -94,6 +94,7 @@ def hammered(tmp_path_factory) -> dict[str, tuple[str, dict[int, int], int]]:
         schema[1]()
 
 
+@pytest.mark.slow  # a real subprocess / Ray instance / 8 processes: seconds, not milliseconds
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
 def test_eight_concurrent_writers_lose_and_duplicate_nothing(hammered, dialect):
     if dialect not in hammered:

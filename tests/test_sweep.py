@@ -73,6 +73,7 @@ def test_local_sweep_runs_each_missing_cell_once(local_sweep, sweep_registry):
     assert len(list((results / "checkpoints").glob("*.pt"))) == 2
 
 
+@pytest.mark.slow  # a real subprocess / Ray instance / 8 processes: seconds, not milliseconds
 def test_ray_sweep_survives_a_killed_worker(local_sweep, sweep_registry, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     marker = tmp_path / "killed-once"
@@ -84,7 +85,9 @@ def test_ray_sweep_survives_a_killed_worker(local_sweep, sweep_registry, tmp_pat
     tasks = plan_tasks(reg, "sweep_tiny", store)
     assert [len(t.cells) for t in tasks] == [2, 2]
     # 2 torch threads as in the in-process sweep (conftest), so the float results can match bitwise
-    cfg = SweepConfig(sweep_registry.read_text(), "sweep_tiny", store.url, str(results), device="cpu", num_threads=2)
+    cfg = SweepConfig(
+        sweep_registry.read_text(), "sweep_tiny", store.url, str(results), device="cpu", num_threads=2
+    )
     seen = []
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
