@@ -5,13 +5,14 @@ User errors (``BenchError``) become one line on stderr and exit code 2, never a 
 
 from __future__ import annotations
 
-import functools
 import os
-import sys
 from pathlib import Path
 
 import click
 
+from bench.cli_common import progress as _progress
+from bench.cli_common import registry_option as _common
+from bench.cli_common import user_errors
 from bench.errors import BenchError
 
 EPILOG = """\b
@@ -21,32 +22,6 @@ Examples:
   bench run --defense vanilla --attack pgd --checkpoint model.pt   # evaluate a given state dict
   bench ls attacks
 """
-
-
-def _fail(msg: str) -> None:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(2)
-
-
-def user_errors(fn):
-    """Turn BenchError into 'error: ...' + exit 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except BenchError as e:
-            _fail(str(e))
-
-    return wrapper
-
-
-def _progress(quiet: bool):
-    if quiet:
-        return None
-    from tqdm.auto import tqdm
-
-    return functools.partial(tqdm, leave=False, dynamic_ncols=True, file=sys.stderr, disable=None)  # None: TTY only
 
 
 def _eps(value: str | None) -> float | None:
@@ -69,11 +44,6 @@ def main() -> None:
     Defaults follow the papers (spec/defenses.md); the embedded default dataset is scikit-learn's digits,
     so everything works offline. Registry: registry.yaml (override with --registry or $BENCH_REGISTRY).
     """
-
-
-def _common(fn):
-    fn = click.option("--registry", type=click.Path(dir_okay=False), default=None, help="registry.yaml to use.")(fn)
-    return fn
 
 
 @main.command(epilog=EPILOG)
@@ -240,15 +210,15 @@ def ls(what: str, registry: str | None) -> None:
         click.echo(f"{name:<18} {line}")
 
 
-from bench.cli_bench import bench_cmd  # noqa: E402  (`bench bench`: neuron speed vs the ANN limit)
-
-main.add_command(bench_cmd)
-
 from bench.cli_report import check, export, report  # noqa: E402  (leaderboard and CI gate commands)
 
 for _cmd in (report, check, export):
     main.add_command(_cmd)
 
+
+from bench.cli_bench import bench_cmd  # noqa: E402  (`bench bench`: neuron speed vs the ANN limit)
+
+main.add_command(bench_cmd)
 
 from bench.cli_sweep import sweep  # noqa: E402  (`bench sweep`: missing suite cells, local or on Ray)
 

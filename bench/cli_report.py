@@ -5,7 +5,6 @@ Registered on the ``bench`` group at the bottom of :mod:`bench.cli`.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import time
@@ -15,39 +14,12 @@ from typing import Any
 
 import click
 
+from bench.cli_common import progress as _progress
+from bench.cli_common import registry_option as _common
+from bench.cli_common import user_errors
 from bench.errors import BenchError
 
 DEFAULT_SUITE = "smoke"
-
-
-# (not imported from bench.cli: `python -m bench.cli` runs that module as __main__, and importing it back
-# from here would be circular)
-def user_errors(fn):
-    """Turn BenchError into 'error: ...' + exit 2 (as bench.cli does)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except BenchError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
-
-    return wrapper
-
-
-def _common(fn):
-    return click.option(
-        "--registry", type=click.Path(dir_okay=False), default=None, help="registry.yaml to use."
-    )(fn)
-
-
-def _progress(quiet: bool):
-    if quiet:
-        return None
-    from tqdm.auto import tqdm
-
-    return functools.partial(tqdm, leave=False, dynamic_ncols=True, file=sys.stderr, disable=None)
 
 
 def _store(db: str | None, results_dir: str | None, create: bool = True):

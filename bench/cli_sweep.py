@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from bench.cli import _common, user_errors
+from bench.cli_common import registry_option as _common
+from bench.cli_common import user_errors
 from bench.errors import BenchError
 
 EPILOG = """\b
