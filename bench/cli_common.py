@@ -38,6 +38,16 @@ def registry_option(fn):
     return click.option("--registry", type=click.Path(dir_okay=False), default=None, help="registry.yaml to use.")(fn)
 
 
+def results_db_options(fn):
+    """``--results-dir`` and ``--db``, for the commands that read the results database."""
+    fn = click.option(
+        "--db", default=None, help="SQLAlchemy URL (default: $BENCH_DB or sqlite:///RESULTS/bench.sqlite)."
+    )(fn)
+    return click.option(
+        "--results-dir", type=click.Path(file_okay=False), default=None, help="Where bench.sqlite lives [results]."
+    )(fn)
+
+
 def progress(quiet: bool):
     """tqdm factory for progress bars on stderr (TTY only), or None when quiet."""
     if quiet:

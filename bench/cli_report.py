@@ -16,7 +16,7 @@ import click
 
 from bench.cli_common import progress as _progress
 from bench.cli_common import registry_option as _common
-from bench.cli_common import user_errors
+from bench.cli_common import results_db_options, user_errors
 from bench.errors import BenchError
 
 DEFAULT_SUITE = "smoke"
@@ -90,15 +90,7 @@ def run_suite_command(reg, o: dict[str, Any]) -> None:
 @click.option(
     "--out", type=click.Path(file_okay=False), default="site", show_default=True, help="Output directory."
 )
-@click.option(
-    "--results-dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Where bench.sqlite lives [results].",
-)
-@click.option(
-    "--db", default=None, help="SQLAlchemy URL (default: $BENCH_DB or sqlite:///RESULTS/bench.sqlite)."
-)
+@results_db_options
 @_common
 @user_errors
 def report(out: str, results_dir: str | None, db: str | None, registry: str | None) -> None:
@@ -124,15 +116,7 @@ def report(out: str, results_dir: str | None, db: str | None, registry: str | No
 @click.option(
     "--floor", type=float, default=None, help="Smallest tolerance, accuracy units [baseline's, else 0.01]."
 )
-@click.option(
-    "--results-dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Where bench.sqlite lives [results].",
-)
-@click.option(
-    "--db", default=None, help="SQLAlchemy URL (default: $BENCH_DB or sqlite:///RESULTS/bench.sqlite)."
-)
+@results_db_options
 @_common
 @user_errors
 def check(
@@ -188,15 +172,7 @@ def _artifacts_for(store, measured) -> dict[int, dict[str, Any]]:
 @click.option(
     "--suite", default=None, help="Only this suite's cells (with reported values); default: every evaluation."
 )
-@click.option(
-    "--results-dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Where bench.sqlite lives [results].",
-)
-@click.option(
-    "--db", default=None, help="SQLAlchemy URL (default: $BENCH_DB or sqlite:///RESULTS/bench.sqlite)."
-)
+@results_db_options
 @_common
 @user_errors
 def export(
