@@ -17,20 +17,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from attacks.base import ATTACKS, Attack, GradientParams
+from bench.eot_defaults import RAND_EOT
 from bench.errors import BenchError
 from bench.snn.classifier import SNNClassifier
 
 AA_VERSIONS = ("auto", "standard", "rand")
-RAND_EOT = 20  # fra31's `rand` version
 
 
 def _pyautoattack():
     try:
         import pyautoattack
         import pyautoattack.autopgd_base  # noqa: F401
+        import pyautoattack.square  # noqa: F401
     except ImportError:
         raise BenchError("pyautoattack is not installed; run: pip install pyautoattack==0.2.0") from None
     return pyautoattack
@@ -122,3 +124,41 @@ class AutoAttack(Attack):
         aa.apgd.eot_iter = aa.apgd_targeted.eot_iter = n
         x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=max(1, len(x)))
         return x_adv.to(x.dtype)
+
+
+@ATTACKS.register("apgd_t")
+class APGDTargeted(Attack):
+    """APGD-T (Croce & Hein 2020, AutoAttack's second stage): APGD on the targeted DLR loss
+    ``-(Z_y - Z_t) / (Z_pi1 - (Z_pi3 + Z_pi4) / 2)``, run once per target class ``t`` among the
+    ``target_classes`` most likely wrong classes (9 in AutoAttack), ``steps`` iterations each; per sample the
+    first successful target is kept (fra31 ``APGDAttack_targeted``)."""
+
+    kind = "apgd_t"
+    description = "fra31 APGD-T: targeted DLR loss over the top wrong classes, 100 iterations each"
+
+    @dataclass(frozen=True)
+    class Params(GradientParams):
+        steps: int = 100
+        target_classes: int = 9
+        restarts: int = 1
+
+    def __init__(self, params: Params, eps: float, alpha: float) -> None:
+        super().__init__(params, eps, alpha)
+        if params.steps < 1 or params.restarts < 1 or params.target_classes < 1:
+            raise BenchError(
+                f"apgd_t steps, restarts and target_classes must be >= 1, got {params.steps}, "
+                f"{params.restarts}, {params.target_classes}"
+            )
+
+    def perturb(self, model: SNNClassifier, x: Tensor, y: Tensor) -> Tensor:
+        autopgd = _pyautoattack().autopgd_base
+        p = self.params
+        view = self.view(model)
+        with torch.no_grad():
+            classes = view(x[:1]).shape[1]
+        atk = autopgd.APGDAttack_targeted(
+            view, n_iter=p.steps, norm="Linf", n_restarts=p.restarts, eps=self.eps, seed=p.seed,
+            eot_iter=self.eot_samples(model), rho=0.75, n_target_classes=min(p.target_classes, classes - 1),
+            device=x.device,
+        )
+        return atk.perturb(x.float(), y).to(x.dtype)

@@ -10,10 +10,20 @@ EOT is an option too: every input gradient is the mean over ``eot_samples`` stoc
 batched in one forward (:func:`attacks.eot.loss_grad`); it is on automatically (10 samples, spec 4.3)
 for models whose parts declare ``randomized``.
 
-Capability flags (class variables): ``uses_gradient`` (calls backward on the target), ``norm`` (``"linf"``
-= bounded by eps in L-inf; ``None`` = unbounded, e.g. Gaussian noise, only the [0, 1] range is checked),
-``needs_substitute`` (black-box transfer: the runner attaches a substitute model), ``from_store`` (computed
-by the runner from stored per-sample outcomes, never run on a model).
+Capability attributes (class variables), the one place that says what an attack is. They are stored in
+every evaluation's attack config (:meth:`Attack.config`), so the read side (report, ``bench check``, the
+worst case: :func:`bench.protocol.counts_toward_worst`) never keeps its own list of attack names:
+
+- ``norm``: ``"linf"`` or ``"l2"`` (the threat model it is measured in), ``None`` for random noise;
+- ``bounded``: every returned image lies in the ``norm`` ball of radius eps (the evaluator enforces it
+  for ``"linf"``); ``False`` for unbounded attacks (FEEL's L2 C&W, Gaussian noise);
+- ``uses_gradient``: calls backward on the *target* model; ``gradient_free``: queries the target's
+  outputs only (Square, noise); ``transfer``: crafted on a substitute model (the runner attaches one);
+- ``from_store``: computed from stored per-sample outcomes, never run on a model (``worst``);
+- ``composite``: a cascade of stages run by the runner (the standard protocol, ``attacks/protocol.py``).
+
+An attack counts toward a worst case exactly when it is ``bounded`` in L-inf at an eps not above the
+worst case's eps; a white-box source for ``transfer`` is any L-inf bounded gradient attack.
 
 Library attacks that reseed the global RNG run inside ``torch.random.fork_rng`` with the attack's seed, so
 they neither depend on nor change the rest of the run's random stream.
@@ -29,11 +39,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from bench.eot_defaults import AUTO_EOT
 from bench.errors import BenchError
 from bench.registry import Registry
 from bench.snn.classifier import AttackerView, SNNClassifier
 
-AUTO_EOT = 10  # spec 4.3: >= 10 samples for randomized defenses
 
 
 @dataclass(frozen=True)
@@ -58,9 +68,36 @@ class Attack:
     description: ClassVar[str] = ""
     uses_gradient: ClassVar[bool] = True
     norm: ClassVar[str | None] = "linf"
-    needs_substitute: ClassVar[bool] = False
+    bounded: ClassVar[bool] = True
+    gradient_free: ClassVar[bool] = False
+    transfer: ClassVar[bool] = False
     from_store: ClassVar[bool] = False
+    composite: ClassVar[bool] = False
     Params: ClassVar[type] = GradientParams
+
+    @property
+    def needs_substitute(self) -> bool:
+        """The runner must attach a substitute model (transfer attacks, the protocol's transfer stage)."""
+        return self.transfer
+
+    @classmethod
+    def capabilities(cls) -> dict[str, Any]:
+        """The capability attributes, as stored with every evaluation."""
+        return {
+            "norm": cls.norm,
+            "bounded": cls.bounded,
+            "uses_gradient": cls.uses_gradient,
+            "gradient_free": cls.gradient_free,
+            "transfer": cls.transfer,
+            "from_store": cls.from_store,
+            "composite": cls.composite,
+        }
+
+    @classmethod
+    def is_white_box_source(cls) -> bool:
+        """A bounded L-inf gradient attack on the model itself: usable as a transfer source."""
+        return (cls.uses_gradient and cls.bounded and cls.norm == "linf" and not cls.transfer
+                and not cls.from_store and not cls.composite)
 
     def __init__(self, params: Any, eps: float, alpha: float) -> None:
         self.params = params
@@ -103,7 +140,7 @@ class Attack:
             **to_dict(self.params),
             "eps": self.eps,
             "alpha": self.alpha,
-            "norm": self.norm,
+            **self.capabilities(),
         }
 
 

@@ -172,13 +172,14 @@ class CWL2(Attack):
     ``steps`` Adam steps (lr 0.01), c = 0.5, kappa = 0 (FEEL code); per sample the misclassified iterate
     with the smallest L2 distance is kept, else the clean input.
 
-    Unbounded (``norm`` None: only [0, 1] is checked), so not comparable with the L-inf attacks at a
+    Unbounded (``bounded`` False: only [0, 1] is checked), so not comparable with the L-inf attacks at a
     fixed eps and left out of ``worst``. Randomized models: the margin term is averaged over EOT draws.
     """
 
     kind = "cw_l2"
     description = "FEEL's L2 C&W (c 0.5, kappa 0, 10 Adam steps, lr 0.01), unbounded"
-    norm = None
+    norm = "l2"
+    bounded = False
 
     @dataclass(frozen=True)
     class Params(GradientParams):

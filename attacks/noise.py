@@ -32,7 +32,9 @@ class GaussianNoise(Attack):
     kind = "gaussian"
     description = "Gaussian noise, std eps, clipped to [0, 1] (no gradient)"
     uses_gradient = False
+    gradient_free = True
     norm = None
+    bounded = False
     Params = NoiseParams
 
     @torch.no_grad()
@@ -47,6 +49,7 @@ class UniformNoise(Attack):
     kind = "uniform"
     description = "uniform noise U(-eps, eps), clipped to [0, 1] (no gradient)"
     uses_gradient = False
+    gradient_free = True
     Params = NoiseParams
 
     @torch.no_grad()

@@ -18,7 +18,11 @@ from attacks.base import ATTACKS, Attack, GradientParams
 from bench.errors import BenchError
 from bench.snn.classifier import SNNClassifier
 
-SOURCES = ("fgsm", "rfgsm", "pgd", "bim", "cw", "multi_pgd")
+
+
+def sources() -> list[str]:
+    """Attack kinds usable as the white-box source: bounded L-inf gradient attacks (capabilities)."""
+    return [k for k in ATTACKS if ATTACKS.get(k).is_white_box_source()]
 
 
 @ATTACKS.register("transfer")
@@ -27,7 +31,8 @@ class Transfer(Attack):
 
     kind = "transfer"
     description = "black-box transfer: PGD on a vanilla substitute (same arch, seed+1)"
-    needs_substitute = True
+    transfer = True
+    uses_gradient = False  # the target's gradient is never used
 
     @dataclass(frozen=True)
     class Params(GradientParams):
@@ -35,9 +40,10 @@ class Transfer(Attack):
 
     def __init__(self, params: Params, eps: float, alpha: float) -> None:
         super().__init__(params, eps, alpha)
-        if params.source not in SOURCES:
+        valid = sources()
+        if params.source not in valid:
             raise BenchError(
-                f"transfer source: {params.source!r} is not a white-box attack; valid: {', '.join(SOURCES)}"
+                f"transfer source: {params.source!r} is not a white-box attack; valid: {', '.join(valid)}"
             )
         cls = ATTACKS.get(params.source)
         names = {f.name for f in dataclasses.fields(cls.Params)}

@@ -15,24 +15,38 @@ except the eps-ball/range check, which the evaluator enforces by raising. Checks
 - ``eps_monotone``: robust accuracy does not increase along a short PGD eps sweep;
 - ``apgd_le_pgd``: APGD-CE (100 iterations) is not weaker than PGD-CE at the same eps and gradient mode
   (TGO reviewers' symptom); APGD-DLR is not compared (a different loss may legitimately be weaker);
-- ``bb_ge_wb``: black-box transfer is not stronger than the best white-box attack at the same eps.
+- ``bb_ge_wb``: black-box transfer is not stronger than the best white-box attack at the same eps;
+- gradient-masking diagnostics that fail (the standard protocol's, bench/protocol.py):
+  ``gradfree_gap`` (the gradient-free Square stage or the transfer stage breaks more samples than the
+  binomial tolerance after every gradient stage: the gradients the attacks followed were not the
+  model's), ``large_eps`` (robust accuracy at a large budget is not near 0), ``more_iters`` (more
+  iterations and a restart still lower accuracy beyond tolerance: the attack had not converged),
+  ``library_warning`` (a warning raised or printed inside a library attack, e.g. AutoAttack's
+  "Square Attack has decreased the robust accuracy ... unreliable"), ``protocol_le_attacks`` (the
+  protocol is not above any other stored bounded attack on the same samples).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bench.protocol import binomial_tolerance, counts_toward_worst
 from bench.store import Evaluation, FlagRecord
 
 ZERO_GRAD_MAX = 0.10
 EPS_TOL = 1e-9
-WHITE_BOX = ("fgsm", "rfgsm", "pgd", "bim", "cw", "multi_pgd", "apgd", "autoattack")
+LARGE_EPS = 0.5  # pixel units: any image can be moved halfway to any other; accuracy must collapse
+LARGE_EPS_MAX = 0.10  # robust accuracy allowed at LARGE_EPS [I]
+_LIBRARY_MARKERS = ("unreliable", "warning", "randomized defense", "zero gradient")
 
 
 def zero_grad_fraction(view: nn.Module, x: Tensor, y: Tensor) -> float:
@@ -108,23 +122,38 @@ def monotone_flag(eps: Sequence[float], acc: Sequence[float], tol: float) -> Fla
 
 @dataclass(frozen=True)
 class EvalSummary:
+    """What the comparison checks need of a stored evaluation (its capabilities read from the config)."""
+
     name: str
     kind: str
     eps: float
     robust: float
     grad_mode: str = "bptt"
     loss: str = "ce"
+    white_box: bool = True  # a gradient attack on the model itself, bounded in L-inf
+    counts: bool = True  # enters an L-inf worst case (bench.protocol.counts_toward_worst)
+    n: int = 0
+    protocol: bool = False
+    stage: bool = False  # one stage of the protocol's cascade (cumulative outcome): not compared itself
 
     @classmethod
     def of(cls, e: Evaluation) -> EvalSummary:
         cfg = json.loads(e.attack_config_json)
+        counts = counts_toward_worst(cfg, e.eps)
+        white = counts and bool(cfg.get("uses_gradient", True)) and not cfg.get("transfer", cfg.get("kind") == "transfer") \
+            and not cfg.get("gradient_free", False)
         return cls(
-            e.attack,
-            cfg.get("kind", e.attack),
-            e.eps,
-            e.robust_acc,
-            cfg.get("grad_mode", "bptt"),
-            cfg.get("loss", "ce"),
+            name=e.attack,
+            kind=cfg.get("kind", e.attack),
+            eps=e.eps,
+            robust=e.robust_acc,
+            grad_mode=cfg.get("grad_mode", "bptt"),
+            loss=cfg.get("loss", "ce"),
+            white_box=white and "stage" not in cfg and not cfg.get("composite", False),
+            counts=counts,
+            n=e.n,
+            protocol=cfg.get("kind") == "standard" and "stage" not in cfg,
+            stage="stage" in cfg,
         )
 
 
@@ -132,7 +161,9 @@ def comparison_flags(evals: Sequence[EvalSummary], tol: float) -> list[FlagRecor
     """APGD not weaker than PGD, black-box not stronger than white-box (same eps, same samples)."""
     flags = []
     for e in evals:
-        same = [o for o in evals if abs(o.eps - e.eps) <= EPS_TOL and o.name != e.name]
+        if e.stage:
+            continue
+        same = [o for o in evals if abs(o.eps - e.eps) <= EPS_TOL and o.name != e.name and o.n == e.n]
         if e.kind == "apgd" and e.loss == "ce":  # like for like: same loss, 100 vs 7 iterations
             pgd = [o for o in same if o.kind == "pgd" and o.grad_mode == e.grad_mode]
             if pgd:
@@ -148,7 +179,7 @@ def comparison_flags(evals: Sequence[EvalSummary], tol: float) -> list[FlagRecor
                     )
                 )
         if e.kind == "transfer":
-            wb = [o for o in same if o.kind in WHITE_BOX]
+            wb = [o for o in same if o.white_box]
             if wb:
                 ref = min(wb, key=lambda o: o.robust)
                 d = e.robust - ref.robust
@@ -161,4 +192,93 @@ def comparison_flags(evals: Sequence[EvalSummary], tol: float) -> list[FlagRecor
                         f"black-box {100 * e.robust:.2f}% vs white-box {ref.name} {100 * ref.robust:.2f}%",
                     )
                 )
+        if e.protocol:
+            others = [o for o in evals if o.counts and not o.protocol and o.n == e.n and o.eps <= e.eps + EPS_TOL
+                      and not o.name.startswith(e.name + "/")]
+            if others:
+                ref = min(others, key=lambda o: o.robust)
+                d = e.robust - ref.robust
+                flags.append(
+                    FlagRecord(
+                        e.name,
+                        "protocol_le_attacks",
+                        d <= tol,
+                        d,
+                        f"protocol {100 * e.robust:.2f}% vs strongest other attack {ref.name} {100 * ref.robust:.2f}%",
+                    )
+                )
     return flags
+
+
+# --- gradient-masking diagnostics ------------------------------------------------------------------
+class _Tee(io.TextIOBase):
+    """Write to the real stdout and keep a copy (the user still sees a library's progress lines)."""
+
+    def __init__(self, out: io.TextIOBase) -> None:
+        self.out, self.buf = out, io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.buf.write(text)
+        return self.out.write(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+@contextlib.contextmanager
+def library_messages() -> Iterator[list[str]]:
+    """Collect warnings raised and lines printed inside a library attack (fra31's AutoAttack warns through
+    ``warnings.warn`` and prints its verdicts); printed lines still reach the terminal."""
+    import sys
+
+    out: list[str] = []
+    tee = _Tee(sys.stdout)
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(tee):
+        warnings.simplefilter("always")
+        try:
+            yield out
+        finally:
+            out.extend(str(w.message) for w in caught if "autoattack" in (w.filename or ""))
+            out.extend(line for line in tee.buf.getvalue().splitlines()
+                       if any(m in line.lower() for m in _LIBRARY_MARKERS))
+
+
+def library_flag(scope: str, messages: Sequence[str]) -> FlagRecord:
+    """Fails when a library attack warned (the warning text is stored, not only printed)."""
+    if not messages:
+        return FlagRecord(scope, "library_warning", True, 0.0, "no warning from the attack library")
+    first = messages[0].strip().replace("\n", " ")[:300]
+    return FlagRecord(scope, "library_warning", False, float(len(messages)),
+                      f"{len(messages)} library warning(s): {first}")
+
+
+def protocol_flags(scope: str, stages: Sequence[dict], n: int) -> list[FlagRecord]:
+    """``gradfree_gap``: the gradient-free and transfer stages, run on the samples every gradient stage
+    left robust, must not break more than the binomial tolerance of them."""
+    grad = [s for s in stages if s["kind"] not in ("square", "transfer")]
+    if not grad or n == 0:
+        return []
+    after_grad = grad[-1]["robust"]
+    final = stages[-1]["robust"]
+    gap = after_grad - final
+    tol = binomial_tolerance(after_grad, n)
+    extra = ", ".join(f"{s['name']} {s['n_broken']}" for s in stages if s["kind"] in ("square", "transfer"))
+    return [FlagRecord(scope, "gradfree_gap", gap <= tol, gap,
+                       f"after the gradient stages {100 * after_grad:.2f}%, after Square and transfer "
+                       f"{100 * final:.2f}% (broken: {extra}; tolerance {100 * tol:.1f} points)")]
+
+
+def large_eps_flag(robust: float, eps: float, n: int) -> FlagRecord:
+    """Robust accuracy under a large budget must be near 0 (else the attack, not the model, is failing)."""
+    return FlagRecord("run", "large_eps", robust <= LARGE_EPS_MAX, robust,
+                      f"PGD robust accuracy at eps {eps:.3g}: {100 * robust:.1f}% on {n} samples "
+                      f"(fails above {100 * LARGE_EPS_MAX:.0f}%)")
+
+
+def more_iters_flag(base: float, more: float, n: int, what: str) -> FlagRecord:
+    """More iterations and a restart must not lower accuracy beyond tolerance (convergence)."""
+    d = base - more
+    tol = binomial_tolerance(base, n)
+    return FlagRecord("run", "more_iters", d <= tol, d,
+                      f"{what}: {100 * base:.1f}% -> {100 * more:.1f}% with twice the iterations and a restart "
+                      f"(tolerance {100 * tol:.1f} points, {n} samples)")

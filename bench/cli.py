@@ -83,16 +83,9 @@ def run(**o) -> None:
 
     A second run with the same config loads the cached checkpoint and skips stored evaluations.
     """
+    from bench.pipeline import evaluate_model
     from bench.registry import load_registry
-    from bench.runner import (
-        RunRequest,
-        attach_substitutes,
-        ensure_writable,
-        prepare,
-        resolve,
-        run_attack,
-        run_checks,
-    )
+    from bench.runner import RunRequest, ensure_writable, resolve
     from bench.store import Store
 
     reg = load_registry(o["registry"])
@@ -124,14 +117,11 @@ def run(**o) -> None:
     quiet = o["quiet"]
     if not quiet:
         _print_header(plan, store.url)
-    prep = prepare(plan, store, results, _progress(quiet))
+    prep = evaluate_model(reg, [plan], store, results, force=o["force"], progress=_progress(quiet),
+                          eps_sweep=o["sweep"])
     if not quiet:
         how = f"trained in {prep.train_seconds:.1f}s" if prep.trained else "loaded"
         click.echo(f"model: {how} -> {prep.checkpoint}", err=True)
-    attach_substitutes(plan, store, results, _progress(quiet))
-    for entry, attack in plan.attacks:
-        run_attack(plan, prep, entry, attack, store, o["force"], _progress(quiet))
-    run_checks(plan, prep, store, o["sweep"], _progress(quiet))
     _print_results(store, prep.run_id, plan)
 
 
@@ -150,20 +140,22 @@ def _print_header(plan, db_url: str) -> None:
 
 def _print_results(store, run_id: int, plan) -> None:
     names = {e.name for e, _ in plan.attacks}
-    rows = [e for e in store.evaluations(run_id) if e.attack in names]
-    header = f"{'defense':<12} {'training':<9} {'attack':<14} {'eps':>7} {'n':>6} {'eot':>4} {'clean':>7} {'robust':>7} {'sec':>7}"
+    rows = [e for e in store.evaluations(run_id) if e.attack in names or e.attack.split("/")[0] in names]
+    header = f"{'defense':<12} {'training':<9} {'attack':<26} {'eps':>7} {'n':>6} {'eot':>4} {'clean':>7} {'robust':>7} {'sec':>7}"
     click.echo(header)
     for e in rows:
         click.echo(
-            f"{plan.defense_entry.name:<12} {plan.train.training:<9} {e.attack:<14} {e.eps:>7.4f} {e.n:>6} {e.eot:>4} "
+            f"{plan.defense_entry.name:<12} {plan.train.training:<9} {e.attack:<26} {e.eps:>7.4f} {e.n:>6} {e.eot:>4} "
             f"{100 * e.clean_acc:>6.2f}% {100 * e.robust_acc:>6.2f}% {e.seconds:>7.2f}"
         )
-    flags = [f for f in store.flags(run_id) if f.scope in names or f.scope == "run"]
+    flags = [f for f in store.flags(run_id) if f.scope in names or f.scope.split("/")[0] in names or f.scope == "run"]
+    flags.sort(key=lambda f: f.ok)  # failed checks first
     if flags:
-        click.echo("checks:")
+        failed = sum(not f.ok for f in flags)
+        click.echo(f"checks: {failed} failed of {len(flags)}" + (" (potentially unreliable)" if failed else ""))
     for f in flags:
         value = "" if f.value is None else f"{f.value:.4g}"
-        click.echo(f"  {'ok' if f.ok else 'WARN':<4} {f.scope:<14} {f.kind:<18} {value:>8}  {f.message}")
+        click.echo(f"  {'ok' if f.ok else 'FAIL':<4} {f.scope:<20} {f.kind:<19} {value:>8}  {f.message}")
 
 
 @main.command()

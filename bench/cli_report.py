@@ -34,7 +34,7 @@ def _store(db: str | None, results_dir: str | None, create: bool = True):
 
 def run_suite_command(reg, o: dict[str, Any]) -> None:
     """``bench run --suite NAME``: every missing cell; cached cells and unimplemented names are skipped."""
-    from bench.suites import run_suite
+    from bench.suites import SuiteOptions, run_suite
 
     if not o["suite"]:
         raise BenchError("give --defense and --attack (one run), or --suite NAME (bench ls suites)")
@@ -54,14 +54,19 @@ def run_suite_command(reg, o: dict[str, Any]) -> None:
             "steps",
             "grad_mode",
             "eot",
+            "surrogate",
+            "gamma",
+            "model",
             "checkpoint",
             "n_eval",
         )
         if o.get(k) not in (None, False)
     ]
     if ignored:
+        flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
         raise BenchError(
-            f"--suite fixes every setting in registry.yaml; these flags do not apply: {', '.join(ignored)}"
+            f"--suite fixes every setting in registry.yaml; these flags do not apply: {flags} "
+            "(suite mode takes --data-root, --checkpoint-dir, --device, --force, --sweep/--no-sweep)"
         )
     suite = reg.get("suites", o["suite"], "--suite")
     store, results = _store(o["db"], o["results_dir"])
@@ -74,16 +79,26 @@ def run_suite_command(reg, o: dict[str, Any]) -> None:
             skipped[ev.message] += 1
         elif not quiet:
             c = ev.cell
-            click.echo(f"{ev.status:<7} {c.row_label:<24} {c.col_label:<18} {c.key}", err=True)
+            acc = "" if ev.robust_acc is None else f"clean {100 * ev.clean_acc:5.1f}% robust {100 * ev.robust_acc:5.1f}%"
+            eta = ev.elapsed / max(ev.index, 1) * (ev.total - ev.index)
+            click.echo(f"[{ev.index}/{ev.total} {ev.elapsed:6.0f}s eta {eta:5.0f}s] {ev.status:<7} "
+                       f"{c.row_label:<22} {c.col_label:<24} {acc}", err=True)
 
-    events = run_suite(reg, suite, store, results, o["device"], o["force"], _progress(quiet), notify)
+    opts = SuiteOptions(device=o["device"], data_root=o["data_root"], checkpoint_dir=o["checkpoint_dir"],
+                        force=o["force"], eps_sweep=o["sweep"])
+    events = run_suite(reg, suite, store, results, progress=_progress(quiet), notify=notify, opts=opts)
     counts = Counter(ev.status for ev in events)
     for reason, n in sorted(skipped.items()):
         click.echo(f"skipped {n:>3} cells: {reason}")
+    failed = [ev for ev in events if ev.status == "failed"]
+    for ev in failed:
+        click.echo(f"failed  {ev.cell.row_label} / {ev.cell.col_label}: {ev.message}", err=True)
     click.echo(
-        f"suite {suite.name}: {counts['ran']} cells run, {counts['cached']} cached, {counts['skipped']} skipped "
-        f"of {len(suite.cells)} in {time.perf_counter() - t0:.1f}s (db {store.url})"
+        f"suite {suite.name}: {counts['ran']} cells run, {counts['cached']} cached, {counts['skipped']} skipped, "
+        f"{counts['failed']} failed of {len(suite.cells)} in {time.perf_counter() - t0:.1f}s (db {store.url})"
     )
+    if failed:
+        raise SystemExit(1)
 
 
 @click.command()

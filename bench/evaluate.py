@@ -22,10 +22,10 @@ from torch import Tensor
 
 from attacks.base import Attack, seeded
 from bench.data import Split, to_float
+from bench.eot_defaults import RANDOMIZED_DRAWS
 from bench.snn.classifier import SNNClassifier
 
 BALL_TOL = 1e-5
-RANDOMIZED_DRAWS = 5
 _SCORE_SEED = 7_919  # scoring draws use their own seeded stream, separate from the attack's
 
 
@@ -86,22 +86,28 @@ def evaluate_attack(
     device: torch.device,
     progress: Callable | None = None,
     draws: int | None = None,
+    indices: np.ndarray | None = None,
+    desc: str | None = None,
 ) -> EvalOutcome:
-    """Attack the first ``n`` test samples in order (a fixed, reproducible subset)."""
+    """Attack the first ``n`` test samples in order (a fixed, reproducible subset), or only the samples
+    ``indices`` among them (the protocol's cascade attacks the samples still robust); the outcome arrays
+    follow the order of ``indices``."""
     model.eval()
     n = eval_size(split, n)
+    idx = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64)
     draws = draws or (RANDOMIZED_DRAWS if model.randomized else 1)
     clean, adv = [], []
     max_linf = 0.0
     t0 = time.perf_counter()
-    bar = progress(total=n, desc=attack.kind) if progress else None
-    for b, start in enumerate(range(0, n, batch_size)):
-        x = to_float(split.x[start : min(n, start + batch_size)]).to(device)  # [B, C, H, W]
-        y = split.y[start : min(n, start + batch_size)].to(device)
+    bar = progress(total=len(idx), desc=desc or attack.kind) if progress else None
+    for b, start in enumerate(range(0, len(idx), batch_size)):
+        sel = torch.from_numpy(idx[start : start + batch_size])
+        x = to_float(split.x[sel]).to(device)  # [B, C, H, W]
+        y = split.y[sel].to(device)
         clean.append(correct_counts(model, x, y, draws, _SCORE_SEED + b).cpu())
         x_adv = attack.generate(model, x.clone(), y.clone(), batch_index=b)
         model.eval()  # an attack library may have restored another mode
-        eps = attack.eps if attack.norm == "linf" else None
+        eps = attack.eps if attack.bounded and attack.norm == "linf" else None
         max_linf = max(max_linf, check_bounds(x, x_adv, eps, attack.kind))
         adv.append(correct_counts(model, x_adv, y, draws, _SCORE_SEED + 104_729 + b).cpu())
         if bar:
@@ -110,6 +116,7 @@ def evaluate_attack(
         bar.close()
     c = torch.cat(clean).numpy() if clean else np.zeros(0, int)
     a = torch.cat(adv).numpy() if adv else np.zeros(0, int)
+    n = len(idx)
     return EvalOutcome(
         c == draws,
         a == draws,

@@ -11,9 +11,11 @@ fails. Choices (documented in README "Leaderboard and CI gate"):
 - a baseline cell that is no longer measured fails (a defense or attack disappeared); a measured cell
   missing from the baseline is reported as new (run ``bench check --update`` to adopt it).
 
-Invariants that need no baseline (failures): APGD <= PGD and ``worst`` <= every other attack on the same
-model (within tolerance), the PGD eps sweep at eps = 0 equals clean accuracy (exactly for deterministic
-models, within tolerance for randomized ones), and the eps sweep is non-increasing (within tolerance).
+Invariants that need no baseline (failures), matched by the stored attack configs (kind and capability
+attributes, not cell names or overrides): APGD-CE <= PGD (same gradient mode and eps), the standard
+protocol and ``worst`` <= every other bounded L-inf attack on the same model and samples (within
+tolerance), the PGD eps sweep at eps = 0 equals clean accuracy (exactly for deterministic models, within
+tolerance for randomized ones), and the eps sweep is non-increasing (within tolerance).
 """
 
 from __future__ import annotations
@@ -194,36 +196,45 @@ def compare(
 
 
 def invariants(measured: list[Measured], tol: Tolerance, sweeps: dict[int, dict[str, Any]]) -> list[Finding]:
-    """APGD <= PGD, worst <= every attack, sweep eps=0 == clean, sweep non-increasing in eps."""
+    """APGD <= PGD, protocol and worst <= every bounded attack, sweep eps=0 == clean, sweep non-increasing."""
     out: list[Finding] = []
-    by_run: dict[int, dict[str, Measured]] = {}
+    by_run: dict[int, list[Measured]] = {}
     for m in measured:
-        if m.status == "measured" and not m.cell.attack_overrides and m.cell.attack != CLEAN:
-            by_run.setdefault(m.run_id, {})[m.cell.attack] = m
-    for attacks in by_run.values():
-        pairs = [("apgd", "pgd")] + [("worst", a) for a in attacks if a != "worst"]
-        for strong, weak in pairs:
-            if strong in attacks and weak in attacks:
-                s, w = attacks[strong], attacks[weak]
-                t = tol.of(w.robust_acc, min(s.n, w.n))
-                if s.robust_acc > w.robust_acc + t:
-                    out.append(
-                        Finding(
-                            "fail",
-                            s.cell.key,
-                            "invariant",
-                            w.robust_acc,
-                            s.robust_acc,
-                            t,
-                            f"{strong} weaker than {weak}",
-                        )
-                    )
+        if m.status == "measured" and m.cell.attack != CLEAN and m.run_id is not None:
+            by_run.setdefault(m.run_id, []).append(m)
+    for cells in by_run.values():
+        for strong, weak in _pairs(cells):
+            t = tol.of(weak.robust_acc, min(strong.n, weak.n))
+            if strong.robust_acc > weak.robust_acc + t:
+                out.append(Finding("fail", strong.cell.key, "invariant", weak.robust_acc, strong.robust_acc, t,
+                                   f"{strong.cell.col_label} weaker than {weak.cell.col_label}"))
     for run_id, arts in sorted(sweeps.items()):
         for key, art in sorted(arts.items()):
             if art.get("axis") != "eps" or not art.get("points"):
                 continue
             out.extend(_sweep_findings(run_id, key, art, tol))
     return out
+
+
+def _pairs(cells: list[Measured]) -> list[tuple[Measured, Measured]]:
+    """(must be at most, reference) pairs among one model's cells, from their stored configs."""
+    from bench.protocol import counts_toward_worst, is_protocol
+
+    pairs = []
+    for s in cells:
+        cs = s.config
+        for w in cells:
+            cw = w.config
+            if w is s or w.n != s.n:
+                continue
+            if cs.get("kind") == "apgd" and cs.get("loss", "ce") == "ce" and cw.get("kind") == "pgd" \
+                    and cs.get("grad_mode", "bptt") == cw.get("grad_mode", "bptt") \
+                    and cs.get("surrogate") == cw.get("surrogate") and abs((s.eps or 0) - (w.eps or 0)) < 1e-9:
+                pairs.append((s, w))
+            elif (cs.get("kind") == "worst" or is_protocol(cs)) and counts_toward_worst(cw, s.eps or 0.0) \
+                    and not is_protocol(cw):
+                pairs.append((s, w))
+    return pairs
 
 
 def _sweep_findings(run_id: int, key: str, art: dict[str, Any], tol: Tolerance) -> list[Finding]:

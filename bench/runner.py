@@ -280,7 +280,12 @@ def attach_substitutes(plan: Plan, store: Store, results_dir: Path, progress: Ca
 
 
 def attack_hash(plan: Plan, entry: Entry, attack: Attack) -> str:
-    return canonical_hash({"attack": attack.config(), "n_eval": plan.n_eval, "name": entry.name})
+    """The stored evaluation's key: the attack's resolved config, the sample count and the config name."""
+    return attack_config_hash(plan, entry, attack.config())
+
+
+def attack_config_hash(plan: Plan, entry: Entry, config: dict[str, Any]) -> str:
+    return canonical_hash({"attack": config, "n_eval": plan.n_eval, "name": entry.name})
 
 
 def run_attack(
@@ -290,19 +295,99 @@ def run_attack(
     """Evaluate one attack unless an identical evaluation is stored; returns True when it ran."""
     if attack.from_store:
         return run_worst(plan, prep, entry, attack, store)
+    if attack.composite:
+        return run_protocol(plan, prep, entry, attack, store, force, progress)
     h = attack_hash(plan, entry, attack)
     if not force and store.has_evaluation(prep.run_id, h):
         return False
-    out = evaluate_attack(prep.model, attack, prep.data.test, plan.n_eval, plan.request.eval_batch_size, plan.device, progress)
+    with checks.library_messages() as messages:
+        out = evaluate_attack(prep.model, attack, prep.data.test, plan.n_eval, plan.request.eval_batch_size,
+                              plan.device, progress, desc=entry.name)
     rec = EvalRecord(entry.name, h, attack.config(), attack.eps, out.clean_correct, out.adv_correct, out.seconds,
                      attack.eot_samples(prep.model))
-    flags = [checks.ball_flag(entry.name, out.max_linf, attack.eps, attack.norm == "linf")]
-    if attack.uses_gradient and not attack.needs_substitute:
+    flags = [checks.ball_flag(entry.name, out.max_linf, attack.eps, attack.bounded and attack.norm == "linf"),
+             checks.library_flag(entry.name, messages)]
+    if attack.uses_gradient:
         x, y = _check_batch(plan, prep)
         flags.append(checks.zero_grad_flag(entry.name, checks.zero_grad_fraction(attack.view(prep.model), x, y)))
     if out.draws > 1:
         flags.append(checks.expected_flag(entry.name, out.draws, out.clean_expected, out.adv_expected))
     store.record_evaluation(prep.run_id, rec, flags)
+    return True
+
+
+def run_protocol(
+    plan: Plan, prep: Prepared, entry: Entry, attack: Attack, store: Store, force: bool = False,
+    progress: Callable | None = None,
+) -> bool:
+    """The standard protocol (bench/protocol.py) as a cascade: each stage attacks only the samples that
+    every earlier stage left robust; a sample's outcome is the per-sample worst case over the stages.
+
+    Each stage is stored as its own evaluation (named ``<name>/<stage>``; its adversarial outcome is the
+    cumulative one: robust after this and every earlier stage), so a stored stage is read back, not rerun:
+    an interrupted protocol resumes at the next stage. The final evaluation ``<name>`` carries the
+    protocol's config; the artifact ``protocol`` keeps each stage's robust accuracy and, per sample, the
+    stage that broke it (-1: robust; -2: misclassified without attack).
+    """
+    from bench.protocol import PROTOCOL_VERSION
+
+    base = attack_hash(plan, entry, attack)
+    if not force and store.has_evaluation(prep.run_id, base):
+        return False
+    n = eval_size(prep.data.test, plan.n_eval)
+    stored = {e.attack_hash: e for e in store.evaluations(prep.run_id)}
+    clean: np.ndarray | None = None
+    robust = np.ones(n, dtype=bool)
+    broken_by = np.full(n, -1, dtype=np.int64)
+    stages, seconds, flags = [], 0.0, []
+    plan_stages = attack.stages()
+    for i, (sname, st) in enumerate(plan_stages):
+        name = f"{entry.name}/{sname}"
+        cfg = {**st.config(), "protocol": PROTOCOL_VERSION, "stage": sname, "stage_index": i, "parent": entry.name}
+        h = canonical_hash({"protocol": base, "stage": i, "attack": cfg})
+        skipped = ""
+        if st.transfer and getattr(st, "substitute", None) is None:
+            skipped = "no substitute model attached"
+        ev = stored.get(h) if not force else None
+        if ev is not None:
+            c_full, adv_full = store.sample_outcomes(ev.id)
+            secs = ev.seconds
+        elif skipped:
+            c_full, adv_full, secs = (clean if clean is not None else robust.copy()), robust.copy(), 0.0
+        else:
+            idx = np.arange(n) if clean is None else np.flatnonzero(robust)
+            with checks.library_messages() as messages:
+                out = evaluate_attack(prep.model, st, prep.data.test, plan.n_eval, plan.request.eval_batch_size,
+                                      plan.device, progress, indices=idx, desc=f"{entry.name} {i + 1}/{len(plan_stages)} {sname}")
+            flags.append(checks.library_flag(name, messages))
+            if clean is None:
+                c_full = out.clean_correct.copy()
+                adv_full = out.adv_correct & c_full
+            else:
+                c_full, adv_full = clean, robust.copy()
+                adv_full[idx] = out.adv_correct
+            secs = out.seconds
+            store.record_evaluation(prep.run_id, EvalRecord(name, h, cfg, st.eps, c_full, adv_full, secs,
+                                                            st.eot_samples(prep.model)))
+        if clean is None:
+            clean = c_full
+            robust &= clean
+            broken_by[~clean] = -2
+        newly = robust & ~adv_full
+        broken_by[newly] = i
+        robust &= adv_full
+        seconds += secs
+        stages.append({"name": sname, "kind": st.kind, "robust": float(robust.mean()) if n else 0.0,
+                       "n_broken": int(newly.sum()), "seconds": secs, "skipped": skipped})
+    assert clean is not None
+    rec = EvalRecord(entry.name, base, attack.config(), attack.eps, clean, robust, seconds,
+                     attack.eot_samples(prep.model))
+    flags += checks.protocol_flags(entry.name, stages, n)
+    store.record_evaluation(prep.run_id, rec, flags)
+    store.put_artifact(prep.run_id, "protocol", entry.name, {
+        "version": PROTOCOL_VERSION, "budget": attack.params.budget, "n": n, "clean": float(clean.mean()) if n else 0.0,
+        "stages": stages, "broken_by": broken_by.tolist(),
+    })
     return True
 
 
@@ -314,14 +399,14 @@ def _check_batch(plan: Plan, prep: Prepared, n: int = 100) -> tuple[torch.Tensor
 
 
 def run_worst(plan: Plan, prep: Prepared, entry: Entry, attack: Attack, store: Store) -> bool:
-    """Per-sample worst case over the other L-inf evaluations stored for this model (same samples, eps not
-    above this one's): robust only if no attack fooled the sample. Recomputed on every call, no rerun."""
+    """Per-sample worst case over the other evaluations stored for this model that count toward an L-inf
+    worst case (bench.protocol.counts_toward_worst: bounded L-inf attacks, same samples, eps not above
+    this one's): robust only if no attack fooled the sample. Recomputed on every call, no rerun."""
+    from bench.protocol import counts_toward_worst
+
     n = eval_size(prep.data.test, plan.n_eval)
-    rows = []
-    for e in store.evaluations(prep.run_id):
-        cfg = json.loads(e.attack_config_json)
-        if e.n == n and cfg.get("kind") != attack.kind and cfg.get("norm", "linf") == "linf" and e.eps <= attack.eps + 1e-9:
-            rows.append(e)
+    rows = [e for e in store.evaluations(prep.run_id)
+            if e.n == n and counts_toward_worst(json.loads(e.attack_config_json), attack.eps)]
     if not rows:
         raise BenchError(
             f"--attack {entry.name}: no L-inf evaluation with n={n} and eps <= {attack.eps:.4g} is stored for this "
@@ -339,28 +424,79 @@ def run_worst(plan: Plan, prep: Prepared, entry: Entry, attack: Attack, store: S
 
 
 def run_checks(plan: Plan, prep: Prepared, store: Store, sweep: bool = True, progress: Callable | None = None) -> list[FlagRecord]:
-    """Run-level reliability checks (bench/checks.py), stored as flags with scope "run" or an attack name."""
+    """Run-level reliability checks (bench/checks.py), stored as flags with scope "run" or an attack name.
+
+    Each measured check is stored as an artifact (``eps_sweep``, ``masking``) and reused by a later call
+    with the same settings, so a resumed or repeated run does not pay for it twice.
+    """
     model = prep.model
     x, y = _check_batch(plan, prep)
     flags = [checks.randomized_flag(checks.logit_spread(model, x), model.randomized)]
     tol = 0.02 if model.randomized else 0.0  # randomized: allow draw-to-draw noise [I]
-    prev = store.artifacts(prep.run_id, "eps_sweep").get("pgd7")
-    if sweep and prev and prev["n"] == len(y):  # stored by an earlier invocation: reuse, no rerun
-        flags.append(checks.monotone_flag(prev["eps"], prev["expected" if model.randomized else "robust"], tol))
-    elif sweep:
-        fractions = (0.0, 0.25, 0.5, 1.0)
-        accs, expected = [], []
-        for f in fractions:
-            pgd = ATTACKS.get("pgd")(GradientParams(eps=f * plan.dataset.eps, alpha=f * plan.dataset.alpha, steps=7),
-                                     plan.dataset.eps, plan.dataset.alpha)
-            out = evaluate_attack(model, pgd, prep.data.test, len(y), plan.request.eval_batch_size, plan.device, progress)
-            accs.append(float(out.adv_correct.mean()))
-            expected.append(out.adv_expected)
-        eps = [f * plan.dataset.eps for f in fractions]
-        store.put_artifact(prep.run_id, "eps_sweep", "pgd7", {"eps": eps, "robust": accs, "expected": expected, "n": len(y)})
-        flags.append(checks.monotone_flag(eps, expected if model.randomized else accs, tol))
-    hashes = {attack_hash(plan, e, a) for e, a in plan.attacks}
-    rows = [checks.EvalSummary.of(e) for e in store.evaluations(prep.run_id) if e.attack_hash in hashes]
+    if sweep:
+        flags.append(_eps_sweep_flag(plan, prep, store, x, y, tol, progress))
+    flags += _masking_flags(plan, prep, store, len(y), progress)
+    rows = [checks.EvalSummary.of(e) for e in store.evaluations(prep.run_id)]
     flags += checks.comparison_flags(rows, tol)
     store.record_flags(prep.run_id, flags)
     return flags
+
+
+def _attacked_eps(plan: Plan) -> float:
+    """The largest L-inf budget this plan attacks with (the dataset's when none)."""
+    eps = [a.eps for _, a in plan.attacks if a.bounded and a.norm == "linf" and not a.from_store]
+    return max(eps, default=plan.dataset.eps)
+
+
+def _pgd(eps: float, steps: int, alpha: float | None = None) -> Attack:
+    a = alpha if alpha is not None else (2.5 * eps / steps if eps > 0 else 0.0)
+    return ATTACKS.get("pgd")(GradientParams(eps=eps, alpha=a, steps=steps), eps, a)
+
+
+def _eps_sweep_flag(plan: Plan, prep: Prepared, store: Store, x: torch.Tensor, y: torch.Tensor, tol: float,
+                    progress: Callable | None) -> FlagRecord:
+    """``eps_monotone`` along a PGD-7 sweep from 0 up to the largest eps actually attacked."""
+    model, top = prep.model, _attacked_eps(plan)
+    eps = [f * top for f in (0.0, 0.25, 0.5, 1.0)]
+    prev = store.artifacts(prep.run_id, "eps_sweep").get("pgd7")
+    if prev and prev["n"] == len(y) and [round(e, 9) for e in prev["eps"]] == [round(e, 9) for e in eps]:
+        return checks.monotone_flag(prev["eps"], prev["expected" if model.randomized else "robust"], tol)
+    accs, expected = [], []
+    for e in eps:
+        alpha = plan.dataset.alpha * e / plan.dataset.eps if plan.dataset.eps else 2.5 * e / 7
+        out = evaluate_attack(model, _pgd(e, 7, alpha), prep.data.test, len(y), plan.request.eval_batch_size,
+                              plan.device, progress, desc=f"check eps sweep {e:.3g}")
+        accs.append(float(out.adv_correct.mean()))
+        expected.append(out.adv_expected)
+    store.put_artifact(prep.run_id, "eps_sweep", "pgd7", {"eps": eps, "robust": accs, "expected": expected, "n": len(y)})
+    return checks.monotone_flag(eps, expected if model.randomized else accs, tol)
+
+
+def _masking_flags(plan: Plan, prep: Prepared, store: Store, n: int, progress: Callable | None) -> list[FlagRecord]:
+    """``large_eps`` (PGD-20 at eps 0.5 must bring accuracy near 0) and ``more_iters`` (APGD-CE with twice
+    the protocol's iterations and a second restart must not be much stronger than APGD-CE at the protocol's
+    budget: the evaluation had converged), on the check batch."""
+    model, eps = prep.model, _attacked_eps(plan)
+    short = next((a.budget["steps"] for _, a in plan.attacks if a.composite), 100)
+    steps = 2 * short
+    spec = {"n": n, "large_eps": checks.LARGE_EPS, "eps": round(eps, 9), "short": short, "long": steps}
+    prev = store.artifacts(prep.run_id, "masking").get("v1")
+    if prev and prev.get("spec") == spec:
+        m = prev
+    else:
+        def robust(attack: Attack, desc: str) -> float:
+            out = evaluate_attack(model, attack, prep.data.test, n, plan.request.eval_batch_size, plan.device,
+                                  progress, desc=desc)
+            return float(out.adv_correct.mean())
+
+        apgd = ATTACKS.get("apgd")
+        m = {
+            "spec": spec,
+            "large_eps": robust(_pgd(checks.LARGE_EPS, 20), f"check PGD-20 at eps {checks.LARGE_EPS}"),
+            "short": robust(apgd(apgd.Params(eps=eps, steps=short, loss="ce"), eps, 0.0), f"check APGD-{short}"),
+            "long": robust(apgd(apgd.Params(eps=eps, steps=steps, loss="ce", restarts=2), eps, 0.0),
+                           f"check APGD-{steps} x2"),
+        }
+        store.put_artifact(prep.run_id, "masking", "v1", m)
+    return [checks.large_eps_flag(m["large_eps"], checks.LARGE_EPS, n),
+            checks.more_iters_flag(m["short"], m["long"], n, f"APGD-CE {short} -> {steps} iterations")]

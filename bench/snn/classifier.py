@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from bench.errors import BenchError, did_you_mean
 from bench.snn.neuron import GRAD_MODES, LIFNeuron
-from bench.snn.surrogate import SURROGATES
+from bench.snn.surrogate import ATTACK_SURROGATES
 
 
 class SNNClassifier(nn.Module):
@@ -75,8 +75,8 @@ class SNNClassifier(nn.Module):
         """Temporarily set the attacker's gradient mode and (optionally) surrogate on every neuron."""
         if mode not in GRAD_MODES:
             raise BenchError(f"grad_mode: {mode!r} is not a gradient mode; {did_you_mean(mode, GRAD_MODES)}")
-        if surrogate is not None and surrogate not in SURROGATES:
-            raise BenchError(f"surrogate: {surrogate!r} is unknown; {did_you_mean(surrogate, SURROGATES)}")
+        if surrogate is not None and surrogate not in ATTACK_SURROGATES:
+            raise BenchError(f"surrogate: {surrogate!r} is unknown; {did_you_mean(surrogate, ATTACK_SURROGATES)}")
         neurons = self.neurons()
         saved = [(n.grad_mode, n.attack_surrogate) for n in neurons]
         for n in neurons:

@@ -175,6 +175,8 @@ class LIFNeuron(nn.Module):
 
         if self.backend == "torch" or (self.backend == "auto" and not triton_available(x_seq.device)):
             return False
+        if self.attack_surrogate is not None and self.attack_surrogate[0] == "assg":  # adaptive width: reference
+            return False
         cls = type(self)
         if cls.leak is not LIFNeuron.leak:  # per-step leak tensors (FEEL): reference path
             return False

@@ -52,6 +52,32 @@ SURROGATES: dict[str, SurrogateGrad] = {
 }
 
 
+#: attacker-only surrogate whose width follows the membrane potentials of the current input (ASSG-style)
+ADAPTIVE = "assg"
+ATTACK_SURROGATES: tuple[str, ...] = (*SURROGATES, ADAPTIVE)
+ASSG_COVERAGE = 0.5
+_QUANTILE_MAX = 1 << 20  # torch.quantile's input limit is 2^24; a strided subsample is plenty
+
+
+def assg_width(z: Tensor, scale: float = 1.0, coverage: float = ASSG_COVERAGE, floor: float = 1e-3) -> float:
+    """Adaptive sharpness (ASSG-style, Wang et al. 2025, arXiv 2512.22522): the triangle width at which
+    the surrogate's support |z| < width covers ``coverage`` of this layer's current ``|V - V_th|``.
+
+    Recomputed on every forward, so the sharpness follows the input distribution across attack
+    iterations: when potentials drift away from threshold (the gradient of a fixed narrow surrogate
+    vanishes there) the surrogate widens; when they crowd the threshold it sharpens. Our reading of
+    ASSG: the paper adapts the shape to the input distribution to mitigate vanishing gradients; its exact
+    update rule is not transcribed here, so this is a quantile rule with coverage 1/2 [I], times ``scale``.
+    """
+    a = z.detach().abs().flatten()
+    if a.numel() > _QUANTILE_MAX:
+        a = a[:: a.numel() // _QUANTILE_MAX + 1]
+    if a.numel() == 0:
+        return 1.0
+    w = float(torch.quantile(a.float(), coverage))
+    return max(w * scale, floor)
+
+
 class SpikeFn(torch.autograd.Function):
     """Heaviside forward, surrogate backward."""
 
@@ -68,5 +94,8 @@ class SpikeFn(torch.autograd.Function):
 
 
 def spike(z: Tensor, surrogate: str = "triangle", gamma: float = 1.0) -> Tensor:
-    """Emit spikes H(z) with the named surrogate gradient of width ``gamma``."""
+    """Emit spikes H(z) with the named surrogate gradient of width ``gamma``; ``assg``: a triangle whose
+    width adapts to ``z`` (:func:`assg_width`, ``gamma`` scales it)."""
+    if surrogate == ADAPTIVE:
+        return SpikeFn.apply(z, triangle, assg_width(z, gamma))
     return SpikeFn.apply(z, SURROGATES[surrogate], gamma)

@@ -1,0 +1,103 @@
+"""The standard SNN evaluation protocol: its version, stages and the read-side rules (torch-free).
+
+``snn-standard-v1`` is one fixed, adaptive L-inf evaluation, run as a cascade over the samples that are
+still robust (AutoAttack's convention; Croce & Hein 2020), per-sample worst case, seeded:
+
+1. ``apgd-ce``: APGD-CE under the model's own surrogate and gradient mode (BPTT);
+2. ``apgd-t``: APGD on the targeted DLR loss (fra31's APGD-T, ``n_target_classes`` targets);
+3. ``apgd-ce@<surrogate>``: APGD-CE under each attacker surrogate of the ensemble: triangle at widths
+   0.5/1/2, sigmoid, atan, rectangle, and the adaptive-sharpness ``assg`` surrogate (Wang et al. 2025,
+   arXiv 2512.22522; surrogate dependence: arXiv 2209.03358); then ``apgd-ce@rga`` through the rate
+   gradient approximation (BPTR, Bu et al. 2023);
+4. ``square``: Square Attack (gradient-free, Andriushchenko et al. 2020), ``queries`` queries;
+5. ``transfer``: PGD on the vanilla substitute (same data, model, T; seed + 1), evaluated on the target.
+
+Randomized models get EOT in every gradient stage (batched) and the logits averaged over EOT draws in
+Square; every stage is scored over several inference draws ("correct in every draw"). The ``full``
+budget is the setting above (100 iterations, 5000 Square queries); ``smoke`` is the CI budget
+(documented in README "Leaderboard and CI gate").
+
+This module holds only data and rules the read side needs (report, ``bench check``, export), so they do
+not import torch: which stored evaluations count toward a worst case, the masking flags, the tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+PROTOCOL_VERSION = "snn-standard-v1"
+PROTOCOL_KIND = "standard"
+EPS_TOL = 1e-9
+
+#: attacker surrogates of stage 3 (name, width); None = the neuron's own width is not used: explicit
+SURROGATE_ENSEMBLE: tuple[tuple[str, float], ...] = (
+    ("triangle", 0.5),
+    ("triangle", 1.0),
+    ("triangle", 2.0),
+    ("sigmoid", 4.0),
+    ("atan", 2.0),
+    ("rectangle", 1.0),
+    ("assg", 1.0),
+)
+
+BUDGETS: dict[str, dict[str, int]] = {
+    # AutoAttack's standard setting: 100 APGD iterations, 9 target classes, 5000 Square queries
+    "full": {"steps": 100, "target_classes": 9, "queries": 5000, "transfer_steps": 10},
+    # CI budget (smoke suite, digits, 2 CPU cores): same stages, fewer iterations and queries
+    "smoke": {"steps": 20, "target_classes": 3, "queries": 300, "transfer_steps": 7},
+}
+
+#: run-level flags that mark a result "potentially unreliable" when they fail (gradient masking)
+MASKING_FLAGS = ("gradfree_gap", "large_eps", "more_iters", "library_warning", "zero_grad", "apgd_le_pgd",
+                 "bb_ge_wb", "protocol_le_attacks")
+
+
+def stage_names(surrogates: tuple[tuple[str, float], ...] = SURROGATE_ENSEMBLE) -> list[str]:
+    """The stage names of the cascade, in order."""
+    names = ["apgd-ce", "apgd-t"]
+    names += [f"apgd-ce@{s}{'' if s == 'assg' else f'-{w:g}'}" for s, w in surrogates]
+    return names + ["apgd-ce@rga", "square", "transfer"]
+
+
+def describe(budget: str = "full") -> str:
+    """One line per stage: the definition printed by ``bench ls attacks``."""
+    b = BUDGETS[budget]
+    return (
+        f"{PROTOCOL_VERSION} ({budget}): cascade over still-robust samples, per-sample worst case, seeded: "
+        f"APGD-CE {b['steps']} it (model's surrogate) -> APGD-T DLR ({b['target_classes']} targets) -> "
+        f"APGD-CE under {', '.join(f'{s}' + ('' if s == 'assg' else f'({w:g})') for s, w in SURROGATE_ENSEMBLE)}"
+        f" and RGA/BPTR -> Square {b['queries']} queries -> transfer PGD-{b['transfer_steps']} from the vanilla "
+        "substitute; EOT on for randomized models"
+    )
+
+
+def counts_toward_worst(cfg: Mapping[str, Any], eps: float) -> bool:
+    """Whether a stored evaluation (its attack config JSON) may enter an L-inf worst case at ``eps``.
+
+    Decided by the capability attributes stored with the evaluation (``attacks/base.py``): a bounded
+    L-inf attack at an eps not above ``eps``. Rows stored before the attributes existed fall back to
+    ``norm == "linf"`` with the kinds that were unbounded then left out.
+    """
+    if cfg.get("kind") in ("clean", "worst"):
+        return False
+    if "bounded" in cfg:
+        ok = bool(cfg["bounded"]) and cfg.get("norm") == "linf"
+    else:
+        ok = cfg.get("norm", "linf") == "linf" and cfg.get("kind") not in ("gaussian", "cw_l2")
+    e = cfg.get("eps")
+    return ok and (e is None or float(e) <= eps + EPS_TOL)
+
+
+def is_protocol(cfg: Mapping[str, Any]) -> bool:
+    """A stored evaluation of the standard protocol (the leaderboard's ranking number)."""
+    return cfg.get("kind") == PROTOCOL_KIND and "stage" not in cfg
+
+
+def binomial_tolerance(p: float, n: int, k: float = 2.0, floor: float = 0.01) -> float:
+    """``max(floor, k sqrt(p (1 - p) / n))``: how far two accuracies on n samples may differ by chance."""
+    if n <= 0:
+        return 1.0
+    p = min(max(p, 0.0), 1.0)
+    return max(floor, k * math.sqrt(p * (1 - p) / n))

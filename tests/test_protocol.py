@@ -1,0 +1,195 @@
+"""The standard protocol (bench/protocol.py, attacks/protocol.py, runner.run_protocol) and the
+gradient-masking checks, on planted models: a model whose gradient is masked must be caught (the
+protocol's gradient-free stage breaks it and ``gradfree_gap`` fails); an honest model passes."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bench import checks
+from bench.protocol import BUDGETS, PROTOCOL_VERSION, counts_toward_worst, describe, is_protocol, stage_names
+from bench.runner import Prepared, _run_info, make_attack, run_attack, run_protocol
+from bench.store import Store
+
+N = 60  # samples: seconds per protocol on 2 cores
+
+
+class _NegGrad(torch.autograd.Function):
+    """Identity forward, negated backward: every gradient attack climbs the wrong way."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        return -g
+
+
+class MaskedEncoder(nn.Module):
+    """The model's own encoder behind a gradient-negating input layer (a planted gradient mask: the
+    forward pass, so the decision surface, is the honest model's)."""
+
+    def __init__(self, enc: nn.Module) -> None:
+        super().__init__()
+        self.enc = enc
+        self.uses_normalization = enc.uses_normalization
+
+    def forward(self, x, T):
+        return self.enc(_NegGrad.apply(x), T)
+
+
+def masked_copy(model):
+    m = copy.deepcopy(model)
+    m.encoder = MaskedEncoder(m.encoder)
+    return m
+
+
+def _protocol(registry, plan, prep, store: Store, model, n: int = N):
+    """Run standard_smoke on ``model`` through the runner (the trained substitute is the model's own
+    vanilla seed+1 twin; here the honest model itself stands in for it)."""
+    p = dataclasses.replace(plan, n_eval=n)
+    entry, attack = make_attack(registry, "standard_smoke", plan.dataset, {})
+    attack.set_substitute(prep.model, "honest-substitute")
+    run_id = store.upsert_run(_run_info(p))
+    pr = Prepared(model, prep.data, run_id, False, 0.0, prep.checkpoint)
+    assert run_protocol(p, pr, entry, attack, store)
+    evs = {e.attack: e for e in store.evaluations(run_id)}
+    art = store.artifacts(run_id, "protocol")["standard_smoke"]
+    flags = {(f.scope, f.kind): f for f in store.flags(run_id)}
+    return p, pr, evs, art, flags
+
+
+def test_definition_is_versioned_and_printed():
+    names = stage_names()
+    assert names[0] == "apgd-ce" and names[1] == "apgd-t" and names[-2:] == ["square", "transfer"]
+    assert {"apgd-ce@triangle-0.5", "apgd-ce@triangle-1", "apgd-ce@triangle-2", "apgd-ce@sigmoid-4",
+            "apgd-ce@atan-2", "apgd-ce@rectangle-1", "apgd-ce@assg", "apgd-ce@rga"} <= set(names)
+    assert PROTOCOL_VERSION in describe("full") and "Square 5000" in describe("full")
+    assert BUDGETS["full"]["steps"] == 100 and BUDGETS["full"]["queries"] == 5000
+
+
+def test_worst_case_membership_follows_capabilities():
+    assert counts_toward_worst({"kind": "pgd", "norm": "linf", "bounded": True, "eps": 0.1}, 0.1)
+    assert not counts_toward_worst({"kind": "cw_l2", "norm": "l2", "bounded": False, "eps": 0.1}, 0.1)
+    assert not counts_toward_worst({"kind": "gaussian", "norm": None, "bounded": False, "eps": 0.1}, 0.1)
+    assert not counts_toward_worst({"kind": "pgd", "norm": "linf", "bounded": True, "eps": 0.2}, 0.1)
+    assert counts_toward_worst({"kind": "uniform", "norm": "linf", "bounded": True, "eps": 0.1}, 0.1)
+    # rows stored before the attributes existed: the old unbounded kinds stay out
+    assert not counts_toward_worst({"kind": "cw_l2", "eps": 0.1}, 0.1)
+    assert is_protocol({"kind": "standard"}) and not is_protocol({"kind": "standard", "stage": "square"})
+
+
+def test_capabilities_are_stored_with_every_evaluation(registry):
+    ds = registry.datasets["digits"]
+    for name, bounded, free in (("pgd", True, False), ("cw_l2", False, False), ("square", True, True),
+                                ("gaussian", False, True)):
+        _, a = make_attack(registry, name, ds, {})
+        cfg = a.config()
+        assert cfg["bounded"] is bounded and cfg["gradient_free"] is free, name
+
+
+@pytest.mark.slow
+def test_masked_model_is_caught_and_honest_model_passes(registry, trained_vanilla, tmp_path):
+    plan, prep, _ = trained_vanilla
+    store = Store(f"sqlite:///{tmp_path / 'p.sqlite'}")
+    honest_plan = dataclasses.replace(plan, config_hash="honest" + plan.config_hash[6:])
+    masked_plan = dataclasses.replace(plan, config_hash="masked" + plan.config_hash[6:])
+
+    # APGD alone is fooled by the mask: it reports (near) clean accuracy
+    _, apgd = make_attack(registry, "apgd", plan.dataset, {"steps": 20})
+    p = dataclasses.replace(masked_plan, n_eval=N, attacks=[(registry.attacks["apgd"], apgd)])
+    run_id = store.upsert_run(_run_info(p))
+    masked = masked_copy(prep.model)
+    pr = Prepared(masked, prep.data, run_id, False, 0.0, prep.checkpoint)
+    run_attack(p, pr, registry.attacks["apgd"], apgd, store)
+    apgd_masked = next(e for e in store.evaluations(run_id) if e.attack == "apgd").robust_acc
+
+    _, _, evs_h, art_h, flags_h = _protocol(registry, honest_plan, prep, store, prep.model)
+    _, _, evs_m, art_m, flags_m = _protocol(registry, masked_plan, prep, store, masked)
+
+    honest, masked_acc = evs_h["standard_smoke"].robust_acc, evs_m["standard_smoke"].robust_acc
+    assert apgd_masked > 0.8, apgd_masked  # the planted mask works
+    assert masked_acc < apgd_masked - 0.25, (masked_acc, apgd_masked)  # the protocol brings it down
+    assert not flags_m[("standard_smoke", "gradfree_gap")].ok  # ... and says the gradients were masked
+    assert flags_h[("standard_smoke", "gradfree_gap")].ok
+    assert honest <= masked_acc + 0.15  # same forward pass: similar robustness once Square/transfer ran
+
+    # stages are stored cumulatively, non-increasing, and name the stage that broke each sample
+    robust = [s["robust"] for s in art_h["stages"]]
+    assert all(b <= a + 1e-12 for a, b in zip(robust, robust[1:]))
+    assert abs(robust[-1] - honest) < 1e-12
+    bb = np.array(art_h["broken_by"])
+    assert (bb == -1).mean() == pytest.approx(honest)
+    assert len(art_h["stages"]) == len(stage_names())
+    cfg = json.loads(evs_h["standard_smoke"].attack_config_json)
+    assert cfg["protocol"] == PROTOCOL_VERSION and cfg["budget"] == "smoke"
+
+
+@pytest.mark.slow
+def test_protocol_resumes_from_stored_stages(registry, trained_vanilla, tmp_path):
+    plan, prep, _ = trained_vanilla
+    store = Store(f"sqlite:///{tmp_path / 'r.sqlite'}")
+    p, pr, evs, art, _ = _protocol(registry, plan, prep, store, prep.model, n=30)
+    before = store.counts()
+    # drop the final row: a rerun must rebuild it from the stored stages, attacking nothing
+    entry, attack = make_attack(registry, "standard_smoke", plan.dataset, {})
+    attack.set_substitute(prep.model, "honest-substitute")
+
+    class Boom(nn.Module):
+        def forward(self, x):  # pragma: no cover - must not be called
+            raise AssertionError("a stored stage was rerun")
+
+    pr2 = dataclasses.replace(pr, model=prep.model)
+    with store.engine.begin() as c:  # the test reaches into the store on purpose
+        from sqlalchemy import text
+
+        eid = evs["standard_smoke"].id
+        c.execute(text("DELETE FROM sample_outcome WHERE evaluation_id = :i"), {"i": eid})
+        c.execute(text("DELETE FROM flag WHERE run_id = :r AND scope = 'standard_smoke'"), {"r": pr.run_id})
+        c.execute(text("DELETE FROM evaluation WHERE id = :i"), {"i": eid})
+    import bench.runner as runner_mod
+
+    calls = []
+    orig = runner_mod.evaluate_attack
+    runner_mod.evaluate_attack = lambda *a, **k: calls.append(1) or orig(*a, **k)
+    try:
+        assert run_protocol(p, pr2, entry, attack, store)
+    finally:
+        runner_mod.evaluate_attack = orig
+    assert calls == []
+    again = {e.attack: e for e in store.evaluations(pr.run_id)}
+    assert again["standard_smoke"].robust_acc == evs["standard_smoke"].robust_acc
+    assert store.counts()["evaluation"] == before["evaluation"]
+
+
+def test_library_warnings_become_failed_flags():
+    import warnings
+
+    with checks.library_messages() as msgs:
+        warnings.warn_explicit("Square Attack has decreased the robust accuracy ... unreliable", Warning,
+                               "pyautoattack/checks.py", 80)
+        print("robust accuracy: 50.00%")
+    f = checks.library_flag("autoattack", msgs)
+    assert not f.ok and "unreliable" in f.message
+    with checks.library_messages() as msgs:
+        print("initial accuracy: 97.00%")
+    assert checks.library_flag("apgd", msgs).ok
+
+
+def test_masking_flag_rules():
+    stages = [{"name": "apgd-ce", "kind": "apgd", "robust": 0.8, "n_broken": 10},
+              {"name": "square", "kind": "square", "robust": 0.5, "n_broken": 60},
+              {"name": "transfer", "kind": "transfer", "robust": 0.5, "n_broken": 0}]
+    assert not checks.protocol_flags("standard", stages, 200)[0].ok
+    stages[1]["robust"] = stages[2]["robust"] = 0.79
+    assert checks.protocol_flags("standard", stages, 200)[0].ok
+    assert not checks.large_eps_flag(0.6, 0.5, 100).ok and checks.large_eps_flag(0.0, 0.5, 100).ok
+    assert not checks.more_iters_flag(0.6, 0.3, 100, "apgd").ok and checks.more_iters_flag(0.3, 0.29, 100, "x").ok
