@@ -141,11 +141,11 @@ def _print_header(plan, db_url: str) -> None:
 def _print_results(store, run_id: int, plan) -> None:
     names = {e.name for e, _ in plan.attacks}
     rows = [e for e in store.evaluations(run_id) if e.attack in names or e.attack.split("/")[0] in names]
-    header = f"{'defense':<12} {'training':<9} {'attack':<26} {'eps':>7} {'n':>6} {'eot':>4} {'clean':>7} {'robust':>7} {'sec':>7}"
+    header = f"{'defense':<12} {'training':<9} {'attack':<36} {'eps':>7} {'n':>6} {'eot':>4} {'clean':>7} {'robust':>7} {'sec':>7}"
     click.echo(header)
     for e in rows:
         click.echo(
-            f"{plan.defense_entry.name:<12} {plan.train.training:<9} {e.attack:<26} {e.eps:>7.4f} {e.n:>6} {e.eot:>4} "
+            f"{plan.defense_entry.name:<12} {plan.train.training:<9} {e.attack:<36} {e.eps:>7.4f} {e.n:>6} {e.eot:>4} "
             f"{100 * e.clean_acc:>6.2f}% {100 * e.robust_acc:>6.2f}% {e.seconds:>7.2f}"
         )
     flags = [f for f in store.flags(run_id) if f.scope in names or f.scope.split("/")[0] in names or f.scope == "run"]
@@ -155,7 +155,7 @@ def _print_results(store, run_id: int, plan) -> None:
         click.echo(f"checks: {failed} failed of {len(flags)}" + (" (potentially unreliable)" if failed else ""))
     for f in flags:
         value = "" if f.value is None else f"{f.value:.4g}"
-        click.echo(f"  {'ok' if f.ok else 'FAIL':<4} {f.scope:<20} {f.kind:<19} {value:>8}  {f.message}")
+        click.echo(f"  {'ok' if f.ok else 'FAIL':<4} {f.scope:<24} {f.kind:<19} {value:>8}  {f.message}")
 
 
 @main.command()
@@ -191,15 +191,42 @@ def ls(what: str, registry: str | None) -> None:
             impl = DEFENSES.get(item.kind) if item.kind in DEFENSES else None
             status = "" if impl else "[not implemented yet] "
             paper = f" ({impl.paper})" if impl and impl.paper else ""
-            rnd = " [randomized: EOT]" if impl and impl.randomized else ""
+            rnd = " [randomized: EOT]" if impl and _built_randomized(reg, name) else ""
             line = f"{item.kind:<10} {status}{item.description or (impl.description if impl else '')}{paper}{rnd}"
         elif what == "attacks":
             impl = ATTACKS.get(item.kind) if item.kind in ATTACKS else None
             status = "" if impl else "[not implemented yet] "
             line = f"{item.kind:<10} {status}{item.description or (impl.description if impl else '')}"
+            if impl is not None:
+                line += f"  [{_capabilities(impl)}]"
+            if impl is not None and impl.composite:
+                from bench.protocol import describe
+
+                line += "\n" + " " * 30 + describe(str(item.params.get("budget", "full")))
         else:
             line = f"{item.dataset}/{item.model}  {len(item.defenses)} defenses x {len(item.trainings)} x {len(item.attacks)} attacks  {item.description}"
         click.echo(f"{name:<18} {line}")
+
+
+def _capabilities(cls) -> str:
+    """The attack's capability attributes in a few words (attacks/base.py)."""
+    if cls.from_store:
+        return "from stored outcomes"
+    words = [cls.norm or "no norm", "bounded" if cls.bounded else "unbounded"]
+    words.append("composite" if cls.composite else "transfer" if cls.transfer
+                 else "gradient-free" if cls.gradient_free else "gradient")
+    return ", ".join(words)
+
+
+def _built_randomized(reg, defense: str) -> bool:
+    """Whether the defense's model samples at inference, asked of the built model (not a class flag):
+    a config may switch its randomness off (``tgo_nonoise``)."""
+    from bench.runner import make_defense
+    from bench.train import build_model
+
+    ds = reg.datasets["digits"]
+    _, d = make_defense(reg, defense)
+    return bool(build_model(ds, reg.models[ds.default_model], d, 2).randomized)
 
 
 from bench.cli_report import check, export, report  # noqa: E402  (leaderboard and CI gate commands)

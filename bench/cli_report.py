@@ -153,7 +153,7 @@ def check(
     """
     from bench.registry import load_registry
     from bench.regress import Tolerance, compare, load_baseline, make_baseline, write_baseline
-    from bench.suites import measure_suite
+    from bench.measured import measure_suite
 
     reg = load_registry(registry)
     s = reg.get("suites", suite, "--suite")

@@ -14,7 +14,7 @@ from typing import Any
 from bench.registry import BenchRegistry
 from bench.store import Store
 from bench.suite_spec import CLEAN, Suite
-from bench.suites import measure_suite
+from bench.measured import measure_suite
 
 EVAL_FIELDS = (
     "dataset",

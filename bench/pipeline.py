@@ -52,11 +52,11 @@ def evaluate_model(
     progress: Callable | None = None,
     eps_sweep: bool = True,
     sweeps: dict[str, Any] | None = None,
-    on_plan: Callable[[int, bool], None] | None = None,
+    on_plan: Callable[[int, bool, Prepared], None] | None = None,
 ) -> Prepared:
     """Train or load the model shared by ``plans`` once, then evaluate every plan's attacks (a plan without
-    attacks stores clean accuracy), run the checks over all of them, and the sweeps. ``on_plan(i, ran)``
-    is called after plan ``i`` (``ran``: something was computed, not read from the store)."""
+    attacks stores clean accuracy), run the checks over all of them, and the sweeps. ``on_plan(i, ran,
+    prep)`` is called after plan ``i`` (``ran``: something was computed, not read from the store)."""
     if not plans:
         raise ValueError("evaluate_model needs at least one plan")
     first = plans[0]
@@ -74,7 +74,7 @@ def evaluate_model(
         for entry, attack in plan.attacks:
             ran = run_attack(plan, prep, entry, attack, store, force, progress) or ran
         if on_plan:
-            on_plan(i, ran)
+            on_plan(i, ran, prep)
     merged = dataclasses.replace(first, attacks=[ea for p in plans for ea in p.attacks])
     run_checks(merged, prep, store, eps_sweep, progress)
     if sweeps:

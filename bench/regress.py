@@ -28,7 +28,7 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.suite_spec import CLEAN, Suite
-from bench.suites import Measured
+from bench.measured import Measured
 
 BASELINE_FORMAT = 1
 

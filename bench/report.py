@@ -28,7 +28,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from bench.registry import BenchRegistry
 from bench.store import Store
 from bench.suite_spec import CLEAN, Suite
-from bench.suites import Measured, measure_suite
+from bench.measured import Measured, measure_suite
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PALETTE = (

@@ -339,7 +339,7 @@ def run_protocol(
     clean: np.ndarray | None = None
     robust = np.ones(n, dtype=bool)
     broken_by = np.full(n, -1, dtype=np.int64)
-    stages, seconds, flags = [], 0.0, []
+    stages, seconds, messages = [], 0.0, []
     plan_stages = attack.stages()
     for i, (sname, st) in enumerate(plan_stages):
         name = f"{entry.name}/{sname}"
@@ -356,10 +356,10 @@ def run_protocol(
             c_full, adv_full, secs = (clean if clean is not None else robust.copy()), robust.copy(), 0.0
         else:
             idx = np.arange(n) if clean is None else np.flatnonzero(robust)
-            with checks.library_messages() as messages:
+            with checks.library_messages() as stage_messages:
                 out = evaluate_attack(prep.model, st, prep.data.test, plan.n_eval, plan.request.eval_batch_size,
                                       plan.device, progress, indices=idx, desc=f"{entry.name} {i + 1}/{len(plan_stages)} {sname}")
-            flags.append(checks.library_flag(name, messages))
+            messages += [f"{sname}: {m}" for m in stage_messages]
             if clean is None:
                 c_full = out.clean_correct.copy()
                 adv_full = out.adv_correct & c_full
@@ -382,7 +382,7 @@ def run_protocol(
     assert clean is not None
     rec = EvalRecord(entry.name, base, attack.config(), attack.eps, clean, robust, seconds,
                      attack.eot_samples(prep.model))
-    flags += checks.protocol_flags(entry.name, stages, n)
+    flags = [checks.library_flag(entry.name, messages), *checks.protocol_flags(entry.name, stages, n)]
     store.record_evaluation(prep.run_id, rec, flags)
     store.put_artifact(prep.run_id, "protocol", entry.name, {
         "version": PROTOCOL_VERSION, "budget": attack.params.budget, "n": n, "clean": float(clean.mean()) if n else 0.0,

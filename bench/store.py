@@ -512,3 +512,9 @@ class Store:
                 t.__tablename__: int(s.scalar(select(func.count()).select_from(t)))
                 for t in (Run, Evaluation, SampleOutcome, Flag, Artifact)
             }
+
+    def artifacts_of_kind(self, kind: str) -> list[tuple[int, str, Any]]:
+        """Every run's artifacts of one kind, as ``(run_id, key, payload)`` (the read side's cell index)."""
+        with Session(self.engine) as s:
+            rows = s.scalars(select(Artifact).where(Artifact.kind == kind).order_by(Artifact.id))
+            return [(r.run_id, r.key, json.loads(r.json)) for r in rows]

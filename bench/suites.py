@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import BenchError, NotImplementedYet
+from bench.measured import CELL_INDEX, Measured, cell_spec_hash, index_key, measure_suite  # noqa: F401
 from bench.pipeline import clean_hash, evaluate_model
 from bench.registry import BenchRegistry
 from bench.runner import Plan, RunRequest, attack_config_hash, resolve
@@ -39,24 +39,6 @@ class CellEvent:
     index: int = 0
     total: int = 0
     elapsed: float = 0.0
-
-
-@dataclass(frozen=True)
-class Measured:
-    """The latest stored numbers for one cell; ``status`` is measured / not run / not implemented /
-    reported only."""
-
-    cell: Cell
-    status: str
-    reason: str = ""
-    run_id: int | None = None
-    n: int = 0
-    clean_acc: float | None = None
-    robust_acc: float | None = None
-    eps: float | None = None
-    seconds: float | None = None
-    randomized: bool = False
-    config: dict = field(default_factory=dict)  # the stored attack config (kind, capabilities, eps, ...)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,7 +140,10 @@ def run_suite(
     for group in by_run.values():
         cells, group_plans = [c for c, _ in group], [p for _, p in group]
 
-        def on_plan(i: int, ran: bool, cells=cells, group_plans=group_plans) -> None:
+        def on_plan(i: int, ran: bool, prep, cells=cells, group_plans=group_plans) -> None:
+            store.put_artifact(prep.run_id, CELL_INDEX, index_key(suite, cells[i]), {
+                "spec": cell_spec_hash(reg, suite, cells[i]), "attack_hash": cell_hash(group_plans[i]),
+                "randomized": bool(prep.model.randomized)})
             m = _lookup(store, group_plans[i])
             emit(CellEvent(cell=cells[i], status="ran" if ran else "cached",
                            clean_acc=m[0] if m else None, robust_acc=m[1] if m else None,
@@ -186,43 +171,3 @@ def _lookup(store: Store, plan: Plan) -> tuple[float, float] | None:
         if e.attack_hash == h:
             return e.clean_acc, e.robust_acc
     return None
-
-
-def measure_suite(reg: BenchRegistry, suite: Suite, store: Store) -> list[Measured]:
-    """The latest stored numbers for every cell (read-only; nothing is trained or attacked)."""
-    out: list[Measured] = []
-    evals: dict[int, dict[str, object]] = {}
-    for cell in suite.cells:
-        if not cell.runnable:
-            out.append(Measured(cell, "reported only", "no config for this method"))
-            continue
-        try:
-            plan = plan_cell(reg, suite, cell, device="cpu")
-        except NotImplementedYet as e:
-            out.append(Measured(cell, "not implemented", str(e)))
-            continue
-        run = store.run_by_hash(plan.config_hash)
-        if run is None:
-            out.append(Measured(cell, "not run", "no trained model stored"))
-            continue
-        if run.id not in evals:
-            evals[run.id] = {e.attack_hash: e for e in store.evaluations(run.id)}
-        ev = evals[run.id].get(cell_hash(plan))
-        if ev is None:
-            out.append(Measured(cell, "not run", "model stored, evaluation missing", run.id))
-            continue
-        out.append(
-            Measured(
-                cell=cell,
-                status="measured",
-                run_id=run.id,
-                n=ev.n,
-                clean_acc=ev.clean_acc,
-                robust_acc=ev.robust_acc,
-                eps=ev.eps,
-                seconds=ev.seconds,
-                randomized=plan.defense.randomized,
-                config=json.loads(ev.attack_config_json),
-            )
-        )
-    return out
