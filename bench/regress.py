@@ -2,8 +2,10 @@
 
 Tolerance per cell and metric (spec/ecosystem.md 5.6): ``max(floor, k * sqrt(p (1 - p) / n))`` with ``p``
 the baseline accuracy and ``n`` its sample count (k = 3, floor = 0.01 by default, stored in the baseline).
-With the smoke suite's n = 360 the tolerance is at most 7.9 points (p = 0.5), so a 10-point drop always
-fails. Choices (documented in README "Leaderboard and CI gate"):
+The real bound of the CI gate: the smoke suite's cells use n = 120, where the tolerance is at most 13.7
+points (p = 0.5) and 8.2 points at p = 0.1 or 0.9; so a 10-point drop fails for accuracies below 16% or
+above 84% and may pass in between (at n = 360 the bound is 7.9 points and every 10-point drop fails).
+Choices (documented in README "Leaderboard and CI gate"):
 
 - a *drop* of clean or robust accuracy beyond tolerance fails;
 - a *rise* of robust accuracy beyond tolerance fails too: it usually means an attack got weaker;

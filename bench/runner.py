@@ -345,9 +345,7 @@ def run_protocol(
         name = f"{entry.name}/{sname}"
         cfg = {**st.config(), "protocol": PROTOCOL_VERSION, "stage": sname, "stage_index": i, "parent": entry.name}
         h = canonical_hash({"protocol": base, "stage": i, "attack": cfg})
-        skipped = ""
-        if st.transfer and getattr(st, "substitute", None) is None:
-            skipped = "no substitute model attached"
+        skipped = _stage_unsupported(st, prep.model)
         ev = stored.get(h) if not force else None
         if ev is not None:
             c_full, adv_full = store.sample_outcomes(ev.id)
@@ -389,6 +387,21 @@ def run_protocol(
         "stages": stages, "broken_by": broken_by.tolist(),
     })
     return True
+
+
+def _stage_unsupported(stage: Attack, model: Any) -> str:
+    """Why a protocol stage cannot run on this model ("" when it can): the transfer stage needs a
+    substitute; surrogate and gradient-mode stages need a model that lets the attacker set them (every
+    SNNClassifier does; a foreign model declares ``attacker_controls``)."""
+    if stage.transfer and getattr(stage, "substitute", None) is None:
+        return "no substitute model attached"
+    controls = getattr(model, "attacker_controls", frozenset({"surrogate", "grad_mode"}))
+    p = stage.params
+    if getattr(p, "surrogate", None) is not None and "surrogate" not in controls:
+        return "the model exposes no surrogate control"
+    if getattr(p, "grad_mode", "bptt") != "bptt" and "grad_mode" not in controls:
+        return "the model exposes no gradient-mode control"
+    return ""
 
 
 def _check_batch(plan: Plan, prep: Prepared, n: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
