@@ -448,7 +448,8 @@ def run_checks(plan: Plan, prep: Prepared, store: Store, sweep: bool = True, pro
     tol = 0.02 if model.randomized else 0.0  # randomized: allow draw-to-draw noise [I]
     if sweep:
         flags.append(_eps_sweep_flag(plan, prep, store, x, y, tol, progress))
-    flags += _masking_flags(plan, prep, store, len(y), progress)
+    if any(a.composite for _, a in plan.attacks):  # the standard protocol brings its masking diagnostics
+        flags += _masking_flags(plan, prep, store, len(y), progress)
     rows = [checks.EvalSummary.of(e) for e in store.evaluations(prep.run_id)]
     flags += checks.comparison_flags(rows, tol)
     store.record_flags(prep.run_id, flags)
