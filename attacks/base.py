@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from bench.errors import BenchError
-from bench.registry import Registry
+from bench.registry_base import Registry
 from bench.snn.classifier import AttackerView, SNNClassifier
 
 AUTO_EOT = 10  # spec 4.3: >= 10 samples for randomized defenses

@@ -9,8 +9,7 @@ Each row may carry ``reported: [...]``, the numbers the paper printed (percent),
 
 ``attack: clean`` is the clean-accuracy column. A row without ``defense`` is reported-only (a method the
 harness cannot build, e.g. FEEL's "AT+StoG+FEEL" composites): its cells render as "not run". Names of
-defenses and attacks must exist in the registry (typos fail validation) but may be *planned* kinds, whose
-cells ``bench run --suite`` skips with a message until they land.
+defenses and attacks must exist in the registry (typos fail validation).
 
 Example (``registry.yaml``)::
 
@@ -323,7 +322,7 @@ def _attack_overrides(spec: dict, attack: str, where: str, reg: dict[str, dict],
         return {}
     if out:
         kind = reg["attacks"][attack].kind
-        if kind in attack_kinds:  # implemented: check the overrides against its Params now
+        if attack_kinds is not None:  # kinds given (bench.kinds): check the overrides against its Params now
             cls = attack_kinds.get(kind)
             from_mapping(cls.Params, {**reg["attacks"][attack].params, **out}, f"{where} (attack {attack})")
     return out

@@ -3,8 +3,8 @@
 ``run_suite`` resolves every cell with the runner (``resolve`` / ``prepare`` / ``run_attack``), groups the
 cells by trained model (config hash), trains or loads each model once, and evaluates the cells that are not
 stored yet: an interrupted suite resumes where it stopped (training from its per-epoch checkpoint,
-evaluations from the store). Cells whose defense or attack is declared but not implemented yet, and
-reported-only cells, are skipped with a reason, never a failure.
+evaluations from the store). Reported-only cells (no registry config for the method) are skipped with a
+reason, never a failure.
 
 After a model is ready it also records what the report plots: the histogram of pre-spike membrane
 potentials minus threshold on one test batch (artifact ``vpre_hist``, TGO Fig. 4 style) and, when the
@@ -25,7 +25,6 @@ import torch
 
 from bench import runner
 from bench.data import Split, to_float
-from bench.errors import NotImplementedYet
 from bench.evaluate import evaluate_attack, predict
 from bench.registry import BenchRegistry
 from bench.runner import (
@@ -57,8 +56,7 @@ class CellEvent:
 
 @dataclass(frozen=True)
 class Measured:
-    """The latest stored numbers for one cell; ``status`` is measured / not run / not implemented /
-    reported only."""
+    """The latest stored numbers for one cell; ``status`` is measured / not run / reported only."""
 
     cell: Cell
     status: str
@@ -86,7 +84,7 @@ def cell_request(cell: Cell, device: str | None = None) -> RunRequest:
 
 
 def plan_cell(reg: BenchRegistry, suite: Suite, cell: Cell, device: str | None = None) -> Plan:
-    """Resolve one cell (raises NotImplementedYet for planned defenses/attacks)."""
+    """Resolve one cell."""
     return resolve(reg, cell_request(cell, device), suite_train=suite.train)
 
 
@@ -116,10 +114,7 @@ def _planned(
                 CellEvent(cell, "skipped", "reported only (no config for this method in registry.yaml)")
             )
             continue
-        try:
-            plans.append((cell, plan_cell(reg, suite, cell, device)))
-        except NotImplementedYet as e:
-            skipped.append(CellEvent(cell, "skipped", str(e)))
+        plans.append((cell, plan_cell(reg, suite, cell, device)))
     return plans, skipped
 
 
@@ -289,11 +284,7 @@ def measure_suite(reg: BenchRegistry, suite: Suite, store: Store) -> list[Measur
         if not cell.runnable:
             out.append(Measured(cell, "reported only", "no config for this method"))
             continue
-        try:
-            plan = plan_cell(reg, suite, cell, device="cpu")
-        except NotImplementedYet as e:
-            out.append(Measured(cell, "not implemented", str(e)))
-            continue
+        plan = plan_cell(reg, suite, cell, device="cpu")
         run = store.run_by_hash(plan.config_hash)
         if run is None:
             out.append(Measured(cell, "not run", "no trained model stored"))

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.registry import Registry
+from bench.registry_base import Registry
 from bench.snn.classifier import SNNClassifier
 from bench.snn.encoders import ENCODERS
 from bench.snn.models import MakeNeuron
