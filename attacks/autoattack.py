@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from attacks.base import ATTACKS, Attack, GradientParams
+from bench.eot_defaults import RAND_EOT
 from bench.errors import BenchError
 from bench.snn.classifier import SNNClassifier
 
 AA_VERSIONS = ("auto", "standard", "rand")
-RAND_EOT = 20  # fra31's `rand` version
 
 
 def _pyautoattack():

@@ -29,11 +29,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from bench.eot_defaults import AUTO_EOT
 from bench.errors import BenchError
 from bench.registry_base import Registry
 from bench.snn.classifier import AttackerView, SNNClassifier
 
-AUTO_EOT = 10  # spec 4.3: >= 10 samples for randomized defenses
 
 
 @dataclass(frozen=True)
