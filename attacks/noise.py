@@ -34,6 +34,7 @@ class GaussianNoise(Attack):
     uses_gradient = False
     norm = None
     Params = NoiseParams
+    contract_opt_out = {"eot": "no gradient: there is nothing to average over draws"}
 
     @torch.no_grad()
     def perturb(self, model: SNNClassifier, x: Tensor, y: Tensor) -> Tensor:
@@ -48,6 +49,7 @@ class UniformNoise(Attack):
     description = "uniform noise U(-eps, eps), clipped to [0, 1] (no gradient)"
     uses_gradient = False
     Params = NoiseParams
+    contract_opt_out = {"eot": "no gradient: there is nothing to average over draws"}
 
     @torch.no_grad()
     def perturb(self, model: SNNClassifier, x: Tensor, y: Tensor) -> Tensor:
@@ -72,6 +74,10 @@ class WorstCase(Attack):
     uses_gradient = False
     from_store = True
     Params = WorstParams
+    contract_opt_out = {
+        c: "computed from stored per-sample outcomes, never run on a model (tests/test_checks.py covers it)"
+        for c in ("bounds", "deterministic", "eot")
+    }
 
     def perturb(self, model: SNNClassifier, x: Tensor, y: Tensor) -> Tensor:
         raise AssertionError("worst is computed from stored outcomes by the runner, never run on a model")
