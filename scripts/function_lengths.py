@@ -2,7 +2,8 @@
 
 Usage: ``python scripts/function_lengths.py [N]`` (default 15) prints the N longest functions/methods of
 ``bench/``, ``attacks/`` and ``defenses/`` with their line counts and parameter counts, then a summary
-(functions over 50 and over 80 lines, functions with more than 8 parameters: STYLE.md's size habits).
+(functions over 50 and over 80 lines, functions with more than 8 parameters: the project's size habits are
+functions that fit a screen and at most ~8 parameters).
 """
 
 from __future__ import annotations

@@ -43,9 +43,10 @@ N = 16
 # the cheapest setting of every Params field a kind may have (fields a kind lacks are left out)
 SMALL_BUDGET = {"steps": 2, "restarts": 1}
 
-# Docstrings, comments, help text and README cite only files a user of the repository has (docs/...), not
-# DESIGN.md / spec/... / ../shared/... . Set to True once `python scripts/check_citations.py --fix` has run
-# on main (the lead runs it after every helper's branch is merged): the test then guards it for good.
+# Docstrings, comments, help text and README cite only files a user of the repository has (docs/...), not the
+# design and method notes outside it (scripts/check_citations.py lists the forms). Set to True once
+# `python scripts/check_citations.py --fix` has run on main (the lead runs it after every helper's branch is
+# merged): the test then guards it for good.
 CITATIONS_FIXED = False
 
 
