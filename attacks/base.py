@@ -35,7 +35,6 @@ from bench.registry_base import Registry
 from bench.snn.classifier import AttackerView, SNNClassifier
 
 
-
 @dataclass(frozen=True)
 class GradientParams:
     """Options shared by gradient attacks. ``eps``/``alpha`` None = the dataset's threat model;

@@ -24,7 +24,7 @@ def functions(root: Path = ROOT) -> list[tuple[int, int, str]]:
             tree = ast.parse(path.read_text(), str(path))
             rel = path.relative_to(root)
 
-            def visit(node: ast.AST, prefix: str) -> None:
+            def visit(node: ast.AST, prefix: str, rel: Path = rel) -> None:
                 for child in ast.iter_child_nodes(node):
                     if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
                         name = f"{prefix}{child.name}"
