@@ -36,6 +36,7 @@ class GaussianNoise(Attack):
     norm = None
     bounded = False
     Params = NoiseParams
+    contract_opt_out = {"eot": "no gradient: there is nothing to average over draws"}
 
     @torch.no_grad()
     def perturb(self, model: SNNClassifier, x: Tensor, y: Tensor) -> Tensor:
@@ -51,6 +52,7 @@ class UniformNoise(Attack):
     uses_gradient = False
     gradient_free = True
     Params = NoiseParams
+    contract_opt_out = {"eot": "no gradient: there is nothing to average over draws"}
 
     @torch.no_grad()
     def perturb(self, model: SNNClassifier, x: Tensor, y: Tensor) -> Tensor:
@@ -75,6 +77,10 @@ class WorstCase(Attack):
     uses_gradient = False
     from_store = True
     Params = WorstParams
+    contract_opt_out = {
+        c: "computed from stored per-sample outcomes, never run on a model (tests/test_checks.py covers it)"
+        for c in ("bounds", "deterministic", "eot")
+    }
 
     def perturb(self, model: SNNClassifier, x: Tensor, y: Tensor) -> Tensor:
         raise AssertionError("worst is computed from stored outcomes by the runner, never run on a model")

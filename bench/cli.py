@@ -83,12 +83,13 @@ def run(**o) -> None:
 
     A second run with the same config loads the cached checkpoint and skips stored evaluations.
     """
+    from bench.kinds import python_kinds
     from bench.pipeline import evaluate_model
     from bench.registry import load_registry
     from bench.runner import RunRequest, ensure_writable, resolve
     from bench.store import Store
 
-    reg = load_registry(o["registry"])
+    reg = load_registry(o["registry"], kinds=python_kinds())
     if o["suite"] or not o["defense"] or not o["attacks"]:
         from bench.cli_report import run_suite_command
 
@@ -163,9 +164,10 @@ def _print_results(store, run_id: int, plan) -> None:
 @user_errors
 def validate(registry: str | None) -> None:
     """Validate registry.yaml in full (names, types, references, params of every kind)."""
+    from bench.kinds import python_kinds
     from bench.registry import load_registry
 
-    reg = load_registry(registry)
+    reg = load_registry(registry, kinds=python_kinds())
     counts = ", ".join(f"{len(getattr(reg, s))} {s}" for s in ("datasets", "models", "defenses", "attacks", "suites"))
     click.echo(f"{reg.path}: ok ({counts})")
 
@@ -177,10 +179,11 @@ def validate(registry: str | None) -> None:
 def ls(what: str, registry: str | None) -> None:
     """List the registry's datasets, models, defenses, attacks or suites."""
     from attacks import ATTACKS
+    from bench.kinds import python_kinds
     from bench.registry import load_registry
     from defenses import DEFENSES
 
-    reg = load_registry(registry)
+    reg = load_registry(registry, kinds=python_kinds())
     table = getattr(reg, what)
     for name, item in sorted(table.items()):
         if what == "datasets":
@@ -188,18 +191,14 @@ def ls(what: str, registry: str | None) -> None:
         elif what == "models":
             line = f"{item.arch:<12} encoder={item.encoder:<8} {item.description}"
         elif what == "defenses":
-            impl = DEFENSES.get(item.kind) if item.kind in DEFENSES else None
-            status = "" if impl else "[not implemented yet] "
-            paper = f" ({impl.paper})" if impl and impl.paper else ""
-            rnd = " [randomized: EOT]" if impl and _built_randomized(reg, name) else ""
-            line = f"{item.kind:<10} {status}{item.description or (impl.description if impl else '')}{paper}{rnd}"
+            impl = DEFENSES.get(item.kind)  # the loader checked every kind against the code
+            paper = f" ({impl.paper})" if impl.paper else ""
+            rnd = " [randomized: EOT]" if _built_randomized(reg, name) else ""
+            line = f"{item.kind:<10} {item.description or impl.description}{paper}{rnd}"
         elif what == "attacks":
-            impl = ATTACKS.get(item.kind) if item.kind in ATTACKS else None
-            status = "" if impl else "[not implemented yet] "
-            line = f"{item.kind:<10} {status}{item.description or (impl.description if impl else '')}"
-            if impl is not None:
-                line += f"  [{_capabilities(impl)}]"
-            if impl is not None and impl.composite:
+            impl = ATTACKS.get(item.kind)
+            line = f"{item.kind:<10} {item.description or impl.description}  [{_capabilities(impl)}]"
+            if impl.composite:
                 from bench.protocol import describe
 
                 line += "\n" + " " * 30 + describe(str(item.params.get("budget", "full")))

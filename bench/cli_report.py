@@ -110,10 +110,11 @@ def run_suite_command(reg, o: dict[str, Any]) -> None:
 @user_errors
 def report(out: str, results_dir: str | None, db: str | None, registry: str | None) -> None:
     """Render the static leaderboard into OUT: index, one page per suite, one page per run (offline HTML)."""
+    from bench.kinds import python_kinds
     from bench.registry import load_registry
     from bench.report import build_site
 
-    reg = load_registry(registry)
+    reg = load_registry(registry, kinds=python_kinds())
     store, _ = _store(db, results_dir)
     pages = build_site(reg, store, Path(out))
     click.echo(f"wrote {len(pages)} pages to {out}/ (open {Path(out) / 'index.html'})")
@@ -151,11 +152,12 @@ def check(
     fails too (it usually means a weaker attack); a rise of clean accuracy is a warning. Invariants: APGD <=
     PGD, worst <= every attack, eps=0 of the PGD sweep equals clean. Regenerate on purpose with --update.
     """
+    from bench.kinds import python_kinds
     from bench.registry import load_registry
     from bench.regress import Tolerance, compare, load_baseline, make_baseline, write_baseline
     from bench.measured import measure_suite
 
-    reg = load_registry(registry)
+    reg = load_registry(registry, kinds=python_kinds())
     s = reg.get("suites", suite, "--suite")
     store, _ = _store(db, results_dir)
     measured = measure_suite(reg, s, store)
@@ -200,9 +202,10 @@ def export(
 ) -> None:
     """Write every stored evaluation (or one suite's cells) as sorted CSV or JSON."""
     from bench.export import evaluation_rows, suite_rows, write_rows
+    from bench.kinds import python_kinds
     from bench.registry import load_registry
 
-    reg = load_registry(registry)
+    reg = load_registry(registry, kinds=python_kinds())
     store, _ = _store(db, results_dir)
     rows = suite_rows(reg, reg.get("suites", suite, "--suite"), store) if suite else evaluation_rows(store)
     text = write_rows(rows, fmt)

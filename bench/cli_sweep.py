@@ -74,6 +74,7 @@ def sweep(**o) -> None:
     Every worker writes into the same database and checkpoint directory, so an interrupted sweep resumes
     where it stopped: rerun the same command.
     """
+    from bench.kinds import python_kinds
     from bench.registry import load_registry
     from bench.runner import ensure_writable
     from bench.store import Store
@@ -82,7 +83,7 @@ def sweep(**o) -> None:
     for name in ("num_cpus", "num_gpus", "max_retries"):
         if o[name] < 0:
             raise BenchError(f"--{name.replace('_', '-')} must be >= 0, got {o[name]}")
-    reg = load_registry(o["registry"])
+    reg = load_registry(o["registry"], kinds=python_kinds())
     results = Path(o["results_dir"] or os.environ.get("BENCH_RESULTS", "results")).resolve()
     ensure_writable(results)
     ck_dir = o["checkpoint_dir"] or os.environ.get("BENCH_CHECKPOINTS")

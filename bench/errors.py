@@ -10,10 +10,6 @@ class BenchError(ValueError):
     """A problem with the user's input (config, flags, files); never a bug in snnbench."""
 
 
-class NotImplementedYet(BenchError):
-    """A name declared in registry.yaml whose Python implementation has not landed yet."""
-
-
 def did_you_mean(value: str, valid: Iterable[str]) -> str:
     """Return a hint listing the valid options, with the closest one first when there is one."""
     valid = sorted(valid)

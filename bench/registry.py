@@ -1,62 +1,51 @@
-"""``Registry[T]`` for Python kinds, and the loader/validator of ``registry.yaml``.
+"""Loader and validator of ``registry.yaml``; the Python kind tables it checks against are passed in.
 
-Python registers behaviour (defense and attack *kinds*, architectures); YAML names configurations. The
-loader uses ``yaml.safe_load`` only and validates the whole file up front: every error names the YAML path,
-the bad value and the valid options.
+Python registers behaviour (defense and attack *kinds*, architectures, encoders: each a
+:class:`~bench.registry_base.Registry`); YAML names configurations. The loader uses ``yaml.safe_load`` only
+and validates the whole file up front: every error names the YAML path, the bad value and the valid options.
+
+This module imports no implementation (no ``attacks``, ``defenses``, ``bench.snn``, no torch): callers that
+run models pass ``kinds=python_kinds()`` (:mod:`bench.kinds`) and get every kind name and ``params`` block
+checked against the Python classes; read-only callers (report, check, export) may pass ``kinds=None`` and get
+the structure and every cross-reference checked without importing torch (kind names and params are then
+checked when a model is built).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import yaml
 
 from bench.errors import BenchError, did_you_mean, unknown
+from bench.registry_base import Registry
 from bench.specs import DatasetSpec, Entry, ModelSpec, TrainSpec, from_mapping
 from bench.suite_spec import Suite, load_suite
 
-T = TypeVar("T")
+__all__ = ["DEFAULT_PATH", "BenchRegistry", "Kinds", "Registry", "load_registry"]  # Registry: re-exported
+
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 SECTIONS = ("datasets", "models", "defenses", "attacks", "suites")
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "registry.yaml"
 
 
-class Registry(Generic[T]):
-    """Name -> object map; a collision raises, an unknown name says "did you mean"."""
+@dataclass(frozen=True)
+class Kinds:
+    """The Python tables a registry is validated against (built by :func:`bench.kinds.python_kinds`).
 
-    def __init__(self, kind: str, planned: tuple[str, ...] = ()) -> None:
-        self.kind = kind
-        self._items: dict[str, T] = {}
-        # kinds declared in registry.yaml whose Python implementation has not landed yet
-        self.planned: set[str] = set(planned)
+    ``attacks``/``defenses`` map kind -> class with a ``Params`` dataclass; ``architectures``/``encoders``
+    map name -> builder; ``neuron`` is the dataclass that a model's ``neuron:`` mapping must fit.
+    """
 
-    def register(self, name: str) -> Callable[[T], T]:
-        def deco(obj: T) -> T:
-            if name in self._items:
-                raise ValueError(f"{self.kind} {name!r} registered twice")
-            self._items[name] = obj
-            return obj
-
-        return deco
-
-    def get(self, name: str, where: str = "") -> T:
-        if name not in self._items:
-            raise unknown(self.kind, name, self._items, where)
-        return self._items[name]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._items
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._items))
-
-    def names(self) -> list[str]:
-        return sorted(self._items)
+    attacks: Registry
+    defenses: Registry
+    architectures: Registry
+    encoders: Registry
+    neuron: type
 
 
 @dataclass(frozen=True)
@@ -109,26 +98,28 @@ def _load_dataset(name: str, body: Any, where: str) -> DatasetSpec:
     return spec
 
 
-def _load_entry(name: str, body: Any, where: str, kinds: Registry, allowed_extra: tuple[str, ...] = ()) -> Entry:
+def _load_entry(
+    name: str, body: Any, where: str, kinds: Registry | None, allowed_extra: tuple[str, ...] = ()
+) -> Entry:
     if not isinstance(body, dict):
         raise BenchError(f"{where}: expected a mapping with 'kind', got {body!r}")
     extra = {k: body[k] for k in allowed_extra if k in body}
     core = {k: v for k, v in body.items() if k not in allowed_extra}
     entry: Entry = from_mapping(Entry, {"name": name, **core}, where)
-    if entry.kind in kinds:
-        cls = kinds.get(entry.kind)
-        from_mapping(cls.Params, entry.params, f"{where}.params")
-    else:
-        if entry.kind not in kinds.planned:
-            raise unknown(kinds.kind + " kind", entry.kind, list(kinds) + sorted(kinds.planned), f"{where}.kind")
+    if kinds is not None:
+        if entry.kind not in kinds:
+            raise unknown(kinds.kind + " kind", entry.kind, kinds, f"{where}.kind")
+        from_mapping(kinds.get(entry.kind).Params, entry.params, f"{where}.params")
     return Entry(entry.name, entry.kind, entry.params, entry.description or extra.get("description", ""))
 
 
-def load_registry(path: str | os.PathLike | None = None) -> BenchRegistry:
-    """Load and fully validate registry.yaml (default: $BENCH_REGISTRY or the repository's file)."""
-    from attacks import ATTACKS
-    from defenses import DEFENSES
+def load_registry(path: str | os.PathLike | None = None, *, kinds: Kinds | None) -> BenchRegistry:
+    """Load and validate registry.yaml (default: $BENCH_REGISTRY or the repository's file).
 
+    ``kinds`` is required so that every caller chooses: ``python_kinds()`` (:mod:`bench.kinds`) checks kind
+    names, ``params``, architectures, encoders and neuron settings against the code; ``None`` checks
+    everything else without importing torch.
+    """
     p = Path(path or os.environ.get("BENCH_REGISTRY") or DEFAULT_PATH)
     try:
         text = p.read_text()
@@ -153,21 +144,16 @@ def load_registry(path: str | os.PathLike | None = None) -> BenchRegistry:
         n: from_mapping(ModelSpec, {"name": n, **b} if isinstance(b, dict) else b, f"{w}models.{n}")
         for n, b in sec["models"].items()
     }
-    from bench.snn.encoders import ENCODERS
-    from bench.snn.models import ARCHITECTURES
-    from bench.snn.neuron import NeuronSpec
-
-    for n, m in models.items():
-        if m.arch not in ARCHITECTURES:
-            raise unknown("architecture", m.arch, ARCHITECTURES, f"{w}models.{n}.arch")
-        if m.encoder not in ENCODERS:
-            raise unknown("encoder", m.encoder, ENCODERS, f"{w}models.{n}.encoder")
-        from_mapping(NeuronSpec, m.neuron, f"{w}models.{n}.neuron")
+    if kinds is not None:
+        for n, m in models.items():
+            kinds.architectures.get(m.arch, f"{w}models.{n}.arch")
+            kinds.encoders.get(m.encoder, f"{w}models.{n}.encoder")
+            from_mapping(kinds.neuron, m.neuron, f"{w}models.{n}.neuron")
     for n, d in datasets.items():
         if d.default_model not in models:
             raise unknown("model", d.default_model, models, f"{w}datasets.{n}.default_model")
-    defenses = {n: _load_entry(n, b, f"{w}defenses.{n}", DEFENSES) for n, b in sec["defenses"].items()}
-    attacks = {n: _load_entry(n, b, f"{w}attacks.{n}", ATTACKS) for n, b in sec["attacks"].items()}
+    defenses = {n: _load_entry(n, b, f"{w}defenses.{n}", kinds and kinds.defenses) for n, b in sec["defenses"].items()}
+    attacks = {n: _load_entry(n, b, f"{w}attacks.{n}", kinds and kinds.attacks) for n, b in sec["attacks"].items()}
     names = {"datasets": datasets, "models": models, "defenses": defenses, "attacks": attacks}
-    suites = {n: load_suite(n, b, f"{w}suites.{n}", names, ATTACKS) for n, b in sec["suites"].items()}
+    suites = {n: load_suite(n, b, f"{w}suites.{n}", names, kinds and kinds.attacks) for n, b in sec["suites"].items()}
     return BenchRegistry(str(p), datasets, models, defenses, attacks, suites)

@@ -26,7 +26,7 @@ from attacks import ATTACKS
 from attacks.base import Attack, GradientParams
 from bench import checks
 from bench.data import Data, infer_custom_spec, load_data
-from bench.errors import BenchError, NotImplementedYet
+from bench.errors import BenchError
 from bench.evaluate import eval_size, evaluate_attack
 from bench.registry import BenchRegistry
 from bench.snn.classifier import SNNClassifier
@@ -108,17 +108,13 @@ def _unknown_dataset(reg: BenchRegistry, name: str) -> BenchError:
 
 def make_defense(reg: BenchRegistry, name: str, where: str = "--defense") -> tuple[Entry, Defense]:
     entry: Entry = reg.get("defenses", name, where)
-    if entry.kind not in DEFENSES:
-        raise NotImplementedYet(f"defense {name!r} (kind {entry.kind}) is declared in registry.yaml but not implemented yet")
-    cls = DEFENSES.get(entry.kind)
+    cls = DEFENSES.get(entry.kind, f"defenses.{name}.kind")
     return entry, cls(from_mapping(cls.Params, entry.params, f"defenses.{name}.params"))
 
 
 def make_attack(reg: BenchRegistry, name: str, dataset: DatasetSpec, overrides: dict[str, Any]) -> tuple[Entry, Attack]:
     entry: Entry = reg.get("attacks", name, "--attack")
-    if entry.kind not in ATTACKS:
-        raise NotImplementedYet(f"attack {name!r} (kind {entry.kind}) is declared in registry.yaml but not implemented yet")
-    cls = ATTACKS.get(entry.kind)
+    cls = ATTACKS.get(entry.kind, f"attacks.{name}.kind")
     fields = {f.name for f in dataclasses.fields(cls.Params)}
     params = {**entry.params, **{k: v for k, v in overrides.items() if k in fields and v is not None}}
     p = from_mapping(cls.Params, params, f"attacks.{name}.params")

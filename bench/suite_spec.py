@@ -9,8 +9,7 @@ Each row may carry ``reported: [...]``, the numbers the paper printed (percent),
 
 ``attack: clean`` is the clean-accuracy column. A row without ``defense`` is reported-only (a method the
 harness cannot build, e.g. FEEL's "AT+StoG+FEEL" composites): its cells render as "not run". Names of
-defenses and attacks must exist in the registry (typos fail validation) but may be *planned* kinds, whose
-cells ``bench run --suite`` skips with a message until they land.
+defenses and attacks must exist in the registry (typos fail validation).
 
 Example (``registry.yaml``)::
 
@@ -51,9 +50,10 @@ CELL_KEYS = (
 SPEC_KEYS = (*CELL_KEYS, "label", "group", "source", "note", "reported_only")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Cell:
-    """One table cell after merging suite < column < row: what to run and what the paper reported."""
+    """One table cell after merging suite < column < row: what to run and what the paper reported.
+    Built by keyword only (19 fields: a positional call would silently swap two of them)."""
 
     suite: str
     row: int
@@ -285,25 +285,25 @@ def _cell(
     source = str(row.get("source") or col.get("source") or suite.source)
     note = "; ".join(str(x["note"]) for x in (col, row) if x.get("note"))
     return Cell(
-        suite.name,
-        r,
-        c,
-        row_label,
-        col_label,
-        dataset,
-        model,
-        T,
-        training,
-        defense,
-        attack,
-        overrides,
-        n_eval,
-        value,
-        source,
-        bool(spec.get("reported_only")),
-        str(row.get("group", "")),
-        str(col.get("group", "")),
-        note,
+        suite=suite.name,
+        row=r,
+        col=c,
+        row_label=row_label,
+        col_label=col_label,
+        dataset=dataset,
+        model=model,
+        T=T,
+        training=training,
+        defense=defense,
+        attack=attack,
+        attack_overrides=overrides,
+        n_eval=n_eval,
+        reported=value,
+        source=source,
+        reported_only=bool(spec.get("reported_only")),
+        row_group=str(row.get("group", "")),
+        col_group=str(col.get("group", "")),
+        note=note,
     )
 
 
@@ -323,7 +323,7 @@ def _attack_overrides(spec: dict, attack: str, where: str, reg: dict[str, dict],
         return {}
     if out:
         kind = reg["attacks"][attack].kind
-        if kind in attack_kinds:  # implemented: check the overrides against its Params now
+        if attack_kinds is not None:  # kinds given (bench.kinds): check the overrides against its Params now
             cls = attack_kinds.get(kind)
             from_mapping(cls.Params, {**reg["attacks"][attack].params, **out}, f"{where} (attack {attack})")
     return out

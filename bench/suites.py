@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import BenchError, NotImplementedYet
+from bench.errors import BenchError
 from bench.measured import CELL_INDEX, Measured, cell_spec_hash, index_key, measure_suite  # noqa: F401
 from bench.pipeline import clean_hash, evaluate_model
 from bench.registry import BenchRegistry
@@ -70,7 +70,7 @@ def cell_request(cell: Cell, device: str | None = None, data_root: str | None = 
 
 def plan_cell(reg: BenchRegistry, suite: Suite, cell: Cell, device: str | None = None,
               opts: SuiteOptions | None = None) -> Plan:
-    """Resolve one cell (raises NotImplementedYet for declared but unimplemented defenses/attacks)."""
+    """Resolve one cell into a plan (user errors raise BenchError)."""
     o = opts or SuiteOptions(device=device)
     req = cell_request(cell, o.device or device, o.data_root, o.checkpoint_dir)
     return resolve(reg, req, suite_train=suite.train)
@@ -98,10 +98,7 @@ def _planned(
                 CellEvent(cell=cell, status="skipped", message="reported only (no config for this method in registry.yaml)")
             )
             continue
-        try:
-            plans.append((cell, plan_cell(reg, suite, cell, opts=opts)))
-        except NotImplementedYet as e:
-            skipped.append(CellEvent(cell=cell, status="skipped", message=str(e)))
+        plans.append((cell, plan_cell(reg, suite, cell, opts=opts)))
     return plans, skipped
 
 

@@ -98,7 +98,9 @@ def run_task(cfg: SweepConfig, task: SweepTask) -> TaskResult:
         with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
             path = Path(tmp) / "registry.yaml"
             path.write_text(cfg.registry_text)
-            reg = load_registry(path)
+            from bench.kinds import python_kinds
+
+            reg = load_registry(path, kinds=python_kinds())
         suite = reg.get("suites", cfg.suite, "--suite")
         cells = tuple(suite.cells[i] for i in task.cells if i < len(suite.cells))
         if tuple(c.key for c in cells) != task.keys:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from bench.kinds import python_kinds
 from bench.registry import DEFAULT_PATH, load_registry
 
 _CACHE: dict[str, tuple] = {}
@@ -25,8 +26,7 @@ TINY = {
     ],
     "rows": [
         {"defense": "vanilla", "reported": [95.0, 60.0, 30.0, None]},
-        {"label": "planned <script>alert(1)</script>", "defense": "planned_dlif"},
-        {"label": "paper-only method", "reported": [90.0, 50.0, 20.0, 40.0]},
+        {"label": "paper-only <script>alert(1)</script>", "reported": [90.0, 50.0, 20.0, 40.0]},
     ],
     "sweeps": {"attack": "pgd", "eps": [0, 0.1, 0.3], "eps_steps": 2, "steps": [1, 3]},
 }
@@ -42,23 +42,10 @@ def tiny_suite_run(tmp_path_factory) -> tuple:
     root: Path = tmp_path_factory.mktemp("tiny_suite")
     raw = yaml.safe_load(DEFAULT_PATH.read_text())
     raw["suites"] = {"tiny": TINY}
-    # for subprocesses (`bench check`): the same suite without the row of a planned kind
-    cli_raw = {
-        **raw,
-        "suites": {"tiny": {**TINY, "rows": [r for r in TINY["rows"] if r.get("defense") != "planned_dlif"]}},
-    }
-    (root / "registry_cli.yaml").write_text(yaml.safe_dump(cli_raw))
-    _CACHE["cli_registry"] = root / "registry_cli.yaml"
-    raw["defenses"]["planned_dlif"] = {"kind": "future_kind"}  # declared as planned, not implemented
-    reg_path = root / "registry.yaml"
+    reg_path = root / "registry.yaml"  # also the registry of `bench` subprocesses (cli_registry)
     reg_path.write_text(yaml.safe_dump(raw))
-    from defenses import DEFENSES
-
-    DEFENSES.planned.add("future_kind")
-    try:
-        reg = load_registry(reg_path)
-    finally:
-        DEFENSES.planned.discard("future_kind")
+    _CACHE["cli_registry"] = reg_path
+    reg = load_registry(reg_path, kinds=python_kinds())
     results = root / "results"
     (results / "checkpoints").mkdir(parents=True)
     store = Store(f"sqlite:///{results / 'bench.sqlite'}")
@@ -68,5 +55,5 @@ def tiny_suite_run(tmp_path_factory) -> tuple:
 
 
 def cli_registry() -> Path:
-    """registry.yaml for `bench` subprocesses: the tiny suite without its planned-kind row."""
+    """registry.yaml for `bench` subprocesses: the repository's, with the tiny suite as its only suite."""
     return _CACHE["cli_registry"]

@@ -15,9 +15,10 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session")
 def registry():
+    from bench.kinds import python_kinds
     from bench.registry import load_registry
 
-    return load_registry()
+    return load_registry(kinds=python_kinds())
 
 
 @pytest.fixture

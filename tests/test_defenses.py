@@ -52,7 +52,6 @@ def test_every_kind_has_a_config_paper_and_description(registry):
         cls = DEFENSES.get(kind)
         assert kind in kinds, f"defense kind {kind} has no registry.yaml entry"
         assert cls.paper and cls.description and cls.__doc__
-    assert not (DEFENSES.planned & set(DEFENSES)), "implemented kinds must leave DEFENSES.planned"
 
 
 @pytest.mark.parametrize("kind", sorted(DEFENSES))

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.errors import BenchError
+from bench.kinds import python_kinds
 from bench.registry import DEFAULT_PATH, NAME_RE, SECTIONS, BenchRegistry, load_registry
 
 _FULL = yaml.safe_load(DEFAULT_PATH.read_text())
@@ -47,7 +48,7 @@ def _load(text: str) -> BenchRegistry | None:
     path = _DIR / "registry.yaml"
     path.write_text(text)
     try:
-        reg = load_registry(path)
+        reg = load_registry(path, kinds=python_kinds())
     except BenchError as e:
         assert str(e) and "\n" not in str(e).strip(), "errors are one line"
         return None

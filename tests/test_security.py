@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from bench.errors import BenchError
+from bench.kinds import python_kinds
 from bench.registry import DEFAULT_PATH, load_registry
 from bench.store import EvalRecord, FlagRecord, RunInfo, Store
 from bench.train import load_checkpoint
@@ -38,7 +39,7 @@ def test_script_tag_names_are_refused(tmp_path, section):
         table[XSS] = first
 
     with pytest.raises(BenchError, match="must match"):
-        load_registry(_write_registry(tmp_path, mutate))
+        load_registry(_write_registry(tmp_path, mutate), kinds=python_kinds())
 
 
 def test_site_escapes_registry_and_database_strings(tmp_path):
@@ -59,7 +60,7 @@ def test_site_escapes_registry_and_database_strings(tmp_path):
             }
         }
 
-    reg = load_registry(_write_registry(tmp_path, mutate))
+    reg = load_registry(_write_registry(tmp_path, mutate), kinds=python_kinds())
     store = Store(f"sqlite:///{tmp_path / 'bench.sqlite'}")
     info = RunInfo(
         "f" * 64, {"note": XSS}, "digits", "small_conv", XSS, XSS[:16], 4, 42, XSS, {XSS: XSS}, XSS, XSS

@@ -10,6 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from bench.cli import main
+from bench.kinds import python_kinds
 from bench.registry import DEFAULT_PATH, load_registry
 from bench.store import Store
 from bench.sweep import FAULT_ENV, RayOptions, SweepConfig, plan_tasks, run_ray
@@ -69,7 +70,7 @@ def test_local_sweep_runs_each_missing_cell_once(local_sweep, sweep_registry):
     assert "0 cells to run" in second
     assert store.counts()["run"] == 2 and store.counts()["evaluation"] == 4
     assert sorted(_numbers(store)) == [(2, "clean"), (2, "fgsm"), (3, "clean"), (3, "fgsm")]
-    assert plan_tasks(load_registry(sweep_registry), "sweep_tiny", store) == []
+    assert plan_tasks(load_registry(sweep_registry, kinds=python_kinds()), "sweep_tiny", store) == []
     assert len(list((results / "checkpoints").glob("*.pt"))) == 2
 
 
@@ -78,7 +79,7 @@ def test_ray_sweep_survives_a_killed_worker(local_sweep, sweep_registry, tmp_pat
     ray = pytest.importorskip("ray")
     marker = tmp_path / "killed-once"
     monkeypatch.setenv(FAULT_ENV, str(marker))  # inherited by the Ray workers started below
-    reg = load_registry(sweep_registry)
+    reg = load_registry(sweep_registry, kinds=python_kinds())
     results = tmp_path / "results"
     results.mkdir()
     store = Store(f"sqlite:///{results / 'bench.sqlite'}")

@@ -9,7 +9,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from bench.registry_base import Registry
 
+ENCODERS: Registry[type[nn.Module]] = Registry("encoder")
+"""Input encoders by the name a model's ``encoder:`` gives in registry.yaml."""
+
+
+@ENCODERS.register("direct")
 class DirectEncoder(nn.Module):
     """Direct (constant) coding: the normalised image repeated T times (spec 1.3)."""
 
@@ -20,6 +26,7 @@ class DirectEncoder(nn.Module):
         return x.unsqueeze(0).expand(T, *x.shape).flatten(0, 1)  # [T*B, C, H, W]
 
 
+@ENCODERS.register("poisson")
 class PoissonEncoder(nn.Module):
     """Poisson/Bernoulli rate coding: S[t] ~ Bernoulli(x) per pixel and step, on raw [0, 1] pixels.
 
@@ -35,5 +42,3 @@ class PoissonEncoder(nn.Module):
         s = (torch.rand_like(xt) < xt).to(x.dtype)
         return (xt + (s - xt).detach()).flatten(0, 1)  # [T*B, C, H, W]
 
-
-ENCODERS: dict[str, type[nn.Module]] = {"direct": DirectEncoder, "poisson": PoissonEncoder}

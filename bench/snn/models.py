@@ -13,22 +13,17 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from bench.registry_base import Registry
+
 MakeNeuron = Callable[[tuple[int, ...]], nn.Module]
 ArchBuilder = Callable[..., nn.Module]
 
-ARCHITECTURES: dict[str, ArchBuilder] = {}
+ARCHITECTURES: Registry[ArchBuilder] = Registry("architecture")
 
 
 def register_arch(name: str) -> Callable[[ArchBuilder], ArchBuilder]:
     """Register an architecture builder ``f(in_shape, num_classes, make_neuron, **params)``."""
-
-    def deco(fn: ArchBuilder) -> ArchBuilder:
-        if name in ARCHITECTURES:
-            raise ValueError(f"architecture {name!r} registered twice")
-        ARCHITECTURES[name] = fn
-        return fn
-
-    return deco
+    return ARCHITECTURES.register(name)
 
 
 def _init(module: nn.Module) -> None:
