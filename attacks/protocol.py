@@ -46,6 +46,11 @@ class StandardProtocol(Attack):
     composite = True
     needs_substitute = True  # its transfer stage  # type: ignore[assignment]
     Params = ProtocolParams
+    contract_opt_out = {
+        "bounds": "composite: the runner runs its stages, each a registered kind with its own contracts",
+        "deterministic": "composite: the runner runs its stages, each a registered kind with its own contracts",
+        "eot": "composite: the runner runs its stages, each a registered kind with its own contracts",
+    }
 
     def __init__(self, params: ProtocolParams, eps: float, alpha: float) -> None:
         super().__init__(params, eps, alpha)

@@ -59,6 +59,7 @@ class Square(Attack):
     uses_gradient = False
     gradient_free = True
     Params = SquareParams
+    contract_opt_out = {"eot": "gradient-free: EOT averages each query's logits over draws (tests/test_protocol.py)"}
 
     def __init__(self, params: SquareParams, eps: float, alpha: float) -> None:
         super().__init__(params, eps, alpha)

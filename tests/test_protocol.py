@@ -193,3 +193,25 @@ def test_masking_flag_rules():
     assert checks.protocol_flags("standard", stages, 200)[0].ok
     assert not checks.large_eps_flag(0.6, 0.5, 100).ok and checks.large_eps_flag(0.0, 0.5, 100).ok
     assert not checks.more_iters_flag(0.6, 0.3, 100, "apgd").ok and checks.more_iters_flag(0.3, 0.29, 100, "x").ok
+
+
+def test_square_averages_each_query_over_eot_draws(registry, digits_data):
+    """Square on a randomized model answers every query with the logits averaged over ``eot`` draws, in
+    one batched forward (rows = draws x queried samples)."""
+    from attacks.square import Square, SquareParams
+    from bench.data import to_float
+
+    rows = []
+
+    class Noisy(nn.Module):
+        randomized = True
+
+        def forward(self, x):
+            rows.append(x.shape[0])
+            return torch.randn(x.shape[0], 10) + x.flatten(1)[:, :10]
+
+    x, y = to_float(digits_data.test.x[:4]), digits_data.test.y[:4]
+    atk = Square(SquareParams(queries=3, eot=5), 0.1, 0.025)
+    out = atk.generate(Noisy(), x, y)
+    assert out.shape == x.shape and (out - x).abs().max() <= 0.1 + 1e-6
+    assert rows and all(r % 5 == 0 for r in rows)
