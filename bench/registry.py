@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import yaml
 
 from bench.errors import BenchError, did_you_mean, unknown
+from bench.papers import Paper, check_ref, load_papers
 from bench.specs import DatasetSpec, Entry, ModelSpec, TrainSpec, from_mapping
 from bench.suite_spec import Suite, load_suite
 
@@ -69,6 +70,8 @@ class BenchRegistry:
     defenses: dict[str, Entry]
     attacks: dict[str, Entry]
     suites: dict[str, Suite]
+    papers: dict[str, Paper] = field(default_factory=dict)  # `papers:` section (bench/papers.py)
+    defense_papers: dict[str, str] = field(default_factory=dict)  # defense config -> paper id
 
     def get(self, section: str, name: str, where: str = "") -> Any:
         table = getattr(self, section)
@@ -141,8 +144,8 @@ def load_registry(path: str | os.PathLike | None = None) -> BenchRegistry:
     if not isinstance(raw, dict):
         raise BenchError(f"{p}: top level must be a mapping with keys {', '.join(SECTIONS)}")
     for key in raw:
-        if key not in (*SECTIONS, "version"):
-            raise BenchError(f"{p}: unknown top-level key {key!r}; {did_you_mean(str(key), (*SECTIONS, 'version'))}")
+        if key not in (*SECTIONS, "version", "papers"):
+            raise BenchError(f"{p}: unknown top-level key {key!r}; {did_you_mean(str(key), (*SECTIONS, 'version', 'papers'))}")
     w = f"{p.name}: "
     sec = {s: _section(raw, s, w) for s in SECTIONS}
     for s in SECTIONS:
@@ -166,8 +169,16 @@ def load_registry(path: str | os.PathLike | None = None) -> BenchRegistry:
     for n, d in datasets.items():
         if d.default_model not in models:
             raise unknown("model", d.default_model, models, f"{w}datasets.{n}.default_model")
-    defenses = {n: _load_entry(n, b, f"{w}defenses.{n}", DEFENSES) for n, b in sec["defenses"].items()}
+    papers = load_papers(raw.get("papers"), f"{w}papers")
+    defenses = {n: _load_entry(n, b, f"{w}defenses.{n}", DEFENSES, ("paper",)) for n, b in sec["defenses"].items()}
+    defense_papers = {
+        n: check_ref(b.get("paper"), papers, f"{w}defenses.{n}.paper") for n, b in sec["defenses"].items()
+    }
     attacks = {n: _load_entry(n, b, f"{w}attacks.{n}", ATTACKS) for n, b in sec["attacks"].items()}
     names = {"datasets": datasets, "models": models, "defenses": defenses, "attacks": attacks}
     suites = {n: load_suite(n, b, f"{w}suites.{n}", names, ATTACKS) for n, b in sec["suites"].items()}
-    return BenchRegistry(str(p), datasets, models, defenses, attacks, suites)
+    for n, s in suites.items():
+        check_ref(s.paper, papers, f"{w}suites.{n}.paper")
+    return BenchRegistry(
+        str(p), datasets, models, defenses, attacks, suites, papers, {k: v for k, v in defense_papers.items() if v}
+    )
