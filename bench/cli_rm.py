@@ -41,10 +41,10 @@ def rm(run_ids: tuple[int, ...], defense: str | None, dataset: str | None, yes: 
     """
     from bench.cli_report import _store
 
-    if not run_ids and not defense:
-        raise BenchError("give --run ID (repeatable) or --defense NAME; nothing selected")
     if dataset and not defense:
         raise BenchError("--dataset narrows --defense; give --defense too")
+    if not run_ids and not defense:
+        raise BenchError("give --run ID (repeatable) or --defense NAME; nothing selected")
     store, _ = _store(db, results_dir, create=False)
     runs = {r.id: r for r in store.runs()}
     missing = [i for i in run_ids if i not in runs]
