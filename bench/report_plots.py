@@ -38,12 +38,12 @@ class Plot:
     yticks: list[tuple[float, str]]
     caption: str = ""
     vlines: list[float] = field(default_factory=list)
-    width: int = 720
-    height: int = 320
-    left: int = 56
-    right: int = 16
+    width: int = 860
+    height: int = 330
+    left: int = 62
+    right: int = 18
     top: int = 16
-    bottom: int = 44
+    bottom: int = 50
 
     @property
     def x0(self) -> int:
@@ -62,7 +62,7 @@ class Plot:
         return self.top
 
 
-def marker_path(shape: str, x: float, y: float, r: float = 4.0) -> str:
+def marker_path(shape: str, x: float, y: float, r: float = 5.0) -> str:
     """SVG path data of a marker centred at (x, y)."""
     if shape == "square":
         return f"M{x - r},{y - r}h{2 * r}v{2 * r}h{-2 * r}z"
