@@ -312,7 +312,7 @@ def export(
 
     reg = load_registry(registry)
     store, _ = _store(db, results_dir)
-    rows = suite_rows(reg, reg.get("suites", suite, "--suite"), store) if suite else evaluation_rows(store)
+    rows = suite_rows(reg, reg.get("suites", suite, "--suite"), store) if suite else evaluation_rows(store, reg.defense_papers)
     text = write_rows(rows, fmt)
     if out:
         Path(out).write_text(text)

@@ -49,6 +49,7 @@ from bench.report_data import (
     acc_from_fraction,
     attack_cfg,
     attack_label,
+    fmt_eps,
     leaderboard,
     load_json,
     provenance,
@@ -87,7 +88,33 @@ def delta_class(delta: float | None, n: int, p: float | None) -> str:
     return "warn" if abs(delta) <= 10 else "bad"
 
 
-def suite_table(suite: Suite, measured: list[Measured]) -> dict[str, Any]:
+def column_budgets(reg: BenchRegistry, suite: Suite) -> list[str]:
+    """Per column, the attack's budget as resolved for its first runnable cell (``7 steps, α 0.025``)."""
+    from bench.errors import NotImplementedYet
+    from bench.suites import plan_cell
+
+    out = []
+    for col in range(len(suite.col_labels)):
+        text_ = ""
+        cells = [c for c in suite.cells if c.col == col and c.runnable and c.attack != CLEAN]
+        if len({(c.attack, tuple(sorted(c.attack_overrides.items()))) for c in cells}) != 1:
+            out.append("")  # the rows, not the column, choose the attack (e.g. SNN-RAT Table 2)
+            continue
+        for cell in cells:
+            try:
+                plan = plan_cell(reg, suite, cell, device="cpu")
+            except (NotImplementedYet, BenchError):
+                continue
+            entry, attack = plan.attacks[0]
+            full = attack_label(entry.name, attack.config())
+            text_ = full[len(entry.name) :].strip(" ()") if full.startswith(entry.name) else full
+            text_ = f"{text_}, ε {fmt_eps(attack.eps)}".strip(", ")
+            break
+        out.append(text_)
+    return out
+
+
+def suite_table(suite: Suite, measured: list[Measured], reg: BenchRegistry | None = None) -> dict[str, Any]:
     """The suite's table as printed: column groups, row groups, cells with reported/measured/delta."""
     grid: dict[tuple[int, int], TableCell] = {}
     for m in measured:
@@ -123,6 +150,7 @@ def suite_table(suite: Suite, measured: list[Measured]) -> dict[str, Any]:
     counts = Counter(m.status for m in measured)
     return {
         "columns": suite.col_labels,
+        "budgets": column_budgets(reg, suite) if reg is not None else [""] * ncols,
         "col_groups": col_groups if any(g for g, _ in col_groups) else [],
         "rows": rows,
         "counts": dict(sorted(counts.items())),
@@ -151,6 +179,7 @@ def environment() -> Environment:
     env.filters["num"] = lambda v, d=2: "–" if v is None else f"{v:.{d}f}"
     env.filters["signed"] = lambda v, d=2: "" if v is None else f"{v:+.{d}f}"
     env.filters["ci"] = _ci
+    env.filters["eps"] = lambda v: "–" if v is None else fmt_eps(v)
     env.globals["marker_path"] = marker_path
     env.globals["papers_by_id"] = {}
     return env
@@ -334,7 +363,7 @@ def render_site(reg: BenchRegistry, store: Store, out: Path) -> list[str]:
     suites = []
     for name, suite in sorted(reg.suites.items()):
         measured = measure_suite(reg, suite, store)
-        table = suite_table(suite, measured)
+        table = suite_table(suite, measured, reg)
         cost = project(reg, suite, measured)
         suites.append({"name": name, "suite": suite, "table": table, "cost": cost})
         runs = _suite_runs(measured)

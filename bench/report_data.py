@@ -116,6 +116,14 @@ def attack_cfg(e: Any) -> dict[str, Any]:
     return load_json(e.attack_config_json, f"evaluation {e.id} attack config")
 
 
+def fmt_eps(eps: float) -> str:
+    """``8/255`` for multiples of 1/255 that are not round decimals, else ``0.1`` style."""
+    k = eps * 255
+    if eps > 0 and abs(k - round(k)) < 1e-6 and abs(eps * 1000 - round(eps * 1000)) > 1e-6:
+        return f"{round(k)}/255"
+    return f"{eps:.4g}"
+
+
 def _num(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -137,11 +145,11 @@ def attack_label(name: str, cfg: dict[str, Any], eot: int | None = None) -> str:
         parts.append(f"from {cfg['source']} on a substitute")
     if cfg.get("loss"):
         parts.append(str(cfg["loss"]).upper())
-    if cfg.get("steps") is not None and kind not in ("gaussian", "uniform", "worst"):
+    if cfg.get("steps") is not None and kind not in ("gaussian", "uniform", "worst", "autoattack"):
         parts.append(f"{cfg['steps']} step{'s' if cfg['steps'] != 1 else ''}")
     if cfg.get("restarts") not in (None, 1):
         parts.append(f"{cfg['restarts']} restarts")
-    if cfg.get("alpha") not in (None, 0, 0.0) and kind not in ("gaussian", "uniform", "worst", "cw_l2"):
+    if cfg.get("alpha") not in (None, 0, 0.0) and kind not in ("gaussian", "uniform", "worst", "cw_l2", "autoattack", "apgd"):
         parts.append(f"α {_num(cfg['alpha'])}")
     if cfg.get("grad_mode") not in (None, "bptt"):
         parts.append(str(cfg["grad_mode"]).upper())
@@ -253,7 +261,7 @@ class ThreatModel:
     @property
     def label(self) -> str:
         norm = {"linf": "L∞", "l2": "L2"}.get(self.norm, self.norm)
-        return f"{self.dataset} · {norm} · ε = {self.eps:.4g}"
+        return f"{self.dataset} · {norm} · ε = {fmt_eps(self.eps)}"
 
     @property
     def tied_with_leader(self) -> list[LeaderRow]:
