@@ -136,7 +136,9 @@ class SuiteProgress:
             plan = plan_cell(self.reg, self.suite, cell, device="cpu")
             run = self.store.run_by_hash(plan.config_hash)
             h = cell_hash(plan)
-            ev = next((e for e in self.store.evaluations(run.id) if e.attack_hash == h), None) if run else None
+            ev = (
+                next((e for e in self.store.evaluations(run.id) if e.attack_hash == h), None) if run else None
+            )
         except BenchError:
             ev = None
         if ev is None or not ev.n:
@@ -153,7 +155,9 @@ class SuiteProgress:
 class _LineBar:
     """A progress bar for logs (not a TTY): a line every ``every`` seconds and at the end of long work."""
 
-    def __init__(self, total: int = 0, initial: int = 0, desc: str = "", every: float = 30.0, **_: Any) -> None:
+    def __init__(
+        self, total: int = 0, initial: int = 0, desc: str = "", every: float = 30.0, **_: Any
+    ) -> None:
         self.total, self.n, self.desc, self.every = total, initial, desc, every
         self.t0 = self.last = time.perf_counter()
         self.start = initial
@@ -169,7 +173,9 @@ class _LineBar:
         done = self.n - self.start
         rate = done / max(now - self.t0, 1e-9)
         eta = _hms((self.total - self.n) / rate) if rate > 0 else "?"
-        click.echo(f"    {self.desc}: {self.n}/{self.total}, elapsed {_hms(now - self.t0)}, ETA {eta}", err=True)
+        click.echo(
+            f"    {self.desc}: {self.n}/{self.total}, elapsed {_hms(now - self.t0)}, ETA {eta}", err=True
+        )
 
     def close(self) -> None:
         now = time.perf_counter()
@@ -204,7 +210,10 @@ def results_table(reg, suite, store, width: int = 10) -> list[str]:
 
 @click.command()
 @click.option(
-    "--out", type=click.Path(file_okay=False), default="site", show_default=True,
+    "--out",
+    type=click.Path(file_okay=False),
+    default="site",
+    show_default=True,
     help="Directory the site is written to (replaced as a whole; open OUT/index.html).",
 )
 @results_db_options
@@ -312,7 +321,11 @@ def export(
 
     reg = load_registry(registry)
     store, _ = _store(db, results_dir)
-    rows = suite_rows(reg, reg.get("suites", suite, "--suite"), store) if suite else evaluation_rows(store, reg.defense_papers)
+    rows = (
+        suite_rows(reg, reg.get("suites", suite, "--suite"), store)
+        if suite
+        else evaluation_rows(store, reg.defense_papers)
+    )
     text = write_rows(rows, fmt)
     if out:
         Path(out).write_text(text)

@@ -25,15 +25,28 @@ Examples:
 
 
 @click.command(name="rm", epilog=EPILOG)
-@click.option("--run", "run_ids", type=int, multiple=True, help="Run id to delete (repeatable; ids: bench report / bench export).")
+@click.option(
+    "--run",
+    "run_ids",
+    type=int,
+    multiple=True,
+    help="Run id to delete (repeatable; ids: bench report / bench export).",
+)
 @click.option("--defense", default=None, help="Delete every run of this defense config.")
 @click.option("--dataset", default=None, help="With --defense: only runs on this dataset.")
 @click.option("--yes", "-y", is_flag=True, help="Delete without asking.")
 @results_db_options
 @_common
 @user_errors
-def rm(run_ids: tuple[int, ...], defense: str | None, dataset: str | None, yes: bool,
-       results_dir: str | None, db: str | None, registry: str | None) -> None:
+def rm(
+    run_ids: tuple[int, ...],
+    defense: str | None,
+    dataset: str | None,
+    yes: bool,
+    results_dir: str | None,
+    db: str | None,
+    registry: str | None,
+) -> None:
     """Delete runs from the results database, with their evaluations, flags and artifacts.
 
     Select runs with --run ID (repeatable) and/or --defense NAME [--dataset NAME]. Nothing is deleted
@@ -53,7 +66,9 @@ def rm(run_ids: tuple[int, ...], defense: str | None, dataset: str | None, yes: 
         raise BenchError(f"--run {missing[0]}: no such run in {store.display_url} (run ids: {known})")
     chosen = {i: runs[i] for i in run_ids}
     if defense:
-        matched = {i: r for i, r in runs.items() if r.defense == defense and (not dataset or r.dataset == dataset)}
+        matched = {
+            i: r for i, r in runs.items() if r.defense == defense and (not dataset or r.dataset == dataset)
+        }
         if not matched:
             names = sorted({r.defense for r in runs.values()})
             raise BenchError(
@@ -62,7 +77,9 @@ def rm(run_ids: tuple[int, ...], defense: str | None, dataset: str | None, yes: 
             )
         chosen.update(matched)
     for i, r in sorted(chosen.items()):
-        click.echo(f"run {i:>5}  {r.dataset:<12} {r.defense:<14} {r.training:<8} T={r.T:<3} seed {r.seed}  {r.config_hash[:12]}")
+        click.echo(
+            f"run {i:>5}  {r.dataset:<12} {r.defense:<14} {r.training:<8} T={r.T:<3} seed {r.seed}  {r.config_hash[:12]}"
+        )
     what = f"{len(chosen)} run{'s' if len(chosen) != 1 else ''}"
     if not yes:
         if not sys.stdin.isatty():

@@ -28,7 +28,12 @@ PERF_DIR = Path(__file__).resolve().parent.parent / "perf"
 PREFERRED = ("gpu_h200_bench_b256.json", "gpu_h100_bench_b256.json")
 # (train, test) images: the torchvision datasets of the papers
 SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "tiny_imagenet": (100_000, 10_000)}
-WORKLOAD = {"mpd_sgr": ("mpd", "fused"), "tgo": ("tgo", "fused"), "stog": ("tgo", "fused"), "feel": ("vanilla", "torch")}
+WORKLOAD = {
+    "mpd_sgr": ("mpd", "fused"),
+    "tgo": ("tgo", "fused"),
+    "stog": ("tgo", "fused"),
+    "feel": ("vanilla", "torch"),
+}
 AUTOATTACK_STEPS, B64, MEASURED_T = 400, 1.1, 8
 
 
@@ -75,7 +80,9 @@ def project(reg: Any, suite: Any, measured: list[Any], perf_dir: Path = PERF_DIR
     seconds, models = 0.0, set()
     for m in todo:
         if m.cell.dataset not in SIZES:
-            return Projection(None, 0, len(todo), source, f"no GPU rate measured for {m.cell.dataset}-sized inputs")
+            return Projection(
+                None, 0, len(todo), source, f"no GPU rate measured for {m.cell.dataset}-sized inputs"
+            )
         try:
             plan = plan_cell(reg, suite, m.cell, device="cpu")
         except NotImplementedYet:

@@ -134,7 +134,9 @@ def evaluation_row(run: Any, e: Any, flags_failed: str = "", paper: str = "") ->
     }
 
 
-def evaluation_rows(store: Store, papers: dict[str, str] | None = None, run_ids: set[int] | None = None) -> list[dict[str, Any]]:
+def evaluation_rows(
+    store: Store, papers: dict[str, str] | None = None, run_ids: set[int] | None = None
+) -> list[dict[str, Any]]:
     """One row per stored evaluation, sorted by setting then attack (``papers``: defense -> paper id)."""
     rows = []
     for run in store.runs():
@@ -152,7 +154,9 @@ def evaluation_rows(store: Store, papers: dict[str, str] | None = None, run_ids:
     return rows
 
 
-def suite_rows(reg: BenchRegistry, suite: Suite, store: Store, measured: list | None = None) -> list[dict[str, Any]]:
+def suite_rows(
+    reg: BenchRegistry, suite: Suite, store: Store, measured: list | None = None
+) -> list[dict[str, Any]]:
     """One row per suite cell, in table order: reported beside measured (both fractions)."""
     from bench.report_data import acc_from_fraction
 

@@ -120,7 +120,9 @@ def load_papers(raw: Any, where: str) -> dict[str, Paper]:
             raise BenchError(f"{w}: expected a mapping with at least 'title', got {type(body).__name__}")
         p: Paper = from_mapping(Paper, {"id": pid, **body}, w)
         if p.arxiv and not _ARXIV.match(p.arxiv):
-            raise BenchError(f"{w}.arxiv: {p.arxiv[:40]!r} is not an arXiv id like 2511.12199 (quote it in YAML)")
+            raise BenchError(
+                f"{w}.arxiv: {p.arxiv[:40]!r} is not an arXiv id like 2511.12199 (quote it in YAML)"
+            )
         if p.doi and not _DOI.match(p.doi):
             raise BenchError(f"{w}.doi: {p.doi[:60]!r} is not a DOI like 10.1609/aaai.v38i1.27804")
         if p.url and not p.url.startswith("https://"):

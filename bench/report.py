@@ -199,7 +199,9 @@ def _suite_runs(measured: list[Measured]) -> list[tuple[str, int]]:
 
 
 def run_plots(store: Store, runs: list[tuple[str, int]]) -> list[Plot]:
-    plots = sweep_plots([(label, safe(lambda rid=rid: store.artifacts(rid, "sweep"), {})) for label, rid in runs])
+    plots = sweep_plots(
+        [(label, safe(lambda rid=rid: store.artifacts(rid, "sweep"), {})) for label, rid in runs]
+    )
     hists = []
     for label, rid in runs:
         h = safe(lambda rid=rid: store.artifacts(rid, "vpre_hist"), {}).get("test")
@@ -326,8 +328,16 @@ def _leader_download(tables: list, others: list) -> list[dict[str, Any]]:
                 "model": o.model,
                 "T": o.T,
                 "n": o.strongest.n if o.strongest else (o.clean.n if o.clean else None),
-                **(o.clean.fields("clean") if o.clean else dict.fromkeys(("clean_acc", "clean_ci_low", "clean_ci_high", "n_clean_correct"))),
-                **(o.strongest.fields("robust") if o.strongest else dict.fromkeys(("robust_acc", "robust_ci_low", "robust_ci_high", "n_robust_correct"))),
+                **(
+                    o.clean.fields("clean")
+                    if o.clean
+                    else dict.fromkeys(("clean_acc", "clean_ci_low", "clean_ci_high", "n_clean_correct"))
+                ),
+                **(
+                    o.strongest.fields("robust")
+                    if o.strongest
+                    else dict.fromkeys(("robust_acc", "robust_ci_low", "robust_ci_high", "n_robust_correct"))
+                ),
                 "attack_label": o.strongest_attack,
                 "potentially_unreliable": bool(o.flags),
                 "flags_failed": "; ".join(o.flags),
@@ -475,7 +485,9 @@ def build_site(reg: BenchRegistry, store: Store, out: Path) -> list[Path]:
                     shutil.copyfile(p, tmp / p.name)
         _swap_in(tmp, out)
     except OSError as e:
-        raise BenchError(f"--out {out}: cannot write the site ({e.strerror or e}); the old site is unchanged") from None
+        raise BenchError(
+            f"--out {out}: cannot write the site ({e.strerror or e}); the old site is unchanged"
+        ) from None
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(tmp)

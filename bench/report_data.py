@@ -149,7 +149,14 @@ def attack_label(name: str, cfg: dict[str, Any], eot: int | None = None) -> str:
         parts.append(f"{cfg['steps']} step{'s' if cfg['steps'] != 1 else ''}")
     if cfg.get("restarts") not in (None, 1):
         parts.append(f"{cfg['restarts']} restarts")
-    if cfg.get("alpha") not in (None, 0, 0.0) and kind not in ("gaussian", "uniform", "worst", "cw_l2", "autoattack", "apgd"):
+    if cfg.get("alpha") not in (None, 0, 0.0) and kind not in (
+        "gaussian",
+        "uniform",
+        "worst",
+        "cw_l2",
+        "autoattack",
+        "apgd",
+    ):
         parts.append(f"α {_num(cfg['alpha'])}")
     if cfg.get("grad_mode") not in (None, "bptt"):
         parts.append(str(cfg["grad_mode"]).upper())
@@ -339,9 +346,7 @@ def _stages(store: Store, run_id: int, attack: str) -> list[dict[str, Any]]:
     out = []
     for s in stages if isinstance(stages, list) else []:
         if isinstance(s, dict) and "name" in s:
-            out.append(
-                {"name": str(s["name"]), "robust": s.get("robust"), "n_broken": s.get("n_broken")}
-            )
+            out.append({"name": str(s["name"]), "robust": s.get("robust"), "n_broken": s.get("n_broken")})
     return out
 
 
@@ -367,24 +372,41 @@ def leaderboard(reg: BenchRegistry, store: Store) -> tuple[list[ThreatModel], li
                 bad.append(str(err))
                 continue
             if cfg.get("kind") == STANDARD and e.n > 0:
-                key = (run.dataset, str(cfg.get("norm") or "linf"), round(float(e.eps), 8),
-                       str(cfg.get("protocol", "?")), str(cfg.get("budget", "?")))
+                key = (
+                    run.dataset,
+                    str(cfg.get("norm") or "linf"),
+                    round(float(e.eps), 8),
+                    str(cfg.get("protocol", "?")),
+                    str(cfg.get("budget", "?")),
+                )
                 if key not in standard or e.n > standard[key][0].n:
                     standard[key] = (e, cfg)
         for key, (e, cfg) in standard.items():
             tm = tables.setdefault(key, ThreatModel(*key))
             tm.rows.append(
                 LeaderRow(
-                    run.id, run.dataset, run.defense, reg.defense_papers.get(run.defense, ""), run.training,
-                    run.model, model.arch if model else run.model, run.T,
-                    Acc(e.n_clean_correct, e.n), Acc(e.n_robust_correct, e.n),
-                    attack_label(e.attack, cfg, e.eot), e.seconds, _stages(store, run.id, e.attack),
-                    flags + [f"unreadable evaluation ({b})" for b in bad], prov,
+                    run.id,
+                    run.dataset,
+                    run.defense,
+                    reg.defense_papers.get(run.defense, ""),
+                    run.training,
+                    run.model,
+                    model.arch if model else run.model,
+                    run.T,
+                    Acc(e.n_clean_correct, e.n),
+                    Acc(e.n_robust_correct, e.n),
+                    attack_label(e.attack, cfg, e.eot),
+                    e.seconds,
+                    _stages(store, run.id, e.attack),
+                    flags + [f"unreadable evaluation ({b})" for b in bad],
+                    prov,
                 )
             )
         if not standard:
             others.append(_other(reg, store, run, evals, flags, prov, bad))
-    out = sorted(tables.values(), key=lambda t: (t.dataset, t.norm, t.eps, t.protocol, t.budget != "full", t.budget))
+    out = sorted(
+        tables.values(), key=lambda t: (t.dataset, t.norm, t.eps, t.protocol, t.budget != "full", t.budget)
+    )
     for t in out:
         rank_ranges(t.rows)
     others.sort(key=lambda r: (r.dataset, r.reason != "", -(r.clean.value if r.clean else 0), r.run_id))
@@ -392,12 +414,20 @@ def leaderboard(reg: BenchRegistry, store: Store) -> tuple[list[ThreatModel], li
 
 
 def _unreadable(run: Any, prov: Provenance, reason: str) -> OtherRow:
-    return OtherRow(run.id, run.dataset, run.defense, run.training, run.model, run.T, None, None, "", 0, [],
-                    prov, reason)
+    return OtherRow(
+        run.id, run.dataset, run.defense, run.training, run.model, run.T, None, None, "", 0, [], prov, reason
+    )
 
 
-def _other(reg: BenchRegistry, store: Store, run: Any, evals: list, flags: list[str], prov: Provenance,
-           bad: list[str]) -> OtherRow:
+def _other(
+    reg: BenchRegistry,
+    store: Store,
+    run: Any,
+    evals: list,
+    flags: list[str],
+    prov: Provenance,
+    bad: list[str],
+) -> OtherRow:
     """An unranked model: clean accuracy and its strongest stored bounded L-inf attack at the dataset's eps."""
     ds = reg.datasets.get(run.dataset)
     eps = ds.eps if ds else None
@@ -410,11 +440,19 @@ def _other(reg: BenchRegistry, store: Store, run: Any, evals: list, flags: list[
             attacks.append((e, cfg))
     strongest = min(attacks, key=lambda ec: ec[0].robust_acc) if attacks else None
     return OtherRow(
-        run.id, run.dataset, run.defense, run.training, run.model, run.T,
+        run.id,
+        run.dataset,
+        run.defense,
+        run.training,
+        run.model,
+        run.T,
         Acc(clean.n_clean_correct, clean.n) if clean else None,
         Acc(strongest[0].n_robust_correct, strongest[0].n) if strongest else None,
         attack_label(strongest[0].attack, strongest[1], strongest[0].eot) if strongest else "",
-        len(attacks), flags, prov, "; ".join(bad),
+        len(attacks),
+        flags,
+        prov,
+        "; ".join(bad),
     )
 
 

@@ -13,8 +13,30 @@ from typing import Any
 import numpy as np
 
 # Okabe & Ito (2008) colour-blind-safe palette, then two extra distinct hues
-PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442", "#8c564b", "#7f7f7f")
-MARKERS = ("circle", "square", "triangle", "diamond", "cross", "triangle-down", "plus", "star", "hexagon", "x")
+PALETTE = (
+    "#0072B2",
+    "#D55E00",
+    "#009E73",
+    "#CC79A7",
+    "#E69F00",
+    "#56B4E9",
+    "#000000",
+    "#F0E442",
+    "#8c564b",
+    "#7f7f7f",
+)
+MARKERS = (
+    "circle",
+    "square",
+    "triangle",
+    "diamond",
+    "cross",
+    "triangle-down",
+    "plus",
+    "star",
+    "hexagon",
+    "x",
+)
 
 
 @dataclass

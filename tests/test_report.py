@@ -84,10 +84,18 @@ def test_wilson_interval_matches_reference_values():
 
 
 def test_attack_labels_carry_their_budget():
-    assert attack_label("pgd", {"kind": "pgd", "steps": 7, "alpha": 0.025, "eot": None}) == "pgd (7 steps, α 0.025)"
-    assert attack_label("autoattack", {"kind": "autoattack", "version": "rand", "eot": 1}) == "autoattack (rand, EOT 1)"
+    assert (
+        attack_label("pgd", {"kind": "pgd", "steps": 7, "alpha": 0.025, "eot": None})
+        == "pgd (7 steps, α 0.025)"
+    )
+    assert (
+        attack_label("autoattack", {"kind": "autoattack", "version": "rand", "eot": 1})
+        == "autoattack (rand, EOT 1)"
+    )
     assert attack_label("pgd_bptr", {"kind": "pgd", "steps": 7, "grad_mode": "bptr"}).endswith("BPTR)")
-    assert "smoke budget" in attack_label("standard", {"kind": "standard", "protocol": "v1", "budget": "smoke"})
+    assert "smoke budget" in attack_label(
+        "standard", {"kind": "standard", "protocol": "v1", "budget": "smoke"}
+    )
 
 
 def test_delta_colors():
@@ -120,7 +128,9 @@ def test_site_says_when_two_models_intervals_overlap(tmp_path, reg):
     assert "Statistically tied with #1: tgo (standard), vanilla (standard)" in html
     assert "95% intervals overlap the leader" in html
     assert html.count(">1–2</td>") == 2 and ">3</td>" in html
-    assert re.search(r"45\.83</span> <span class=\"ci\"[^>]*>\[37\.2, 54\.7\]", html)  # value + Wilson interval
+    assert re.search(
+        r"45\.83</span> <span class=\"ci\"[^>]*>\[37\.2, 54\.7\]", html
+    )  # value + Wilson interval
     assert "Not evaluated with the standard protocol" in html
     assert "potentially unreliable" in html and "gradfree_gap (run)" in html
     assert "Wang et al., ICLR 2026" in html and "https://arxiv.org/abs/2602.20548" in html  # tgo's paper
@@ -140,7 +150,7 @@ def test_run_page_provenance_labels_and_flags_order(tmp_path, reg):
     assert "pgd (7 steps, α 0.025)" in own and "standard protocol snn-standard-v1 (smoke budget)" in own
     tgo = (out / "run-2.html").read_text()
     assert tgo.index("FLAGGED") < tgo.index("1 checks passed")  # failed first, ok folded in <details>
-    assert "<details class=\"okflags\">" in tgo and "apgd-ce: 48.33%" in tgo
+    assert '<details class="okflags">' in tgo and "apgd-ce: 48.33%" in tgo
 
 
 def test_not_run_suite_page_shows_command_and_projected_cost(site):
@@ -151,11 +161,14 @@ def test_not_run_suite_page_shows_command_and_projected_cost(site):
     out = site.parent / "empty"
     build_site(reg, store, out)
     page = (out / "suite-mpd_sgr_table1.html").read_text()
-    assert "<code class=\"cmd\">bench sweep --suite mpd_sgr_table1</code>" in page
+    assert '<code class="cmd">bench sweep --suite mpd_sgr_table1</code>' in page
     m = re.search(r"Projected cost: <strong>([\d.]+) GPU-hours</strong> \((\d+) models to train", page)
     assert m and float(m.group(1)) > 10 and int(m.group(2)) == 24  # 12 rows x {CIFAR-10, CIFAR-100}
     assert "perf/gpu_h200_bench_b256.json" in page
-    assert "Projected cost: unknown (no GPU rate measured for digits-sized inputs)" in (out / "suite-smoke.html").read_text()
+    assert (
+        "Projected cost: unknown (no GPU rate measured for digits-sized inputs)"
+        in (out / "suite-smoke.html").read_text()
+    )
 
 
 # --- pages, links, downloads ----------------------------------------------------------------------------
@@ -180,8 +193,12 @@ def test_pages_and_relative_links_resolve(site):
         for link in parser.links:
             if re.match(r"^https://(arxiv\.org|doi\.org|openreview\.net)/", link):
                 continue  # paper links: the only external links
-            assert not re.match(r"^[a-z]+://", link), f"{page.name}: external link {link} (site must work offline)"
-            assert (site / link.split("#")[0]).is_file() or link.startswith("#"), f"{page.name}: broken link {link}"
+            assert not re.match(r"^[a-z]+://", link), (
+                f"{page.name}: external link {link} (site must work offline)"
+            )
+            assert (site / link.split("#")[0]).is_file() or link.startswith("#"), (
+                f"{page.name}: broken link {link}"
+            )
 
 
 def test_every_table_has_csv_and_json_downloads(site):
@@ -304,7 +321,18 @@ def test_kill_during_report_leaves_old_or_new_site(tmp_path, reg):
     assert old != new
     out = tmp_path / "site"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "bench", "report", "--db", store.url, "--out", str(out), "--registry", reg.path]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "report",
+        "--db",
+        store.url,
+        "--out",
+        str(out),
+        "--registry",
+        reg.path,
+    ]
     shutil.copytree(tmp_path / "old", out)
     subprocess.run(cmd, env=env, cwd=tmp_path, check=True, capture_output=True, timeout=300)
     assert _snapshot(out) == new
@@ -326,7 +354,9 @@ def test_kill_during_report_leaves_old_or_new_site(tmp_path, reg):
     assert "old" in outcomes, outcomes  # at least one kill landed before the swap
     subprocess.run(cmd, env=env, cwd=tmp_path, check=True, capture_output=True, timeout=300)
     assert _snapshot(out) == new
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".site.build")], "temp dirs of killed runs left"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".site.build")], (
+        "temp dirs of killed runs left"
+    )
 
 
 # --- headless browser -------------------------------------------------------------------------------------
@@ -382,7 +412,9 @@ def test_site_renders_in_headless_chromium(browser_site, tmp_path, page, width):
     dom = _chromium(["--dump-dom", url], tmp_path / "profile2")
     assert dom.returncode == 0, dom.stderr[-2000:]
     console = [
-        ln for ln in dom.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln or "Failed to load resource" in ln
+        ln
+        for ln in dom.stderr.splitlines()
+        if "CONSOLE" in ln or "Uncaught" in ln or "Failed to load resource" in ln
     ]
     assert not console, console
     html = dom.stdout
@@ -390,12 +422,18 @@ def test_site_renders_in_headless_chromium(browser_site, tmp_path, page, width):
     assert re.search(r"\[\d+\.\d, \d+\.\d\]", html), "no interval in the rendered DOM"
     parser = _Links()
     parser.feed(html)
-    local = [x.split("#")[0] for x in parser.links if not re.match(r"^[a-z]+://", x) and not x.startswith("#")]
+    local = [
+        x.split("#")[0] for x in parser.links if not re.match(r"^[a-z]+://", x) and not x.startswith("#")
+    ]
     assert local and all((site / x).is_file() for x in local), [x for x in local if not (site / x).is_file()]
     downloads = [x for x in local if x.endswith((".csv", ".json"))]
     assert any(x.endswith(".csv") for x in downloads) and any(x.endswith(".json") for x in downloads)
     if page == "index.html":
-        assert "Statistically tied with #1" in html and 'href="run-1.html"' in html and 'href="submit.html"' in html
+        assert (
+            "Statistically tied with #1" in html
+            and 'href="run-1.html"' in html
+            and 'href="submit.html"' in html
+        )
     else:
         assert "<svg" in html and "<polyline" in html  # plots rendered into the DOM
 
@@ -412,7 +450,10 @@ def test_ranked_columns_visible_at_390px(browser_site, tmp_path):
         "document.body.setAttribute('data-right',out.join(','));"
         "document.body.setAttribute('data-page',d.documentElement.scrollWidth);};</script>"
     )
-    dom = _chromium(["--allow-file-access-from-files", "--virtual-time-budget=5000", "--dump-dom", harness.as_uri()], tmp_path / "p")
+    dom = _chromium(
+        ["--allow-file-access-from-files", "--virtual-time-budget=5000", "--dump-dom", harness.as_uri()],
+        tmp_path / "p",
+    )
     harness.unlink()
     m = re.search(r'data-right="([\d,]+)"', dom.stdout)
     assert m, dom.stdout[-500:] + dom.stderr[-1500:]
