@@ -233,7 +233,9 @@ def report(out: str, results_dir: str | None, db: str | None, registry: str | No
     reg = load_registry(registry)
     store, _ = _store(db, results_dir)
     pages = build_site(reg, store, Path(out))
-    click.echo(f"wrote {len(pages)} pages to {out}/ (open {Path(out) / 'index.html'})")
+    click.echo(
+        f"wrote {sum(p.suffix == '.html' for p in pages)} pages and {sum(p.suffix != '.html' for p in pages)} other files to {out}/ (open {Path(out) / 'index.html'})"
+    )
 
 
 @click.command()
