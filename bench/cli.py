@@ -41,7 +41,7 @@ def main() -> None:
     """snnbench: train or load spiking networks with a defense recipe, attack them honestly, store every
     number, and render the papers' comparison tables.
 
-    Defaults follow the papers (spec/defenses.md); the embedded default dataset is scikit-learn's digits,
+    Defaults follow the papers (docs/defenses.md); the embedded default dataset is scikit-learn's digits,
     so everything works offline. Registry: registry.yaml (override with --registry or $BENCH_REGISTRY).
     """
 
@@ -65,7 +65,9 @@ def main() -> None:
 @click.option("--eot", type=int, default=None, help="EOT samples (default: 10 for randomized defenses, else 1).")
 @click.option("--surrogate", default=None, help="Attacker's surrogate gradient (default: the model's own).")
 @click.option("--gamma", type=float, default=None, help="Attacker's surrogate width (default: the model's own).")
-@click.option("--sweep/--no-sweep", default=True, show_default=True, help="Short PGD eps sweep for the monotonicity check.")
+@click.option("--eps-sweep/--no-eps-sweep", "eps_sweep", default=True, show_default=True,
+              help="Short PGD eps sweep after the attacks (the accuracy-vs-eps monotonicity check).")
+@click.option("--sweep/--no-sweep", "old_sweep", default=None, hidden=True)  # old name of --eps-sweep
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Evaluate this state dict instead of training.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
               help="Shared checkpoint directory (default: $BENCH_CHECKPOINTS or RESULTS/checkpoints).")
@@ -119,7 +121,7 @@ def run(**o) -> None:
     if not quiet:
         _print_header(plan, store.url)
     prep = evaluate_model(reg, [plan], store, results, force=o["force"], progress=_progress(quiet),
-                          eps_sweep=o["sweep"])
+                          eps_sweep=o["eps_sweep"] if o["old_sweep"] is None else o["old_sweep"])
     if not quiet:
         how = f"trained in {prep.train_seconds:.1f}s" if prep.trained else "loaded"
         click.echo(f"model: {how} -> {prep.checkpoint}", err=True)
@@ -203,7 +205,7 @@ def ls(what: str, registry: str | None) -> None:
 
                 line += "\n" + " " * 30 + describe(str(item.params.get("budget", "full")))
         else:
-            line = f"{item.dataset}/{item.model}  {len(item.defenses)} defenses x {len(item.trainings)} x {len(item.attacks)} attacks  {item.description}"
+            line = f"{item.dataset}/{item.model}  {len(item.row_labels)} rows x {len(item.col_labels)} columns = {len(item.cells)} cells  {item.description}"
         click.echo(f"{name:<18} {line}")
 
 
@@ -241,6 +243,10 @@ main.add_command(bench_cmd)
 from bench.cli_sweep import sweep  # noqa: E402  (`bench sweep`: missing suite cells, local or on Ray)
 
 main.add_command(sweep)
+
+from bench.cli_rm import rm  # noqa: E402  (`bench rm`: delete runs by id or defense, after confirmation)
+
+main.add_command(rm)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

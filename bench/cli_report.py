@@ -66,58 +66,189 @@ def run_suite_command(reg, o: dict[str, Any]) -> None:
         flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
         raise BenchError(
             f"--suite fixes every setting in registry.yaml; these flags do not apply: {flags} "
-            "(suite mode takes --data-root, --checkpoint-dir, --device, --force, --sweep/--no-sweep)"
+            "(suite mode takes --data-root, --checkpoint-dir, --device, --force, --eps-sweep/--no-eps-sweep)"
         )
     suite = reg.get("suites", o["suite"], "--suite")
     store, results = _store(o["db"], o["results_dir"])
     quiet = o["quiet"]
     t0 = time.perf_counter()
-    skipped: Counter[str] = Counter()
-
-    def notify(ev) -> None:
-        if ev.status == "skipped":
-            skipped[ev.message] += 1
-        elif not quiet:
-            c = ev.cell
-            acc = "" if ev.robust_acc is None else f"clean {100 * ev.clean_acc:5.1f}% robust {100 * ev.robust_acc:5.1f}%"
-            eta = ev.elapsed / max(ev.index, 1) * (ev.total - ev.index)
-            click.echo(f"[{ev.index}/{ev.total} {ev.elapsed:6.0f}s eta {eta:5.0f}s] {ev.status:<7} "
-                       f"{c.row_label:<22} {c.col_label:<24} {acc}", err=True)
-
+    tracker = SuiteProgress(reg, suite, store, quiet)
+    bars = _progress(quiet) if sys.stderr.isatty() else (None if quiet else line_progress)
+    sweep = o["eps_sweep"] if o.get("old_sweep") is None else o["old_sweep"]
     opts = SuiteOptions(device=o["device"], data_root=o["data_root"], checkpoint_dir=o["checkpoint_dir"],
-                        force=o["force"], eps_sweep=o["sweep"])
-    events = run_suite(reg, suite, store, results, progress=_progress(quiet), notify=notify, opts=opts)
+                        force=o["force"], eps_sweep=sweep)
+    events = run_suite(reg, suite, store, results, progress=bars, notify=tracker, opts=opts)
     counts = Counter(ev.status for ev in events)
-    for reason, n in sorted(skipped.items()):
+    for reason, n in sorted(tracker.skipped.items()):
         click.echo(f"skipped {n:>3} cells: {reason}")
     failed = [ev for ev in events if ev.status == "failed"]
     for ev in failed:
         click.echo(f"failed  {ev.cell.row_label} / {ev.cell.col_label}: {ev.message}", err=True)
+    if not quiet:
+        for line in results_table(reg, suite, store):
+            click.echo(line)
     click.echo(
         f"suite {suite.name}: {counts['ran']} cells run, {counts['cached']} cached, {counts['skipped']} skipped, "
-        f"{counts['failed']} failed of {len(suite.cells)} in {time.perf_counter() - t0:.1f}s (db {store.url})"
+        f"{counts['failed']} failed of {len(suite.cells)} in {time.perf_counter() - t0:.1f}s (db {store.display_url})"
     )
     if failed:
         raise SystemExit(1)
 
 
+def _hms(seconds: float) -> str:
+    s = int(max(0, seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class SuiteProgress:
+    """The suite's ``notify`` callback: one line per finished cell on stderr (TTY or log file):
+    ``[i/N] elapsed 0:01:02, ETA 0:03:10  row x column: clean 91.7% robust 41.7% [33.2, 50.6] (ran)``.
+
+    N counts the cells that will be run or read from the cache (skipped ones are summed up at the end);
+    the ETA extrapolates the mean time of the cells run so far to the cells left.
+    """
+
+    def __init__(self, reg, suite, store, quiet: bool = False, echo=None) -> None:
+        self.reg, self.suite, self.store, self.quiet = reg, suite, store, quiet
+        self.echo = echo or (lambda line: click.echo(line, err=True))
+        self.skipped: Counter[str] = Counter()
+        self.done = 0
+        self.ran = 0
+        self.t0 = time.perf_counter()
+        self.last = self.t0
+        self.ran_seconds = 0.0
+
+    def __call__(self, ev) -> None:
+        now = time.perf_counter()
+        if ev.status == "skipped":
+            self.skipped[ev.message] += 1
+            self.last = now
+            return
+        self.done += 1
+        if ev.status == "ran":
+            self.ran += 1
+            self.ran_seconds += now - self.last
+        self.last = now
+        if self.quiet:
+            return
+        total = len(self.suite.cells) - sum(self.skipped.values())
+        left = max(0, total - self.done)
+        eta = _hms(self.ran_seconds / self.ran * left) if self.ran else "?"
+        c = ev.cell
+        self.echo(
+            f"[{self.done}/{total}] elapsed {_hms(now - self.t0)}, ETA {eta}  "
+            f"{c.row_label} x {c.col_label}: {self.accuracy(c)} ({ev.status})"
+        )
+
+    def accuracy(self, cell) -> str:
+        """The stored clean/robust accuracy of a finished cell, with the 95% interval."""
+        from bench.report_data import Acc
+        from bench.suites import cell_hash, plan_cell
+
+        try:
+            plan = plan_cell(self.reg, self.suite, cell, device="cpu")
+            run = self.store.run_by_hash(plan.config_hash)
+            h = cell_hash(plan)
+            ev = (
+                next((e for e in self.store.evaluations(run.id) if e.attack_hash == h), None) if run else None
+            )
+        except BenchError:
+            ev = None
+        if ev is None or not ev.n:
+            return "no stored result"
+        clean, robust = Acc(ev.n_clean_correct, ev.n), Acc(ev.n_robust_correct, ev.n)
+        if cell.attack == "clean":
+            return f"clean {100 * clean.value:.1f}% [{100 * clean.lo:.1f}, {100 * clean.hi:.1f}] n={ev.n}"
+        return (
+            f"clean {100 * clean.value:.1f}% robust {100 * robust.value:.1f}% "
+            f"[{100 * robust.lo:.1f}, {100 * robust.hi:.1f}] n={ev.n}"
+        )
+
+
+class _LineBar:
+    """A progress bar for logs (not a TTY): a line every ``every`` seconds and at the end of long work."""
+
+    def __init__(
+        self, total: int = 0, initial: int = 0, desc: str = "", every: float = 30.0, **_: Any
+    ) -> None:
+        self.total, self.n, self.desc, self.every = total, initial, desc, every
+        self.t0 = self.last = time.perf_counter()
+        self.start = initial
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+        now = time.perf_counter()
+        if now - self.last >= self.every:
+            self.last = now
+            self._line(now)
+
+    def _line(self, now: float) -> None:
+        done = self.n - self.start
+        rate = done / max(now - self.t0, 1e-9)
+        eta = _hms((self.total - self.n) / rate) if rate > 0 else "?"
+        click.echo(
+            f"    {self.desc}: {self.n}/{self.total}, elapsed {_hms(now - self.t0)}, ETA {eta}", err=True
+        )
+
+    def close(self) -> None:
+        now = time.perf_counter()
+        if now - self.t0 >= self.every:
+            self._line(now)
+
+
+def line_progress(**kwargs: Any) -> _LineBar:
+    """Progress factory for non-TTY logs (training epochs and attack batches inside a cell)."""
+    return _LineBar(**kwargs)
+
+
+def results_table(reg, suite, store, width: int = 10) -> list[str]:
+    """The suite's measured accuracies as a text grid (percent; '-' not measured), rows x columns."""
+    from bench.suites import measure_suite
+
+    measured = measure_suite(reg, suite, store)
+    grid = {(m.cell.row, m.cell.col): m for m in measured}
+    cols = suite.col_labels
+    head = max([len(r) for r in suite.row_labels] + [6])
+    lines = [f"results of suite {suite.name} (percent of n test samples; - = not measured):"]
+    lines.append(" " * head + " " + " ".join(f"{c[:width]:>{width}}" for c in cols))
+    for r, label in enumerate(suite.row_labels):
+        cells = []
+        for c in range(len(cols)):
+            m = grid.get((r, c))
+            acc = None if m is None else (m.clean_acc if m.cell.attack == "clean" else m.robust_acc)
+            cells.append(f"{'-' if acc is None else f'{100 * acc:.1f}':>{width}}")
+        lines.append(f"{label:<{head}} " + " ".join(cells))
+    return lines
+
+
 @click.command()
 @click.option(
-    "--out", type=click.Path(file_okay=False), default="site", show_default=True, help="Output directory."
+    "--out",
+    type=click.Path(file_okay=False),
+    default="site",
+    show_default=True,
+    help="Directory the site is written to (replaced as a whole; open OUT/index.html).",
 )
 @results_db_options
 @_common
 @user_errors
 def report(out: str, results_dir: str | None, db: str | None, registry: str | None) -> None:
-    """Render the static leaderboard into OUT: index, one page per suite, one page per run (offline HTML)."""
-    from bench.kinds import python_kinds
+    """Render the static leaderboard (plain HTML, no scripts, works offline) into the --out directory.
+
+    Pages: index.html (one ranked table per threat model by the standard protocol, 95% intervals,
+    models without it listed apart), suite-NAME.html (each paper's table, reported beside measured),
+    run-ID.html (provenance, every evaluation, checks, plots), submit.html; CSV/JSON beside every table.
+    The site is rendered into a temporary directory and swapped in: a killed report leaves the old site.
+    """
     from bench.registry import load_registry
     from bench.report import build_site
 
-    reg = load_registry(registry, kinds=python_kinds())
+    reg = load_registry(registry, kinds=None)  # read side: no torch
     store, _ = _store(db, results_dir)
     pages = build_site(reg, store, Path(out))
-    click.echo(f"wrote {len(pages)} pages to {out}/ (open {Path(out) / 'index.html'})")
+    click.echo(
+        f"wrote {sum(p.suffix == '.html' for p in pages)} pages and {sum(p.suffix != '.html' for p in pages)} other files to {out}/ (open {Path(out) / 'index.html'})"
+    )
 
 
 @click.command()
@@ -152,12 +283,11 @@ def check(
     fails too (it usually means a weaker attack); a rise of clean accuracy is a warning. Invariants: APGD <=
     PGD, worst <= every attack, eps=0 of the PGD sweep equals clean. Regenerate on purpose with --update.
     """
-    from bench.kinds import python_kinds
     from bench.registry import load_registry
     from bench.regress import Tolerance, compare, load_baseline, make_baseline, write_baseline
     from bench.measured import measure_suite
 
-    reg = load_registry(registry, kinds=python_kinds())
+    reg = load_registry(registry, kinds=None)  # read side: no torch
     s = reg.get("suites", suite, "--suite")
     store, _ = _store(db, results_dir)
     measured = measure_suite(reg, s, store)
@@ -202,12 +332,15 @@ def export(
 ) -> None:
     """Write every stored evaluation (or one suite's cells) as sorted CSV or JSON."""
     from bench.export import evaluation_rows, suite_rows, write_rows
-    from bench.kinds import python_kinds
     from bench.registry import load_registry
 
-    reg = load_registry(registry, kinds=python_kinds())
+    reg = load_registry(registry, kinds=None)  # read side: no torch
     store, _ = _store(db, results_dir)
-    rows = suite_rows(reg, reg.get("suites", suite, "--suite"), store) if suite else evaluation_rows(store)
+    rows = (
+        suite_rows(reg, reg.get("suites", suite, "--suite"), store)
+        if suite
+        else evaluation_rows(store, reg.defense_papers)
+    )
     text = write_rows(rows, fmt)
     if out:
         Path(out).write_text(text)

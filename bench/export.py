@@ -1,7 +1,9 @@
 """``bench export``: stored results as sorted, deterministic CSV or JSON (reviewable diffs).
 
-Accuracies are numbers in [0, 1] (never strings, never percent); reported paper values stay in percent as
-printed, in a column that says so.
+Schema: docs/export_schema.md. Every accuracy is a fraction in [0, 1] (never a string, never percent),
+including the papers' reported values (``reported_acc`` = printed percent / 100), each with its 95% Wilson
+interval; every setting that distinguishes two rows (training, epochs, seed, attack settings, gradient
+mode, EOT, checkpoint origin) is a column.
 """
 
 from __future__ import annotations
@@ -36,6 +38,27 @@ EVAL_FIELDS = (
     "config_hash",
     "attack_hash",
     "git_sha",
+    # issue 15 (site): intervals, settings and provenance
+    "clean_ci_low",
+    "clean_ci_high",
+    "robust_ci_low",
+    "robust_ci_high",
+    "attack_label",
+    "attack_kind",
+    "norm",
+    "alpha",
+    "steps",
+    "grad_mode",
+    "protocol",
+    "budget",
+    "attack_config",
+    "epochs",
+    "origin",
+    "checkpoint_sha256",
+    "checkpoint_source",
+    "train_seconds",
+    "paper",
+    "flags_failed",
 )
 SUITE_FIELDS = (
     "suite",
@@ -54,40 +77,74 @@ SUITE_FIELDS = (
     "n",
     "clean_acc",
     "measured_acc",
-    "reported_percent",
-    "delta_points",
+    "measured_ci_low",
+    "measured_ci_high",
+    "reported_acc",
+    "delta_acc",
     "source",
+    "paper",
+    "run_id",
 )
 
 
-def evaluation_rows(store: Store) -> list[dict[str, Any]]:
-    """One row per stored evaluation, sorted by setting then attack."""
+def evaluation_row(run: Any, e: Any, flags_failed: str = "", paper: str = "") -> dict[str, Any]:
+    """One export row for evaluation ``e`` of ``run`` (an unreadable stored config exports as such)."""
+    from bench.report_data import Acc, Unreadable, attack_cfg, attack_label, provenance
+
+    try:
+        cfg = attack_cfg(e)
+        cfg_text = json.dumps(cfg, sort_keys=True)
+    except Unreadable:
+        cfg, cfg_text = {}, "unreadable"
+    prov = provenance(run)
+    return {
+        "dataset": run.dataset,
+        "model": run.model,
+        "defense": run.defense,
+        "training": run.training,
+        "T": run.T,
+        "seed": run.seed,
+        "attack": e.attack,
+        "eps": round(e.eps, 8),
+        "n": e.n,
+        "eot": e.eot,
+        **Acc(e.n_clean_correct, e.n).fields("clean"),
+        **Acc(e.n_robust_correct, e.n).fields("robust"),
+        "seconds": round(e.seconds, 3),
+        "run_id": run.id,
+        "config_hash": run.config_hash,
+        "attack_hash": e.attack_hash,
+        "git_sha": run.git_sha,
+        "attack_label": attack_label(e.attack, cfg, e.eot) if cfg else f"{e.attack} (unreadable config)",
+        "attack_kind": cfg.get("kind", ""),
+        "norm": cfg.get("norm"),
+        "alpha": cfg.get("alpha"),
+        "steps": cfg.get("steps"),
+        "grad_mode": cfg.get("grad_mode"),
+        "protocol": cfg.get("protocol"),
+        "budget": cfg.get("budget"),
+        "attack_config": cfg_text,
+        "epochs": prov.epochs,
+        "origin": prov.origin,
+        "checkpoint_sha256": prov.sha256,
+        "checkpoint_source": prov.source,
+        "train_seconds": None if prov.train_seconds is None else round(prov.train_seconds, 3),
+        "paper": paper,
+        "flags_failed": flags_failed,
+    }
+
+
+def evaluation_rows(
+    store: Store, papers: dict[str, str] | None = None, run_ids: set[int] | None = None
+) -> list[dict[str, Any]]:
+    """One row per stored evaluation, sorted by setting then attack (``papers``: defense -> paper id)."""
     rows = []
     for run in store.runs():
+        if run_ids is not None and run.id not in run_ids:
+            continue
+        flags = "; ".join(sorted({f"{f.kind} ({f.scope})" for f in store.flags(run.id) if not f.ok}))
         for e in store.evaluations(run.id):
-            rows.append(
-                {
-                    "dataset": run.dataset,
-                    "model": run.model,
-                    "defense": run.defense,
-                    "training": run.training,
-                    "T": run.T,
-                    "seed": run.seed,
-                    "attack": e.attack,
-                    "eps": round(e.eps, 8),
-                    "n": e.n,
-                    "eot": e.eot,
-                    "clean_acc": round(e.clean_acc, 6),
-                    "robust_acc": round(e.robust_acc, 6),
-                    "n_clean_correct": e.n_clean_correct,
-                    "n_robust_correct": e.n_robust_correct,
-                    "seconds": round(e.seconds, 3),
-                    "run_id": run.id,
-                    "config_hash": run.config_hash,
-                    "attack_hash": e.attack_hash,
-                    "git_sha": run.git_sha,
-                }
-            )
+            rows.append(evaluation_row(run, e, flags, (papers or {}).get(run.defense, "")))
     rows.sort(
         key=lambda r: tuple(
             str(r[k]) if isinstance(r[k], str) else r[k]
@@ -97,13 +154,19 @@ def evaluation_rows(store: Store) -> list[dict[str, Any]]:
     return rows
 
 
-def suite_rows(reg: BenchRegistry, suite: Suite, store: Store) -> list[dict[str, Any]]:
-    """One row per suite cell, in table order: reported (percent) beside measured (fraction)."""
+def suite_rows(
+    reg: BenchRegistry, suite: Suite, store: Store, measured: list | None = None
+) -> list[dict[str, Any]]:
+    """One row per suite cell, in table order: reported beside measured (both fractions)."""
+    from bench.report_data import acc_from_fraction
+
     rows = []
-    for m in measure_suite(reg, suite, store):
+    for m in measured if measured is not None else measure_suite(reg, suite, store):
         c = m.cell
         acc = m.clean_acc if c.attack == CLEAN else m.robust_acc
-        delta = None if acc is None or c.reported is None else round(100 * acc - c.reported, 4)
+        reported = None if c.reported is None else round(c.reported / 100, 6)
+        delta = None if acc is None or reported is None else round(acc - reported, 6)
+        ci = acc_from_fraction(acc, m.n)
         rows.append(
             {
                 "suite": suite.name,
@@ -122,9 +185,13 @@ def suite_rows(reg: BenchRegistry, suite: Suite, store: Store) -> list[dict[str,
                 "n": m.n or None,
                 "clean_acc": None if m.clean_acc is None else round(m.clean_acc, 6),
                 "measured_acc": None if acc is None else round(acc, 6),
-                "reported_percent": c.reported,
-                "delta_points": delta,
+                "measured_ci_low": None if ci is None else round(ci.lo, 6),
+                "measured_ci_high": None if ci is None else round(ci.hi, 6),
+                "reported_acc": reported,
+                "delta_acc": delta,
                 "source": c.source,
+                "paper": suite.paper or reg.defense_papers.get(c.defense or "", ""),
+                "run_id": m.run_id,
             }
         )
     return rows

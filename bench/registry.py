@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from bench.errors import BenchError, did_you_mean, unknown
+from bench.papers import Paper, check_ref, load_papers
 from bench.registry_base import Registry
 from bench.specs import DatasetSpec, Entry, ModelSpec, TrainSpec, from_mapping
 from bench.suite_spec import Suite, load_suite
@@ -58,6 +59,8 @@ class BenchRegistry:
     defenses: dict[str, Entry]
     attacks: dict[str, Entry]
     suites: dict[str, Suite]
+    papers: dict[str, Paper] = field(default_factory=dict)  # `papers:` section (bench/papers.py)
+    defense_papers: dict[str, str] = field(default_factory=dict)  # defense config -> paper id
 
     def get(self, section: str, name: str, where: str = "") -> Any:
         table = getattr(self, section)
@@ -132,8 +135,8 @@ def load_registry(path: str | os.PathLike | None = None, *, kinds: Kinds | None)
     if not isinstance(raw, dict):
         raise BenchError(f"{p}: top level must be a mapping with keys {', '.join(SECTIONS)}")
     for key in raw:
-        if key not in (*SECTIONS, "version"):
-            raise BenchError(f"{p}: unknown top-level key {key!r}; {did_you_mean(str(key), (*SECTIONS, 'version'))}")
+        if key not in (*SECTIONS, "version", "papers"):
+            raise BenchError(f"{p}: unknown top-level key {key!r}; {did_you_mean(str(key), (*SECTIONS, 'version', 'papers'))}")
     w = f"{p.name}: "
     sec = {s: _section(raw, s, w) for s in SECTIONS}
     for s in SECTIONS:
@@ -152,8 +155,17 @@ def load_registry(path: str | os.PathLike | None = None, *, kinds: Kinds | None)
     for n, d in datasets.items():
         if d.default_model not in models:
             raise unknown("model", d.default_model, models, f"{w}datasets.{n}.default_model")
-    defenses = {n: _load_entry(n, b, f"{w}defenses.{n}", kinds and kinds.defenses) for n, b in sec["defenses"].items()}
+    papers = load_papers(raw.get("papers"), f"{w}papers")
+    defenses = {n: _load_entry(n, b, f"{w}defenses.{n}", kinds and kinds.defenses, ("paper",))
+                for n, b in sec["defenses"].items()}
+    defense_papers = {
+        n: check_ref(b.get("paper"), papers, f"{w}defenses.{n}.paper") for n, b in sec["defenses"].items()
+    }
     attacks = {n: _load_entry(n, b, f"{w}attacks.{n}", kinds and kinds.attacks) for n, b in sec["attacks"].items()}
     names = {"datasets": datasets, "models": models, "defenses": defenses, "attacks": attacks}
     suites = {n: load_suite(n, b, f"{w}suites.{n}", names, kinds and kinds.attacks) for n, b in sec["suites"].items()}
-    return BenchRegistry(str(p), datasets, models, defenses, attacks, suites)
+    for n, s in suites.items():
+        check_ref(s.paper, papers, f"{w}suites.{n}.paper")
+    return BenchRegistry(
+        str(p), datasets, models, defenses, attacks, suites, papers, {k: v for k, v in defense_papers.items() if v}
+    )

@@ -1,270 +1,71 @@
 """``bench report``: the static leaderboard (plain files, works offline), built from the store.
 
-Rows are built in Python (numbers stay numbers until the template formats them) and rendered with Jinja
-(``autoescape=True``, ``StrictUndefined``: a missing field is an error, not an empty cell). Pages:
+Rows are built in Python (:mod:`bench.report_data`: intervals, ranking, provenance, labels; numbers stay
+numbers until the template formats them) and rendered with Jinja (``autoescape=True``,
+``StrictUndefined``: a missing field is an error, not an empty cell). Pages, each with CSV/JSON downloads of
+its tables:
 
-- ``index.html``: per dataset, every stored model ranked by its worst case over attacks (per-sample: a
-  sample counts as robust only if no stored L-inf attack at the dataset's eps fooled it), with clean
-  accuracy, failed reliability flags, T, architecture and training mode; then the suites.
+- ``index.html``: one ranked table per threat model (dataset x norm x eps) by the standard protocol
+  (RobustBench convention), with 95% Wilson intervals, rank ranges where intervals overlap, provenance,
+  paper links and "potentially unreliable" marks; models without the standard protocol listed apart; the
+  suites; the papers with BibTeX.
 - ``suite-<name>.html``: the paper's table laid out as printed, reported beside measured with the delta
-  colored, plus robust accuracy vs eps / vs steps and membrane-potential histograms of the suite's models.
-- ``run-<id>.html``: config, versions, device, timings, flags, every evaluation, the run's plots.
+  coloured and the interval in the cell's tooltip; for cells not run yet the command that fills them and
+  the projected GPU-hours (:mod:`bench.cost`); plots of the suite's models.
+- ``run-<id>.html``: provenance, config, versions, device, every evaluation with its full attack label and
+  interval, the protocol's stages, failed flags first (ok ones folded), the run's plots.
+- ``submit.html``: how to evaluate your own model and get it on the board.
 
-Plots are inline SVG computed here (geometry) and drawn by the ``_plots.html`` macros (markup).
+The site is written atomically: rendered into a temporary directory beside ``out`` and swapped in (Linux
+``renameat2(RENAME_EXCHANGE)``; elsewhere two renames). A killed ``bench report`` leaves the old site or
+the new one, never a mix; pages of runs no longer in the database disappear with the old site; dot-files
+of the old site (``.gitkeep``, ``.nojekyll``) are carried over.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import json
+import os
 import shutil
+import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from bench.cost import project
+from bench.errors import BenchError
+from bench.export import evaluation_rows, suite_rows, write_rows
 from bench.registry import BenchRegistry
+from bench.report_data import (
+    Acc,
+    Unreadable,
+    acc_from_fraction,
+    attack_cfg,
+    attack_label,
+    fmt_eps,
+    leaderboard,
+    load_json,
+    provenance,
+    safe,
+    sorted_flags,
+    worst_case,
+)
+from bench.report_plots import Plot, hist_plot, marker_path, sweep_plots
 from bench.store import Store
 from bench.suite_spec import CLEAN, Suite
 from bench.measured import Measured, measure_suite
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-PALETTE = (
-    "#1f77b4",
-    "#d62728",
-    "#2ca02c",
-    "#9467bd",
-    "#ff7f0e",
-    "#17becf",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-)
-NOISE_KINDS = ("gaussian", "uniform")  # random perturbations: shown, but not part of the worst case
 
 
-# --- plots -------------------------------------------------------------------------------------------
-@dataclass
-class Series:
-    label: str
-    color: str
-    points: str  # "x,y x,y ..." in SVG coordinates
-    dots: list[tuple[float, float]] = field(default_factory=list)
-
-
-@dataclass
-class Plot:
-    """A line chart in SVG coordinates (drawn by the ``line_plot`` macro)."""
-
-    title: str
-    xlabel: str
-    ylabel: str
-    series: list[Series]
-    xticks: list[tuple[float, str]]
-    yticks: list[tuple[float, str]]
-    vlines: list[float] = field(default_factory=list)
-    width: int = 460
-    height: int = 280
-    left: int = 48
-    right: int = 130
-    top: int = 26
-    bottom: int = 40
-
-    @property
-    def x0(self) -> int:
-        return self.left
-
-    @property
-    def x1(self) -> int:
-        return self.width - self.right
-
-    @property
-    def y0(self) -> int:
-        return self.height - self.bottom
-
-    @property
-    def y1(self) -> int:
-        return self.top
-
-
-def line_plot(
-    title: str,
-    xlabel: str,
-    ylabel: str,
-    curves: list[tuple[str, list[tuple[float, float]]]],
-    ymax: float | None = None,
-    vlines: tuple[float, ...] = (),
-    xfmt: str = "{:.3g}",
-    xtick_values: list[float] | None = None,
-) -> Plot:
-    """Lay out curves ``[(label, [(x, y), ...])]`` on shared axes; y starts at 0."""
-    xs = [x for _, pts in curves for x, _ in pts] or [0.0, 1.0]
-    ys = [y for _, pts in curves for _, y in pts] or [1.0]
-    xmin, xmax = min(xs), max(xs)
-    xmax = xmax if xmax > xmin else xmin + 1
-    top = ymax if ymax is not None else _nice(max(ys) * 1.1 or 1.0)
-    p = Plot(title, xlabel, ylabel, [], [], [])
-    sx = lambda x: p.x0 + (x - xmin) / (xmax - xmin) * (p.x1 - p.x0)  # noqa: E731
-    sy = lambda y: p.y0 - min(y, top) / top * (p.y0 - p.y1)  # noqa: E731
-    for i, (label, pts) in enumerate(curves):
-        pts = sorted(pts)
-        coords = [(round(sx(x), 1), round(sy(y), 1)) for x, y in pts]
-        p.series.append(
-            Series(
-                label,
-                PALETTE[i % len(PALETTE)],
-                " ".join(f"{a},{b}" for a, b in coords),
-                coords if len(pts) <= 20 else [],
-            )
-        )
-    ticks = (
-        xtick_values
-        if xtick_values is not None
-        else sorted(set(xs))
-        if len(set(xs)) <= 8
-        else list(np.linspace(xmin, xmax, 6))
-    )
-    p.xticks = [(round(sx(x), 1), xfmt.format(x)) for x in ticks]
-    p.yticks = [(round(sy(v), 1), f"{v:g}") for v in np.linspace(0, top, 5)]
-    p.vlines = [round(sx(v), 1) for v in vlines if xmin <= v <= xmax]
-    return p
-
-
-def _nice(v: float) -> float:
-    for step in (1, 2, 5, 10, 20, 25, 50, 100):
-        if v <= step:
-            return float(step)
-    return float(np.ceil(v / 100) * 100)
-
-
-def hist_plot(title: str, hists: list[tuple[str, dict[str, Any]]]) -> Plot:
-    """Membrane-potential histograms (percent of values per 0.1 bin of v_pre - v_th), threshold at 0; the
-    legend starts with the share of potentials within 0.1 of the threshold (TGO Fig. 4's quantity)."""
-    curves = []
-    for label, h in hists:
-        edges, counts, total = h["edges"], h["counts"], max(1, h["total"])
-        centers = [(a + b) / 2 for a, b in zip(edges, edges[1:], strict=False)]
-        near = 100 * h.get("near_threshold", 0.0)
-        curves.append(
-            (
-                f"{near:.1f}% {label}",
-                [(c, 100 * n / total) for c, n in zip(centers, counts, strict=True)],
-            )
-        )
-    return line_plot(
-        title,
-        "v_pre - v_th",
-        "% of potentials",
-        curves,
-        vlines=(0.0,),
-        xfmt="{:g}",
-        xtick_values=[-3.0, -2.0, -1.0, 0.0, 1.0],
-    )
-
-
-def sweep_plots(runs: list[tuple[str, dict[str, Any]]]) -> list[Plot]:
-    """Robust accuracy vs eps and vs steps (MPD-SGR Fig. 2), one curve per model."""
-    out = []
-    for axis, xlabel in (("eps", "eps (L-inf, pixel units)"), ("steps", "attack steps")):
-        curves = []
-        attack = ""
-        for label, arts in runs:
-            for _key, art in sorted(arts.items()):
-                if art.get("axis") == axis:
-                    attack = art["attack"]
-                    curves.append((label, [(p["x"], 100 * p["robust"]) for p in art["points"]]))
-        if curves:
-            fixed = "k fixed" if axis == "eps" else "eps fixed"
-            out.append(
-                line_plot(
-                    f"{attack.upper()}: robust accuracy vs {axis} ({fixed})",
-                    xlabel,
-                    "robust accuracy %",
-                    curves,
-                    ymax=100.0,
-                    xfmt="{:.3g}" if axis == "eps" else "{:.0f}",
-                )
-            )
-    return out
-
-
-# --- rows --------------------------------------------------------------------------------------------
-@dataclass
-class LeaderRow:
-    rank: int
-    run_id: int
-    dataset: str
-    model: str
-    arch: str
-    defense: str
-    training: str
-    T: int
-    clean: float | None
-    worst: float | None
-    worst_attack: str
-    n_attacks: int
-    n: int
-    flags: list[str]
-    randomized: bool
-
-
-def leaderboard(reg: BenchRegistry, store: Store) -> dict[str, list[LeaderRow]]:
-    """Per dataset, every run ranked by per-sample worst case over its L-inf attacks at the dataset's eps."""
-    rows: dict[str, list[LeaderRow]] = {}
-    for run in store.runs():
-        evals = store.evaluations(run.id)
-        ds = reg.datasets.get(run.dataset)
-        eps = ds.eps if ds else max((e.eps for e in evals), default=0.0)
-        attacks = [e for e in evals if _kind(e) not in (CLEAN, "worst", *NOISE_KINDS) and e.eps <= eps + 1e-9]
-        n = Counter(e.n for e in attacks).most_common(1)[0][0] if attacks else 0
-        same = [e for e in attacks if e.n == n]
-        worst, worst_attack = None, ""
-        if same:
-            adv = np.logical_and.reduce([store.sample_outcomes(e.id)[1] for e in same])
-            worst = float(adv.mean()) if len(adv) else 0.0
-            worst_attack = min(same, key=lambda e: e.robust_acc).attack
-        clean_evals = [e for e in evals if _kind(e) == CLEAN] or evals
-        clean = max(clean_evals, key=lambda e: e.n).clean_acc if clean_evals else None
-        flags = sorted({f"{f.kind} ({f.scope})" for f in store.flags(run.id) if not f.ok})
-        model = reg.models.get(run.model)
-        rows.setdefault(run.dataset, []).append(
-            LeaderRow(
-                0,
-                run.id,
-                run.dataset,
-                run.model,
-                model.arch if model else run.model,
-                run.defense,
-                run.training,
-                run.T,
-                clean,
-                worst,
-                worst_attack,
-                len(same),
-                n,
-                flags,
-                any(e.eot > 1 for e in evals),
-            )
-        )
-    for ds_rows in rows.values():
-        ds_rows.sort(key=lambda r: (r.worst is None, -(r.worst or 0), -(r.clean or 0), r.run_id))
-        for i, r in enumerate(ds_rows, 1):
-            r.rank = i
-    return dict(sorted(rows.items()))
-
-
-def _kind(e: Any) -> str:
-    if e.attack == CLEAN:
-        return CLEAN
-    try:
-        return str(json.loads(e.attack_config_json).get("kind", e.attack))
-    except (TypeError, ValueError):
-        return e.attack
-
-
+# --- suite tables ------------------------------------------------------------------------------------
 @dataclass
 class TableCell:
     reported: float | None
@@ -274,6 +75,7 @@ class TableCell:
     status: str
     title: str
     run_id: int | None
+    acc: Acc | None = None
 
 
 def delta_class(delta: float | None, n: int, p: float | None) -> str:
@@ -286,22 +88,49 @@ def delta_class(delta: float | None, n: int, p: float | None) -> str:
     return "warn" if abs(delta) <= 10 else "bad"
 
 
-def suite_table(suite: Suite, measured: list[Measured]) -> dict[str, Any]:
+def column_budgets(reg: BenchRegistry, suite: Suite) -> list[str]:
+    """Per column, the attack's budget as resolved for its first runnable cell (``7 steps, α 0.025``)."""
+    from bench.errors import NotImplementedYet
+    from bench.suites import plan_cell
+
+    out = []
+    for col in range(len(suite.col_labels)):
+        text_ = ""
+        cells = [c for c in suite.cells if c.col == col and c.runnable and c.attack != CLEAN]
+        if len({(c.attack, tuple(sorted(c.attack_overrides.items()))) for c in cells}) != 1:
+            out.append("")  # the rows, not the column, choose the attack (e.g. SNN-RAT Table 2)
+            continue
+        for cell in cells:
+            try:
+                plan = plan_cell(reg, suite, cell, device="cpu")
+            except (NotImplementedYet, BenchError):
+                continue
+            entry, attack = plan.attacks[0]
+            full = attack_label(entry.name, attack.config())
+            text_ = full[len(entry.name) :].strip(" ()") if full.startswith(entry.name) else full
+            text_ = f"{text_}, ε {fmt_eps(attack.eps)}".strip(", ")
+            break
+        out.append(text_)
+    return out
+
+
+def suite_table(suite: Suite, measured: list[Measured], reg: BenchRegistry | None = None) -> dict[str, Any]:
     """The suite's table as printed: column groups, row groups, cells with reported/measured/delta."""
     grid: dict[tuple[int, int], TableCell] = {}
     for m in measured:
         c = m.cell
         acc = m.clean_acc if c.attack == CLEAN else m.robust_acc
+        ci = acc_from_fraction(acc, m.n)
         value = None if acc is None else 100 * acc
         delta = None if value is None or c.reported is None else value - c.reported
         title = (
             f"{c.key}"
-            + (f" | n={m.n}" if m.n else "")
+            + (f" | n={m.n}, 95% CI {100 * ci.lo:.1f}–{100 * ci.hi:.1f}" if ci else "")
             + (f" | {m.reason}" if m.reason else "")
             + (f" | {c.note}" if c.note else "")
         )
         grid[(c.row, c.col)] = TableCell(
-            c.reported, value, delta, delta_class(delta, m.n, acc), m.status, title, m.run_id
+            c.reported, value, delta, delta_class(delta, m.n, acc), m.status, title, m.run_id, ci
         )
     ncols = len(suite.col_labels)
     col_groups: list[tuple[str, int]] = []
@@ -321,15 +150,22 @@ def suite_table(suite: Suite, measured: list[Measured]) -> dict[str, Any]:
     counts = Counter(m.status for m in measured)
     return {
         "columns": suite.col_labels,
+        "budgets": column_budgets(reg, suite) if reg is not None else [""] * ncols,
         "col_groups": col_groups if any(g for g, _ in col_groups) else [],
         "rows": rows,
         "counts": dict(sorted(counts.items())),
         "n_cells": len(measured),
+        "n_rows": len(suite.row_labels),
+        "n_cols": ncols,
         "has_reported": any(c.reported is not None for c in suite.cells),
     }
 
 
-# --- pages -------------------------------------------------------------------------------------------
+# --- rendering ---------------------------------------------------------------------------------------
+def _ci(a: Acc | None, digits: int = 1) -> str:
+    return "" if a is None else f"[{100 * a.lo:.{digits}f}, {100 * a.hi:.{digits}f}]"
+
+
 def environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(str(TEMPLATES)),
@@ -342,6 +178,10 @@ def environment() -> Environment:
     env.filters["pct"] = lambda v, d=2: "–" if v is None else f"{100 * v:.{d}f}"
     env.filters["num"] = lambda v, d=2: "–" if v is None else f"{v:.{d}f}"
     env.filters["signed"] = lambda v, d=2: "" if v is None else f"{v:+.{d}f}"
+    env.filters["ci"] = _ci
+    env.filters["eps"] = lambda v: "–" if v is None else fmt_eps(v)
+    env.globals["marker_path"] = marker_path
+    env.globals["papers_by_id"] = {}
     return env
 
 
@@ -359,57 +199,296 @@ def _suite_runs(measured: list[Measured]) -> list[tuple[str, int]]:
 
 
 def run_plots(store: Store, runs: list[tuple[str, int]]) -> list[Plot]:
-    plots = sweep_plots([(label, store.artifacts(rid, "sweep")) for label, rid in runs])
-    hists = [
-        (label, h["test"]) for label, rid in runs if (h := store.artifacts(rid, "vpre_hist")).get("test")
-    ]
+    plots = sweep_plots(
+        [(label, safe(lambda rid=rid: store.artifacts(rid, "sweep"), {})) for label, rid in runs]
+    )
+    hists = []
+    for label, rid in runs:
+        h = safe(lambda rid=rid: store.artifacts(rid, "vpre_hist"), {}).get("test")
+        if isinstance(h, dict) and {"edges", "counts", "total"} <= set(h):
+            hists.append((label, h))
     if hists:
         plots.append(hist_plot("Membrane potential v_pre - v_th (one test batch)", hists))
     return plots
 
 
-def build_site(reg: BenchRegistry, store: Store, out: Path) -> list[Path]:
-    """Render every page into ``out`` (created); returns the written paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    env = environment()
-    written = []
+def _eval_rows(store: Store, run: Any, evals: list) -> list[dict[str, Any]]:
+    rows = []
+    for e in evals:
+        try:
+            cfg = attack_cfg(e)
+            label, err = attack_label(e.attack, cfg, e.eot), ""
+        except Unreadable as x:
+            cfg, label, err = {}, f"{e.attack} (unreadable)", str(x)
+        n = e.n or 0
+        rows.append(
+            {
+                "e": e,
+                "label": label,
+                "kind": cfg.get("kind", "?"),
+                "norm": cfg.get("norm") or ("–" if e.attack == CLEAN else "?"),
+                "clean": Acc(e.n_clean_correct, n) if n else None,
+                "robust": Acc(e.n_robust_correct, n) if n else None,
+                "error": err,
+                "stages": _stage_rows(store, run.id, e.attack) if cfg.get("kind") == "standard" else [],
+            }
+        )
+    return rows
 
-    def write(name: str, template: str, **ctx: Any) -> None:
-        path = out / name
-        path.write_text(env.get_template(template).render(**ctx))
-        written.append(path)
+
+def _stage_rows(store: Store, run_id: int, attack: str) -> list[dict[str, Any]]:
+    from bench.report_data import _stages
+
+    return _stages(store, run_id, attack)
+
+
+def _run_page(reg: BenchRegistry, store: Store, run: Any) -> dict[str, Any]:
+    """Everything a run page shows; unreadable stored parts become messages, not exceptions."""
+    problems = []
+    try:
+        config = json.dumps(load_json(run.config_json, "run config"), indent=2, sort_keys=True)
+    except Unreadable as e:
+        config, problems = "unreadable", [str(e)]
+    try:
+        versions = sorted(load_json(run.versions_json or "{}", "library versions").items())
+    except Unreadable as e:
+        versions, problems = [], [*problems, str(e)]
+    evals = safe(lambda: store.evaluations(run.id), [])
+    flags = safe(lambda: store.flags(run.id), [])
+    failed, ok = sorted_flags(flags)
+    ds = reg.datasets.get(run.dataset)
+    worst, covered = worst_case(store, evals, ds.eps) if ds else (None, [])
+    return {
+        "run": run,
+        "prov": provenance(run),
+        "paper": reg.papers.get(reg.defense_papers.get(run.defense, "")),
+        "config": config,
+        "versions": versions,
+        "evals": _eval_rows(store, run, evals),
+        "failed": failed,
+        "ok_flags": ok,
+        "worst": worst,
+        "worst_eps": ds.eps if ds else None,
+        "worst_covers": covered,
+        "problems": problems,
+    }
+
+
+def _leader_download(tables: list, others: list) -> list[dict[str, Any]]:
+    rows = []
+    for t in tables:
+        for r in t.rows:
+            rows.append(
+                {
+                    "threat_model": t.label,
+                    "dataset": t.dataset,
+                    "norm": t.norm,
+                    "eps": round(t.eps, 8),
+                    "protocol": t.protocol,
+                    "budget": t.budget,
+                    "rank": r.rank,
+                    "rank_best": r.rank_lo,
+                    "rank_worst": r.rank_hi,
+                    "tied_with_leader": r.tied_with_leader,
+                    "run_id": r.run_id,
+                    "defense": r.defense,
+                    "paper": r.paper,
+                    "training": r.training,
+                    "model": r.model,
+                    "T": r.T,
+                    "n": r.robust.n,
+                    **r.clean.fields("clean"),
+                    **r.robust.fields("robust"),
+                    "attack_label": r.attack,
+                    "potentially_unreliable": r.unreliable,
+                    "flags_failed": "; ".join(r.flags),
+                    "origin": r.provenance.origin,
+                    "epochs": r.provenance.epochs,
+                    "checkpoint_sha256": r.provenance.sha256,
+                    "checkpoint_source": r.provenance.source,
+                }
+            )
+    for o in others:
+        rows.append(
+            {
+                "threat_model": "",
+                "dataset": o.dataset,
+                "norm": "",
+                "eps": None,
+                "protocol": "",
+                "budget": "",
+                "rank": "not ranked: no standard-protocol evaluation" if not o.reason else "unreadable",
+                "rank_best": None,
+                "rank_worst": None,
+                "tied_with_leader": False,
+                "run_id": o.run_id,
+                "defense": o.defense,
+                "paper": "",
+                "training": o.training,
+                "model": o.model,
+                "T": o.T,
+                "n": o.strongest.n if o.strongest else (o.clean.n if o.clean else None),
+                **(
+                    o.clean.fields("clean")
+                    if o.clean
+                    else dict.fromkeys(("clean_acc", "clean_ci_low", "clean_ci_high", "n_clean_correct"))
+                ),
+                **(
+                    o.strongest.fields("robust")
+                    if o.strongest
+                    else dict.fromkeys(("robust_acc", "robust_ci_low", "robust_ci_high", "n_robust_correct"))
+                ),
+                "attack_label": o.strongest_attack,
+                "potentially_unreliable": bool(o.flags),
+                "flags_failed": "; ".join(o.flags),
+                "origin": o.provenance.origin,
+                "epochs": o.provenance.epochs,
+                "checkpoint_sha256": o.provenance.sha256,
+                "checkpoint_source": o.provenance.source,
+            }
+        )
+    return rows
+
+
+def render_site(reg: BenchRegistry, store: Store, out: Path) -> list[str]:
+    """Render every page and download into the existing empty directory ``out``; returns file names."""
+    env = environment()
+    env.globals["papers_by_id"] = reg.papers
+    written: list[str] = []
+
+    def write(name: str, text: str) -> None:
+        (out / name).write_text(text)
+        written.append(name)
+
+    def page(name: str, template: str, **ctx: Any) -> None:
+        write(name, env.get_template(template).render(**ctx))
+
+    def downloads(stem: str, rows: list[dict[str, Any]]) -> dict[str, str]:
+        write(f"{stem}.csv", write_rows(rows, "csv"))
+        write(f"{stem}.json", write_rows(rows, "json"))
+        return {"csv": f"{stem}.csv", "json": f"{stem}.json"}
 
     shutil.copyfile(TEMPLATES / "style.css", out / "style.css")
-    written.append(out / "style.css")
+    written.append("style.css")
     suites = []
     for name, suite in sorted(reg.suites.items()):
         measured = measure_suite(reg, suite, store)
-        table = suite_table(suite, measured)
-        suites.append({"name": name, "suite": suite, "counts": table["counts"], "n_cells": table["n_cells"]})
+        table = suite_table(suite, measured, reg)
+        cost = project(reg, suite, measured)
+        suites.append({"name": name, "suite": suite, "table": table, "cost": cost})
         runs = _suite_runs(measured)
-        write(
+        page(
             f"suite-{name}.html",
             "suite.html",
             title=f"Suite {name}",
             suite=suite,
+            paper=reg.papers.get(suite.paper),
             table=table,
+            cost=cost,
             plots=run_plots(store, runs),
             runs=runs,
+            files=downloads(f"suite-{name}", suite_rows(reg, suite, store, measured)),
         )
-    board = leaderboard(reg, store)
+    tables, others = leaderboard(reg, store)
     for run in store.runs():
-        evals = store.evaluations(run.id)
-        write(
+        ctx = _run_page(reg, store, run)
+        page(
             f"run-{run.id}.html",
             "run.html",
             title=f"Run {run.id}: {run.defense} on {run.dataset}",
-            run=run,
-            config=json.dumps(json.loads(run.config_json), indent=2, sort_keys=True),
-            versions=sorted(json.loads(run.versions_json or "{}").items()),
-            evals=evals,
-            kinds={e.id: _kind(e) for e in evals},
-            flags=store.flags(run.id),
             plots=run_plots(store, [(run.defense, run.id)]),
+            files=downloads(f"run-{run.id}", evaluation_rows(store, reg.defense_papers, {run.id})),
+            **ctx,
         )
-    write("index.html", "index.html", title="snnbench leaderboard", board=board, suites=suites)
+    page(
+        "index.html",
+        "index.html",
+        title="snnbench leaderboard",
+        tables=tables,
+        others=others,
+        suites=suites,
+        papers=sorted(reg.papers.values(), key=lambda p: (p.year, p.id)),
+        files=downloads("leaderboard", _leader_download(tables, others)),
+        all_files=downloads("evaluations", evaluation_rows(store, reg.defense_papers)),
+    )
+    page("submit.html", "submit.html", title="Submit / evaluate your model", suites=sorted(reg.suites))
     return written
+
+
+# --- atomic swap -------------------------------------------------------------------------------------
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two directories (Linux renameat2); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _remove_stale_builds(parent: Path, name: str) -> None:
+    """Temporary directories of killed ``bench report`` runs (their pid no longer exists)."""
+    for p in parent.glob(f".{name}.build-*"):
+        try:
+            pid = int(p.name.split("-")[1])
+            os.kill(pid, 0)
+            if pid != os.getpid():
+                continue  # another report is still writing it
+        except ProcessLookupError:
+            pass
+        except (ValueError, IndexError, PermissionError):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Make ``tmp`` the site at ``out``; afterwards ``tmp`` holds the old site (or is gone)."""
+    if not out.exists() and not out.is_symlink():
+        os.rename(tmp, out)
+        return
+    if not out.is_dir():
+        raise BenchError(f"--out {out}: exists and is not a directory")
+    if _exchange(tmp, out):
+        return
+    old = tmp.with_name(tmp.name + "-old")
+    os.rename(out, old)  # fallback: a short window in which `out` is missing
+    os.rename(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def build_site(reg: BenchRegistry, store: Store, out: Path) -> list[Path]:
+    """Render every page into a temporary directory beside ``out`` and swap it in atomically."""
+    out = Path(out).absolute()
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_builds(parent, out.name)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-{os.getpid()}-", dir=parent))
+    except OSError as e:
+        raise BenchError(f"--out {out}: cannot create the site there ({e.strerror})") from None
+    try:
+        os.chmod(tmp, 0o755)
+        names = render_site(reg, store, tmp)
+        if out.is_dir():
+            for p in out.iterdir():
+                if p.name.startswith(".") and p.is_file():
+                    shutil.copyfile(p, tmp / p.name)
+        _swap_in(tmp, out)
+    except OSError as e:
+        raise BenchError(
+            f"--out {out}: cannot write the site ({e.strerror or e}); the old site is unchanged"
+        ) from None
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(tmp)
+    return [out / n for n in names]

@@ -501,6 +501,24 @@ class Store:
         with Session(self.engine) as s:
             return list(s.scalars(select(Flag).where(Flag.run_id == run_id).order_by(Flag.scope, Flag.kind)))
 
+    def delete_runs(self, run_ids: Iterable[int]) -> dict[str, int]:
+        """Delete runs with their evaluations, per-sample outcomes, flags and artifacts in one transaction
+        (``bench rm``); returns the rows deleted per table. Checkpoint files are not touched."""
+        ids = sorted({int(i) for i in run_ids})
+
+        def tx(s: Session) -> dict[str, int]:
+            evals = select(Evaluation.id).where(Evaluation.run_id.in_(ids))
+            counts = {
+                "sample_outcome": s.execute(delete(SampleOutcome).where(SampleOutcome.evaluation_id.in_(evals))).rowcount,
+                "evaluation": s.execute(delete(Evaluation).where(Evaluation.run_id.in_(ids))).rowcount,
+                "flag": s.execute(delete(Flag).where(Flag.run_id.in_(ids))).rowcount,
+                "artifact": s.execute(delete(Artifact).where(Artifact.run_id.in_(ids))).rowcount,
+                "run": s.execute(delete(Run).where(Run.id.in_(ids))).rowcount,
+            }
+            return {k: int(v or 0) for k, v in counts.items()}
+
+        return self._write(tx) if ids else {}
+
     def runs(self) -> list[Run]:
         with Session(self.engine) as s:
             return list(s.scalars(select(Run).order_by(Run.id)))

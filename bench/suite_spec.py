@@ -115,6 +115,7 @@ class Suite:
     n_eval: int = 0  # evaluated test samples per cell (0 = the whole test set)
     source: str = ""  # default source tag of reported numbers, e.g. "MPD-SGR Table 1"
     sweeps: dict = field(default_factory=dict)  # {attack: pgd, eps: [...], steps: [...], eps_steps: 4}
+    paper: str = ""  # id in registry.yaml's `papers:` section (bench/papers.py), checked by the loader
     cells: tuple[Cell, ...] = ()  # filled by the loader
 
     @property

@@ -1,23 +1,37 @@
-"""`bench report` renders a static site whose tables, plots and links work in a real headless browser;
-`bench export` is sorted and deterministic."""
+"""`bench report`: a static site whose ranking, intervals, provenance, downloads and links hold up in a real
+headless browser, written atomically; `bench export` is sorted, deterministic and in one unit."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import os
+import random
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from _plant import plant_eval, plant_flag, plant_run
+from sqlalchemy import text
 
+from bench import report as report_mod
+from bench.errors import BenchError
 from bench.export import evaluation_rows, suite_rows, write_rows
-from bench.report import build_site, delta_class, leaderboard
+from bench.registry import load_registry
+from bench.report import build_site, delta_class
+from bench.report_data import Acc, attack_label, leaderboard, wilson
+from bench.store import Store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -30,11 +44,134 @@ def tiny_suite(tmp_path_factory):
 @pytest.fixture(scope="session")
 def site(tiny_suite, tmp_path_factory) -> Path:
     reg, _, store, _, _ = tiny_suite
-    out = tmp_path_factory.mktemp("site")
+    out = tmp_path_factory.mktemp("site") / "site"
     build_site(reg, store, out)
     return out
 
 
+@pytest.fixture(scope="session")
+def reg():
+    return load_registry()
+
+
+def planted(tmp_path: Path) -> Store:
+    """Four models on digits: two standard-protocol rows whose intervals overlap (vanilla 50/120, tgo
+    55/120 with a failed masking flag), one clearly below (rat, an external checkpoint, 10/120), and one
+    (feel) with a high PGD number but no standard-protocol evaluation."""
+    store = Store(f"sqlite:///{tmp_path / 'planted.sqlite'}")
+    a = plant_run(store, "vanilla")
+    plant_eval(store, a, "standard", 120, 110, 50, kind="standard")
+    plant_eval(store, a, "pgd", 120, 110, 60, steps=7, alpha=0.025)
+    b = plant_run(store, "tgo")
+    plant_eval(store, b, "standard", 120, 100, 55, kind="standard")
+    plant_flag(store, b, "gradfree_gap", False, "Square beats APGD by 12 points")
+    plant_flag(store, b, "zero_grad", True)
+    c = plant_run(store, "rat", external="cd" * 32, source="https://example.org/rat.pt")
+    plant_eval(store, c, "standard", 120, 100, 10, kind="standard")
+    d = plant_run(store, "feel")
+    plant_eval(store, d, "pgd", 120, 110, 90, steps=7, alpha=0.025)
+    return store
+
+
+# --- numbers ------------------------------------------------------------------------------------------
+def test_wilson_interval_matches_reference_values():
+    # Brown, Cai & DasGupta (2001) / statsmodels proportion_confint(method="wilson")
+    assert wilson(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson(120, 120)[1] == 1.0 and wilson(120, 120)[0] == pytest.approx(0.9690, abs=1e-4)
+    a = Acc(50, 120)
+    assert a.lo < a.value < a.hi and a.overlaps(Acc(55, 120)) and not a.overlaps(Acc(10, 120))
+
+
+def test_attack_labels_carry_their_budget():
+    assert (
+        attack_label("pgd", {"kind": "pgd", "steps": 7, "alpha": 0.025, "eot": None})
+        == "pgd (7 steps, α 0.025)"
+    )
+    assert (
+        attack_label("autoattack", {"kind": "autoattack", "version": "rand", "eot": 1})
+        == "autoattack (rand, EOT 1)"
+    )
+    assert attack_label("pgd_bptr", {"kind": "pgd", "steps": 7, "grad_mode": "bptr"}).endswith("BPTR)")
+    assert "smoke budget" in attack_label(
+        "standard", {"kind": "standard", "protocol": "v1", "budget": "smoke"}
+    )
+
+
+def test_delta_colors():
+    assert delta_class(1.0, 100, 0.5) == "ok"
+    assert delta_class(-12.0, 10000, 0.5) == "bad"
+    assert delta_class(-6.0, 10000, 0.5) == "warn"
+    assert delta_class(None, 100, None) == "none"
+
+
+# --- ranking ------------------------------------------------------------------------------------------
+def test_ranks_by_standard_protocol_only_with_overlaps_as_rank_ranges(tmp_path, reg):
+    store = planted(tmp_path)
+    tables, others = leaderboard(reg, store)
+    (t,) = tables
+    assert (t.dataset, t.norm, t.eps, t.budget) == ("digits", "linf", 0.1, "smoke")
+    assert [r.defense for r in t.rows] == ["tgo", "vanilla", "rat"]
+    assert [r.rank for r in t.rows] == ["1–2", "1–2", "3"]  # 55/120 and 50/120 overlap; 10/120 does not
+    assert [r.tied_with_leader for r in t.rows] == [True, True, False]
+    assert t.rows[0].unreliable and not t.rows[1].unreliable
+    assert [s["name"] for s in t.rows[0].stages] == ["apgd-ce", "square"]
+    # feel's 75% PGD number is not ranked: it was never evaluated with the standard protocol
+    assert [o.defense for o in others] == ["feel"] and others[0].strongest.value == 0.75
+
+
+def test_site_says_when_two_models_intervals_overlap(tmp_path, reg):
+    store = planted(tmp_path)
+    out = tmp_path / "site"
+    build_site(reg, store, out)
+    html = (out / "index.html").read_text()
+    assert "Statistically tied with #1: tgo (standard), vanilla (standard)" in html
+    assert "95% intervals overlap the leader" in html
+    assert html.count(">1–2</td>") == 2 and ">3</td>" in html
+    assert re.search(
+        r"45\.83</span> <span class=\"ci\"[^>]*>\[37\.2, 54\.7\]", html
+    )  # value + Wilson interval
+    assert "Not evaluated with the standard protocol" in html
+    assert "potentially unreliable" in html and "gradfree_gap (run)" in html
+    assert "Wang et al., ICLR 2026" in html and "https://arxiv.org/abs/2602.20548" in html  # tgo's paper
+    assert "@inproceedings{tgo," in html  # BibTeX to copy
+    assert "external ckpt" in html and "trained here" in html
+
+
+def test_run_page_provenance_labels_and_flags_order(tmp_path, reg):
+    store = planted(tmp_path)
+    out = tmp_path / "site"
+    build_site(reg, store, out)
+    ext = (out / "run-3.html").read_text()
+    assert "external checkpoint sha256 cdcdcdcdcdcd, declared source https://example.org/rat.pt" in ext
+    assert "not trained here" in ext
+    own = (out / "run-1.html").read_text()
+    assert "trained here: 3 epochs, seed 42, 12.5 s" in own
+    assert "pgd (7 steps, α 0.025)" in own and "standard protocol snn-standard-v1 (smoke budget)" in own
+    tgo = (out / "run-2.html").read_text()
+    assert tgo.index("FLAGGED") < tgo.index("1 checks passed")  # failed first, ok folded in <details>
+    assert '<details class="okflags">' in tgo and "apgd-ce: 48.33%" in tgo
+
+
+def test_not_run_suite_page_shows_command_and_projected_cost(site):
+    html = (site / "suite-tiny.html").read_text()
+    assert "bench sweep --suite tiny" not in html  # every runnable cell of the tiny suite is measured
+    reg = load_registry()
+    store = Store("sqlite://")
+    out = site.parent / "empty"
+    build_site(reg, store, out)
+    page = (out / "suite-mpd_sgr_table1.html").read_text()
+    assert '<code class="cmd">bench sweep --suite mpd_sgr_table1</code>' in page
+    m = re.search(r"Projected cost: <strong>([\d.]+) GPU-hours</strong> \((\d+) models to train", page)
+    assert m and float(m.group(1)) > 10 and int(m.group(2)) == 24  # 12 rows x {CIFAR-10, CIFAR-100}
+    assert "perf/gpu_h200_bench_b256.json" in page
+    assert (
+        "Projected cost: unknown (no GPU rate measured for digits-sized inputs)"
+        in (out / "suite-smoke.html").read_text()
+    )
+
+
+# --- pages, links, downloads ----------------------------------------------------------------------------
 class _Links(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
@@ -49,66 +186,181 @@ class _Links(HTMLParser):
 
 def test_pages_and_relative_links_resolve(site):
     pages = sorted(p.name for p in site.glob("*.html"))
-    assert {"index.html", "suite-tiny.html", "run-1.html"} <= set(pages)
+    assert {"index.html", "suite-tiny.html", "run-1.html", "submit.html"} <= set(pages)
     for page in site.glob("*.html"):
         parser = _Links()
         parser.feed(page.read_text())
         for link in parser.links:
+            if re.match(r"^https://(arxiv\.org|doi\.org|openreview\.net)/", link):
+                continue  # paper links: the only external links
             assert not re.match(r"^[a-z]+://", link), (
                 f"{page.name}: external link {link} (site must work offline)"
             )
-            assert (site / link.split("#")[0]).is_file(), f"{page.name}: broken link {link}"
+            assert (site / link.split("#")[0]).is_file() or link.startswith("#"), (
+                f"{page.name}: broken link {link}"
+            )
 
 
-def test_suite_page_shows_reported_beside_measured(site, tiny_suite):
+def test_every_table_has_csv_and_json_downloads(site):
+    for page in site.glob("*.html"):
+        html = page.read_text()
+        if "<table" not in html:
+            continue
+        files = re.findall(r'href="([^"]+\.(?:csv|json))" download', html)
+        assert any(f.endswith(".csv") for f in files) and any(f.endswith(".json") for f in files), page.name
+        for f in files:
+            body = (site / f).read_text()
+            if f.endswith(".json"):
+                assert isinstance(json.loads(body), list)
+            else:
+                header = next(csv.reader(io.StringIO(body)))
+                assert len(header) > 5
+    rows = json.loads((site / "run-1.json").read_text())
+    assert {"robust_ci_low", "robust_ci_high", "attack_label", "origin", "epochs"} <= set(rows[0])
+
+
+def test_suite_page_shows_reported_beside_measured(site):
     html = (site / "suite-tiny.html").read_text()
     assert "test table 1" in html
     assert '<span class="rep">30.00</span>' in html  # reported PGD value
     assert re.search(r'class="meas" href="run-1.html">\d+\.\d\d</a>', html)
+    assert re.search(r'<span class="ci">\[\d+\.\d, \d+\.\d\]</span>', html)  # interval in every measured cell
     assert re.search(r'<span class="delta (ok|warn|bad)">[+-]\d+\.\d</span>', html)
     assert "reported only" in html
+    assert "4 columns = 12 cells" in html
     # autoescape: labels from YAML never become markup
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
     assert "<i>grp</i>" not in html and "&lt;i&gt;grp&lt;/i&gt;" in html
     assert html.count("<svg") >= 3  # eps sweep, steps sweep, membrane-potential histogram
+    assert "near threshold" in html and "the share within 0.1 of the threshold" in html  # numbers explained
 
 
-def test_leaderboard_ranks_by_per_sample_worst_case(tiny_suite):
-    reg, _, store, _, _ = tiny_suite
-    (row,) = leaderboard(reg, store)["digits"]
-    per_attack = [e.robust_acc for e in store.evaluations(row.run_id) if e.attack in ("fgsm", "pgd")]
-    assert (
-        row.worst <= min(per_attack) and row.n_attacks >= 2
-    )  # fgsm, pgd, pgd at eps 0.05 (<= the dataset's 0.1)
-    assert row.clean is not None and row.clean >= row.worst
-
-
-def test_delta_colors():
-    assert delta_class(1.0, 100, 0.5) == "ok"
-    assert delta_class(-12.0, 10000, 0.5) == "bad"
-    assert delta_class(-6.0, 10000, 0.5) == "warn"
-    assert delta_class(None, 100, None) == "none"
-
-
-def test_export_sorted_and_deterministic(tiny_suite):
+def test_export_sorted_deterministic_one_unit(tiny_suite):
     reg, suite, store, _, _ = tiny_suite
     rows = evaluation_rows(store)
     keys = [(r["dataset"], r["defense"], r["training"], r["attack"], r["eps"]) for r in rows]
     assert keys == sorted(keys) and len(rows) >= 4
-    text = write_rows(rows, "csv")
-    assert text == write_rows(evaluation_rows(store), "csv")
-    back = list(csv.DictReader(io.StringIO(text)))
+    text_ = write_rows(rows, "csv")
+    assert text_ == write_rows(evaluation_rows(store), "csv")
+    back = list(csv.DictReader(io.StringIO(text_)))
     assert float(back[0]["robust_acc"]) == rows[0]["robust_acc"]
+    assert float(back[0]["robust_ci_low"]) <= rows[0]["robust_acc"] <= float(back[0]["robust_ci_high"])
+    assert back[0]["origin"] == "trained" and back[0]["epochs"] == "2"
     srows = suite_rows(reg, suite, store)
     assert [(r["row"], r["col"]) for r in srows] == sorted((r["row"], r["col"]) for r in srows)
     doc = json.loads(write_rows(srows, "json"))
     pgd = next(r for r in doc if r["attack"] == "pgd" and r["row"] == 0 and r["col"] == 2)
-    assert pgd["reported_percent"] == 30.0 and pgd["delta_points"] == pytest.approx(
-        100 * pgd["measured_acc"] - 30.0, abs=1e-3
+    assert pgd["reported_acc"] == 0.30  # one unit: the paper's 30.00 % as a fraction
+    assert pgd["delta_acc"] == pytest.approx(pgd["measured_acc"] - 0.30, abs=1e-6)
+    assert pgd["measured_ci_low"] <= pgd["measured_acc"] <= pgd["measured_ci_high"]
+
+
+# --- robustness of the site ------------------------------------------------------------------------------
+def test_tampered_rows_render_as_unreadable(tmp_path, reg):
+    store = planted(tmp_path)
+    with store.engine.begin() as c:
+        c.execute(text("UPDATE run SET config_json = '{not json' WHERE id = 1"))
+        c.execute(text("UPDATE run SET versions_json = '[1, 2' WHERE id = 1"))
+        c.execute(text("UPDATE evaluation SET attack_config_json = 'garbage' WHERE id = 2"))
+        c.execute(text("UPDATE artifact SET json = '{' WHERE run_id = 2"))
+        c.execute(text("UPDATE evaluation SET attack_config_json = '[1]' WHERE run_id = 4"))
+    out = tmp_path / "site"
+    build_site(reg, store, out)
+    run1 = (out / "run-1.html").read_text()
+    assert "unreadable: run config: not JSON" in run1 and "pgd (unreadable)" in run1
+    assert "unreadable" in (out / "index.html").read_text()
+    assert "no stored result" not in run1
+    rows = evaluation_rows(store)
+    assert any(r["attack_config"] == "unreadable" for r in rows)
+
+
+def _snapshot(d: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir()) if p.is_file()}
+
+
+def test_site_is_swapped_atomically_and_stale_pages_go(tmp_path, reg, monkeypatch):
+    store = planted(tmp_path)
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / ".gitkeep").write_text("")
+    build_site(reg, store, out)
+    assert (out / "run-4.html").is_file() and (out / ".gitkeep").is_file()
+    store.delete_runs([4])
+    build_site(reg, store, out)
+    assert not (out / "run-4.html").exists() and (out / "run-1.html").is_file()  # stale page removed
+    before = _snapshot(out)
+
+    def broken(reg_, store_, tmp):  # disk full half-way through rendering
+        (tmp / "index.html").write_text("<html>partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report_mod, "render_site", broken)
+    with pytest.raises(BenchError, match=r"No space left on device\); the old site is unchanged"):
+        build_site(reg, store, out)
+    assert _snapshot(out) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".site.build")]  # no temp dir left
+
+
+@pytest.mark.slow
+def test_kill_during_report_leaves_old_or_new_site(tmp_path, reg):
+    """SIGKILL `bench report` at random moments: the site is always the old one or the new one, whole."""
+    import yaml
+
+    raw = yaml.safe_load(Path(reg.path).read_text())
+    raw["suites"] = {k: v for k, v in raw["suites"].items() if k == "mpd_sgr_table3"}  # a fast render
+    (tmp_path / "registry.yaml").write_text(yaml.safe_dump(raw))
+    reg = load_registry(tmp_path / "registry.yaml")
+    store = planted(tmp_path)
+    build_site(reg, store, tmp_path / "old")
+    old = _snapshot(tmp_path / "old")
+    plant_eval(store, plant_run(store, "sr"), "standard", 120, 100, 30, kind="standard")
+    t0 = time.perf_counter()
+    build_site(reg, store, tmp_path / "new")
+    render = time.perf_counter() - t0
+    new = _snapshot(tmp_path / "new")
+    assert old != new
+    out = tmp_path / "site"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "report",
+        "--db",
+        store.url,
+        "--out",
+        str(out),
+        "--registry",
+        reg.path,
+    ]
+    shutil.copytree(tmp_path / "old", out)
+    subprocess.run(cmd, env=env, cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    assert _snapshot(out) == new
+    rng = random.Random(0)
+    outcomes = []
+    for i in range(4):
+        shutil.rmtree(out)
+        shutil.copytree(tmp_path / "old", out)
+        p = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # kill while it renders or swaps: once its temporary directory exists, after a random part of a render
+        while p.poll() is None and not any(x.name.startswith(".site.build") for x in tmp_path.iterdir()):
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 1.2) * render)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        snap = _snapshot(out)
+        assert snap in (old, new), f"kill {i} after a random delay: a mixed site ({len(snap)} files)"
+        outcomes.append("new" if snap == new else "old")
+    assert "old" in outcomes, outcomes  # at least one kill landed before the swap
+    subprocess.run(cmd, env=env, cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    assert _snapshot(out) == new
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".site.build")], (
+        "temp dirs of killed runs left"
     )
 
 
-def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
+# --- headless browser -------------------------------------------------------------------------------------
+def _chromium(args: list[str], profile: Path, timeout: int = 120) -> subprocess.CompletedProcess:
     cmd = [
         CHROMIUM,
         "--headless",
@@ -116,6 +368,7 @@ def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
         "--disable-gpu",
         "--disable-quic",
         "--no-first-run",
+        "--hide-scrollbars",
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
@@ -124,15 +377,36 @@ def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
         "--v=0",
         *args,
     ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def browser_site(tiny_suite, tmp_path_factory) -> Path:
+    """A copy of the tiny suite's database (run 1: a trained model with plots) plus the planted
+    standard-protocol rows, rendered once."""
+    import sqlite3
+
+    treg, _, tstore, results, _ = tiny_suite
+    base = tmp_path_factory.mktemp("browser")
+    src = sqlite3.connect(results / "bench.sqlite")
+    dst = sqlite3.connect(base / "planted.sqlite")
+    src.backup(dst)
+    src.close()
+    dst.close()
+    planted(base)  # adds to the copy: runs 2-5
+    out = base / "site"
+    build_site(treg, Store(f"sqlite:///{base / 'planted.sqlite'}"), out)
+    return out
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs it)")
 @pytest.mark.parametrize("page", ["index.html", "suite-tiny.html", "run-1.html"])
-def test_site_renders_in_headless_chromium(site, tmp_path, page):
+@pytest.mark.parametrize("width", [1280, 390])
+def test_site_renders_in_headless_chromium(browser_site, tmp_path, page, width):
+    site = browser_site
     url = (site / page).as_uri()
-    shot = site / f"screenshot-{page.replace('.html', '')}.png"
-    r = _chromium([f"--screenshot={shot}", "--window-size=1280,2000", url], tmp_path / "profile")
+    shot = site / f"screenshot-{page.replace('.html', '')}-{width}.png"
+    r = _chromium([f"--screenshot={shot}", f"--window-size={width},1800", url], tmp_path / "profile")
     assert shot.is_file() and shot.stat().st_size > 10_000, r.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     dom = _chromium(["--dump-dom", url], tmp_path / "profile2")
@@ -145,7 +419,58 @@ def test_site_renders_in_headless_chromium(site, tmp_path, page):
     assert not console, console
     html = dom.stdout
     assert "<table" in html and "</html>" in html
-    if page != "index.html":
-        assert "<svg" in html and "<polyline" in html  # plots rendered into the DOM
+    assert re.search(r"\[\d+\.\d, \d+\.\d\]", html), "no interval in the rendered DOM"
+    parser = _Links()
+    parser.feed(html)
+    local = [
+        x.split("#")[0] for x in parser.links if not re.match(r"^[a-z]+://", x) and not x.startswith("#")
+    ]
+    assert local and all((site / x).is_file() for x in local), [x for x in local if not (site / x).is_file()]
+    downloads = [x for x in local if x.endswith((".csv", ".json"))]
+    assert any(x.endswith(".csv") for x in downloads) and any(x.endswith(".json") for x in downloads)
     if page == "index.html":
-        assert 'href="suite-tiny.html"' in html and 'href="run-1.html"' in html
+        assert (
+            "Statistically tied with #1" in html
+            and 'href="run-1.html"' in html
+            and 'href="submit.html"' in html
+        )
+    else:
+        assert "<svg" in html and "<polyline" in html  # plots rendered into the DOM
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs it)")
+def test_ranked_columns_visible_at_390px(browser_site, tmp_path):
+    """Measured in the browser: at 390 px the rank, defense and robust columns of the leaderboard are
+    on screen without scrolling, and the table scrolls inside its box rather than widening the page."""
+    harness = browser_site / "_measure.html"
+    harness.write_text(
+        '<!doctype html><iframe id="f" src="index.html" style="width:390px;height:800px;border:0"></iframe>'
+        "<script>document.getElementById('f').onload=function(){var d=this.contentDocument;"
+        "var th=d.querySelectorAll('table.board thead th');var out=[];for(var i=0;i<3;i++){out.push(Math.round(th[i].getBoundingClientRect().right));}"
+        "document.body.setAttribute('data-right',out.join(','));"
+        "document.body.setAttribute('data-page',d.documentElement.scrollWidth);};</script>"
+    )
+    dom = _chromium(
+        ["--allow-file-access-from-files", "--virtual-time-budget=5000", "--dump-dom", harness.as_uri()],
+        tmp_path / "p",
+    )
+    harness.unlink()
+    m = re.search(r'data-right="([\d,]+)"', dom.stdout)
+    assert m, dom.stdout[-500:] + dom.stderr[-1500:]
+    rights = [int(x) for x in m.group(1).split(",")]
+    assert max(rights) <= 390, rights
+    page_width = int(re.search(r'data-page="(\d+)"', dom.stdout).group(1))
+    assert page_width <= 392, page_width
+
+
+def test_swap_without_renameat2_still_replaces_the_site(tmp_path, monkeypatch):
+    """Where RENAME_EXCHANGE is missing (macOS, some file systems) the site is swapped with two renames."""
+    out, tmp = tmp_path / "site", tmp_path / ".site.build-1-x"
+    out.mkdir()
+    (out / "run-9.html").write_text("old")
+    tmp.mkdir()
+    (tmp / "index.html").write_text("new")
+    monkeypatch.setattr(report_mod, "_exchange", lambda a, b: False)
+    report_mod._swap_in(tmp, out)
+    assert sorted(p.name for p in out.iterdir()) == ["index.html"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
