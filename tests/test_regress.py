@@ -13,7 +13,7 @@ import pytest
 
 from bench.regress import Tolerance, compare, invariants, make_baseline
 from bench.store import EvalRecord
-from bench.suites import Measured, measure_suite
+from bench.measured import Measured, measure_suite
 
 
 @pytest.fixture(scope="session")
@@ -106,9 +106,17 @@ def test_invariants_apgd_and_eps0(tiny_suite):
         for m in measured
         if m.cell.attack == "pgd" and m.status == "measured" and not m.cell.attack_overrides
     )
-    apgd = replace(pgd, cell=replace(pgd.cell, attack="apgd"), robust_acc=pgd.robust_acc + 0.2)
+    assert pgd.config["kind"] == "pgd" and pgd.config["bounded"] is True  # stored capabilities
+    # matched by the stored kind, not the cell's name: an APGD cell with a steps override is compared too
+    apgd = replace(pgd, cell=replace(pgd.cell, attack="apgd", col_label="apgd (25 steps)",
+                                     attack_overrides={"steps": 25}),
+                   config={**pgd.config, "kind": "apgd", "loss": "ce", "steps": 25}, robust_acc=pgd.robust_acc + 0.2)
     found = invariants([pgd, apgd], Tolerance(), {})
-    assert [f.message for f in found] == ["apgd weaker than pgd"]
+    assert [f.message for f in found] == [f"apgd (25 steps) weaker than {pgd.cell.col_label}"]
+    proto = replace(apgd, cell=replace(apgd.cell, attack="standard_smoke", col_label="standard"),
+                    config={**pgd.config, "kind": "standard", "protocol": "snn-standard-v1"})
+    assert [f.message for f in invariants([pgd, proto], Tolerance(), {})] == [
+        f"standard weaker than {pgd.cell.col_label}"]
     assert invariants([pgd, replace(apgd, robust_acc=pgd.robust_acc - 0.05)], Tolerance(), {}) == []
     sweep = {
         "axis": "eps",
