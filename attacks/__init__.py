@@ -1,6 +1,6 @@
 """Attack kinds; importing this package registers them in ``ATTACKS``."""
 
-from attacks import autoattack, gradient, noise, transfer  # noqa: F401
+from attacks import autoattack, gradient, noise, torchattacks_kind, transfer  # noqa: F401
 from attacks.base import ATTACKS, Attack
 
 __all__ = ["ATTACKS", "Attack"]
