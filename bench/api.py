@@ -401,6 +401,24 @@ def _evaluation_frame(evals: list) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
+def load_dataset(name: str = "digits", split: str = "train", data_root: str | None = None,
+                 registry: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dataset split as float images in [0, 1] ``[N, C, H, W]`` and int64 labels ``[N]``: the same split
+    :func:`evaluate` attacks (``split="test"``), so you can train on ``"train"`` without leaking test images.
+
+    Example::
+
+        x, y = load_dataset("digits", "train")     # [1437, 1, 8, 8], [1437]
+    """
+    from bench.runner import resolve_dataset
+
+    if split not in ("train", "test"):
+        raise BenchError(f"split: {split!r} is not train or test")
+    data = load_data(resolve_dataset(load_registry(registry), name), data_root)
+    part = data.train if split == "train" else data.test
+    return to_float(part.x), part.y
+
+
 RUN_COLUMNS = ["run_id", "name", "model", "dataset", "training", "T", "seed", "status", "external", "description", "paper"]
 
 

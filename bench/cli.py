@@ -224,5 +224,9 @@ from bench.cli_sweep import sweep  # noqa: E402  (`bench sweep`: missing suite c
 
 main.add_command(sweep)
 
+from bench.cli_import import import_cmd  # noqa: E402  (`bench import`: reference checkpoints, issue 11)
+
+main.add_command(import_cmd)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

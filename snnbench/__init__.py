@@ -18,7 +18,7 @@ checkpoints: ``bench import --format snnrat CKPT --model wrn16_4 -o OUT.pt``. Th
 """
 
 from bench.adapters import ForeignModel, attacker_controls
-from bench.api import ModelCard, Report, evaluate, leaderboard, results, suite
+from bench.api import ModelCard, Report, evaluate, leaderboard, load_dataset, results, suite
 from bench.errors import BenchError
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "attacker_controls",
     "evaluate",
     "leaderboard",
+    "load_dataset",
     "results",
     "suite",
 ]
