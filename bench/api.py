@@ -254,7 +254,9 @@ def register_run(store: Store, plan: ExternalPlan, card: ModelCard, T: int) -> i
     )
     run_id = store.upsert_run(info)
     store.finish_run(run_id, status=EXTERNAL)  # no checkpoint file: the weights' sha256 is in the config
-    store.put_artifact(run_id, "model_card", "", to_dict(card))
+    old = store.artifacts(run_id, "model_card").get("", {})
+    keep = {k: old[k] for k in ("description", "paper") if old.get(k) and not getattr(card, k)}
+    store.put_artifact(run_id, "model_card", "", {**to_dict(card), **keep})  # a later call without them keeps them
     return run_id
 
 
@@ -332,6 +334,8 @@ def evaluate(
         >>> report = evaluate(net, attacks=["fgsm", "pgd"], n=100, name="my-snn", randomized=False)
         >>> report.table[["attack", "clean_acc", "robust_acc"]]
     """
+    if not isinstance(model, nn.Module):
+        raise BenchError(f"evaluate: model must be a torch.nn.Module, got {type(model).__name__}")
     reg = load_registry(registry)
     from bench.runner import resolve_dataset
 
@@ -361,6 +365,9 @@ def evaluate(
     )
     n_eval = n if n is not None else ds.eval_samples
     plan = plan_external(reg, card, ds, names, {"eps": eps}, n_eval, dev, batch_size)
+    for _, atk in plan.attacks:  # a knob the model does not expose fails here, before anything is stored
+        if atk.uses_gradient and not atk.from_store:
+            atk.view(bench_model)
     store = Store(database_url(db))
     run_id = register_run(store, plan, card, T)
     run_pieces(plan, bench_model, data, run_id, store, force, checks)
@@ -494,9 +501,10 @@ def leaderboard(db: str | os.PathLike | None = None, registry: str | None = None
 def suite(name: str, db: str | os.PathLike | None = None, registry: str | None = None, pivot: bool = False) -> pd.DataFrame:
     """A suite's cells with the paper's number beside the stored one (read-only: nothing is run).
 
-    Long form: one row per cell (``row, col, row_label, col_label, dataset, defense, training, attack,
-    reported, measured, delta, n, status, run_id``; accuracies in percent, as printed). ``pivot=True``: the
-    paper's table, rows x columns, with ``(reported, measured, delta)`` column groups.
+    Long form: one row per cell (``row, col, row_group, col_group, row_label, col_label, dataset, defense,
+    training, attack, reported, measured, delta, n, status, run_id``; accuracies in percent, as printed).
+    ``pivot=True``: the paper's table, rows ``(row_group, row_label)`` x columns ``(value, col_group,
+    col_label)`` with value in reported / measured / delta (positions kept where labels repeat).
 
     Example::
 
@@ -513,7 +521,8 @@ def suite(name: str, db: str | os.PathLike | None = None, registry: str | None =
         acc = m.clean_acc if c.attack == CLEAN else m.robust_acc
         measured = None if acc is None else 100 * acc
         rows.append({
-            "row": c.row, "col": c.col, "row_label": c.row_label, "col_label": c.col_label, "dataset": c.dataset,
+            "row": c.row, "col": c.col, "row_group": c.row_group, "col_group": c.col_group,
+            "row_label": c.row_label, "col_label": c.col_label, "dataset": c.dataset,
             "defense": c.defense, "training": c.training, "attack": c.attack, "reported": c.reported,
             "measured": measured, "delta": None if measured is None or c.reported is None else measured - c.reported,
             "n": m.n, "status": m.status, "run_id": m.run_id,
@@ -521,7 +530,11 @@ def suite(name: str, db: str | os.PathLike | None = None, registry: str | None =
     df = pd.DataFrame(rows).astype({"reported": float, "measured": float, "delta": float})
     if not pivot:
         return df
-    table = df.pivot_table(index=["row", "row_label"], columns=["col", "col_label"],
-                           values=["reported", "measured", "delta"], dropna=False, aggfunc="first")
-    table = table.droplevel("row").droplevel("col", axis=1)
-    return table.reindex(columns=["reported", "measured", "delta"], level=0)
+    table = df.pivot(index=["row", "row_group", "row_label"], columns=["col", "col_group", "col_label"],
+                     values=["reported", "measured", "delta"])
+    table = pd.concat({v: table[v] for v in ("reported", "measured", "delta")}, axis=1)  # in this order
+    if not table.index.droplevel("row").has_duplicates:  # positions only where labels repeat
+        table = table.droplevel("row")
+    if not table.columns.droplevel("col").has_duplicates:
+        table = table.droplevel("col", axis=1)
+    return table
