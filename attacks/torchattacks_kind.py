@@ -100,12 +100,16 @@ class TorchAttacks(Attack):
             raise BenchError(f"torchattacks name {params.name!r}: {REFUSED[params.name]}")
         classes = attack_classes()
         if params.name not in classes:
-            raise BenchError(f"torchattacks name: {params.name!r} is not a torchattacks attack; {did_you_mean(params.name, classes)}")
+            raise BenchError(
+                f"torchattacks name: {params.name!r} is not a torchattacks attack; {did_you_mean(params.name, classes)}"
+            )
         self.cls = classes[params.name]
         self.signature = set(inspect.signature(self.cls.__init__).parameters) - {"self", "model"}
         for key in params.args:
             if key in MAPPED:
-                raise BenchError(f"torchattacks args.{key}: set `{key}` as an attack option (params.{key}), not in args")
+                raise BenchError(
+                    f"torchattacks args.{key}: set `{key}` as an attack option (params.{key}), not in args"
+                )
             if key not in self.signature:
                 raise BenchError(
                     f"torchattacks args.{key}: {params.name} takes no argument {key!r}; {did_you_mean(str(key), self.signature)}"

@@ -240,7 +240,9 @@ def _own_grad_mode(neurons: list[nn.Module], mode: str) -> Iterator[None]:
 
 ADAPTERS: tuple[NeuronAdapter, ...] = (
     NeuronAdapter("spikingjelly", _sj_find, CONTROLS, _sj_surrogate, _sj_grad_mode, _sj_reset),
-    NeuronAdapter("snntorch", _snntorch_find, frozenset({"surrogate"}), _snntorch_surrogate, None, _snntorch_reset),
+    NeuronAdapter(
+        "snntorch", _snntorch_find, frozenset({"surrogate"}), _snntorch_surrogate, None, _snntorch_reset
+    ),
     NeuronAdapter("snnbench", _own_find, CONTROLS, _own_surrogate, _own_grad_mode, lambda neurons: None),
 )
 
@@ -353,7 +355,9 @@ class ForeignModel(nn.Module):
         if mode != "bptt" and "grad_mode" not in self.attacker_controls:
             raise BenchError(f"grad_mode {mode!r} does not reach this model: {self.controls_reason()}")
         if mode == "bptr_rga" and any(f.adapter.library != "snnbench" for f in self._found):
-            raise BenchError("grad_mode 'bptr_rga' needs snnbench neurons (it reads their leak tau); use 'bptr'")
+            raise BenchError(
+                "grad_mode 'bptr_rga' needs snnbench neurons (it reads their leak tau); use 'bptr'"
+            )
         if surrogate is not None and "surrogate" not in self.attacker_controls:
             raise BenchError(f"surrogate {surrogate!r} does not reach this model: {self.controls_reason()}")
         with ExitStack() as stack:

@@ -150,7 +150,9 @@ def _device_of(model: nn.Module, device: str | torch.device | None) -> torch.dev
     return torch.device("cpu")
 
 
-def _attack_entries(reg: BenchRegistry, attacks: Sequence[str | dict] | None, protocol: str | None) -> tuple[BenchRegistry, list[str]]:
+def _attack_entries(
+    reg: BenchRegistry, attacks: Sequence[str | dict] | None, protocol: str | None
+) -> tuple[BenchRegistry, list[str]]:
     """Registry names for the attacks; inline ``{kind, params}`` dicts become temporary registry entries."""
     if attacks is not None and protocol is not None:
         raise BenchError("evaluate: give attacks=[...] or protocol=..., not both")
@@ -160,7 +162,9 @@ def _attack_entries(reg: BenchRegistry, attacks: Sequence[str | dict] | None, pr
     if isinstance(attacks, (str, dict)):
         attacks = [attacks]
     if not attacks:
-        raise BenchError("evaluate: attacks is empty; name at least one attack (bench ls attacks) or use protocol='standard'")
+        raise BenchError(
+            "evaluate: attacks is empty; name at least one attack (bench ls attacks) or use protocol='standard'"
+        )
     extra: dict[str, Entry] = {}
     names = []
     for i, a in enumerate(attacks):
@@ -168,10 +172,14 @@ def _attack_entries(reg: BenchRegistry, attacks: Sequence[str | dict] | None, pr
             names.append(a)
             continue
         if not isinstance(a, dict) or "kind" not in a:
-            raise BenchError(f"evaluate: attacks[{i}] must be a registry name or a mapping with 'kind' (and 'params'), got {a!r}")
+            raise BenchError(
+                f"evaluate: attacks[{i}] must be a registry name or a mapping with 'kind' (and 'params'), got {a!r}"
+            )
         unknown = sorted(set(a) - set(ATTACK_KEYS))
         if unknown:
-            raise BenchError(f"evaluate: attacks[{i}] has unknown key {unknown[0]!r}; valid: {', '.join(ATTACK_KEYS)}")
+            raise BenchError(
+                f"evaluate: attacks[{i}] has unknown key {unknown[0]!r}; valid: {', '.join(ATTACK_KEYS)}"
+            )
         name = str(a.get("name") or f"{a['kind']}_{i}")
         extra[name] = Entry(name, str(a["kind"]), dict(a.get("params") or {}), str(a.get("description", "")))
         names.append(name)
@@ -225,12 +233,24 @@ def plan_external(
             )
     attacks.sort(key=lambda ea: ea[1].from_store)  # `worst` reads the others' stored outcomes: last
     config = {
-        "dataset": {k: v for k, v in to_dict(dataset).items() if k not in ("eps", "alpha", "description", "eval_samples")},
-        "external": {k: v for k, v in to_dict(card).items() if k not in ("description", "paper")},  # metadata: not identity
+        "dataset": {
+            k: v
+            for k, v in to_dict(dataset).items()
+            if k not in ("eps", "alpha", "description", "eval_samples")
+        },
+        "external": {
+            k: v for k, v in to_dict(card).items() if k not in ("description", "paper")
+        },  # metadata: not identity
         "format": 1,
     }
-    request = RunRequest(defense=card.name, attacks=tuple(attack_names), dataset=dataset.name, n_eval=n_eval,
-                         eval_batch_size=batch_size, device=str(device))
+    request = RunRequest(
+        defense=card.name,
+        attacks=tuple(attack_names),
+        dataset=dataset.name,
+        n_eval=n_eval,
+        eval_batch_size=batch_size,
+        device=str(device),
+    )
     return ExternalPlan(dataset, attacks, config, canonical_hash(config), device, n_eval, request)
 
 
@@ -256,12 +276,22 @@ def register_run(store: Store, plan: ExternalPlan, card: ModelCard, T: int) -> i
     store.finish_run(run_id, status=EXTERNAL)  # no checkpoint file: the weights' sha256 is in the config
     old = store.artifacts(run_id, "model_card").get("", {})
     keep = {k: old[k] for k in ("description", "paper") if old.get(k) and not getattr(card, k)}
-    store.put_artifact(run_id, "model_card", "", {**to_dict(card), **keep})  # a later call without them keeps them
+    store.put_artifact(
+        run_id, "model_card", "", {**to_dict(card), **keep}
+    )  # a later call without them keeps them
     return run_id
 
 
-def run_pieces(plan: ExternalPlan, model: nn.Module, data: Data, run_id: int, store: Store, force: bool,
-               checks: bool, progress: Any = None) -> None:
+def run_pieces(
+    plan: ExternalPlan,
+    model: nn.Module,
+    data: Data,
+    run_id: int,
+    store: Store,
+    force: bool,
+    checks: bool,
+    progress: Any = None,
+) -> None:
     """The runner's evaluation steps, as ``bench run`` calls them: each attack, then the run-level checks."""
     from bench.runner import Prepared, run_attack, run_checks
 
@@ -373,7 +403,9 @@ def evaluate(
     run_pieces(plan, bench_model, data, run_id, store, force, checks)
     report = _report(store, run_id, card, [e.name for e, _ in plan.attacks])
     if report.failed_checks:
-        warnings.warn(f"{card.name}: failed reliability checks: {', '.join(report.failed_checks)}", stacklevel=2)
+        warnings.warn(
+            f"{card.name}: failed reliability checks: {', '.join(report.failed_checks)}", stacklevel=2
+        )
     return report
 
 
@@ -381,7 +413,10 @@ def _report(store: Store, run_id: int, card: ModelCard, names: list[str]) -> Rep
     evals = [e for e in store.evaluations(run_id) if e.attack in names]
     table = _evaluation_frame(evals)
     flags = pd.DataFrame(
-        [{"scope": f.scope, "kind": f.kind, "ok": bool(f.ok), "value": f.value, "message": f.message} for f in store.flags(run_id)],
+        [
+            {"scope": f.scope, "kind": f.kind, "ok": bool(f.ok), "value": f.value, "message": f.message}
+            for f in store.flags(run_id)
+        ],
         columns=["scope", "kind", "ok", "value", "message"],
     )
     linf = [e for e in evals if json.loads(e.attack_config_json).get("norm", "linf") == "linf"]
@@ -396,20 +431,48 @@ def _evaluation_frame(evals: list) -> pd.DataFrame:
     rows = []
     for e in evals:
         cfg = json.loads(e.attack_config_json)
-        rows.append({
-            "evaluation_id": e.id, "attack": e.attack, "kind": cfg.get("kind", e.attack), "eps": e.eps,
-            "norm": cfg.get("norm", "linf"), "grad_mode": cfg.get("grad_mode"), "surrogate": cfg.get("surrogate"),
-            "n": e.n, "n_clean_correct": e.n_clean_correct, "n_robust_correct": e.n_robust_correct,
-            "clean_acc": e.clean_acc, "robust_acc": e.robust_acc, "eot": e.eot, "seconds": e.seconds,
-            "created_at": e.created_at,
-        })
-    cols = ["evaluation_id", "attack", "kind", "eps", "norm", "grad_mode", "surrogate", "n", "n_clean_correct",
-            "n_robust_correct", "clean_acc", "robust_acc", "eot", "seconds", "created_at"]
+        rows.append(
+            {
+                "evaluation_id": e.id,
+                "attack": e.attack,
+                "kind": cfg.get("kind", e.attack),
+                "eps": e.eps,
+                "norm": cfg.get("norm", "linf"),
+                "grad_mode": cfg.get("grad_mode"),
+                "surrogate": cfg.get("surrogate"),
+                "n": e.n,
+                "n_clean_correct": e.n_clean_correct,
+                "n_robust_correct": e.n_robust_correct,
+                "clean_acc": e.clean_acc,
+                "robust_acc": e.robust_acc,
+                "eot": e.eot,
+                "seconds": e.seconds,
+                "created_at": e.created_at,
+            }
+        )
+    cols = [
+        "evaluation_id",
+        "attack",
+        "kind",
+        "eps",
+        "norm",
+        "grad_mode",
+        "surrogate",
+        "n",
+        "n_clean_correct",
+        "n_robust_correct",
+        "clean_acc",
+        "robust_acc",
+        "eot",
+        "seconds",
+        "created_at",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
-def load_dataset(name: str = "digits", split: str = "train", data_root: str | None = None,
-                 registry: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def load_dataset(
+    name: str = "digits", split: str = "train", data_root: str | None = None, registry: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A dataset split as float images in [0, 1] ``[N, C, H, W]`` and int64 labels ``[N]``: the same split
     :func:`evaluate` attacks (``split="test"``), so you can train on ``"train"`` without leaking test images.
 
@@ -426,7 +489,19 @@ def load_dataset(name: str = "digits", split: str = "train", data_root: str | No
     return to_float(part.x), part.y
 
 
-RUN_COLUMNS = ["run_id", "name", "model", "dataset", "training", "T", "seed", "status", "external", "description", "paper"]
+RUN_COLUMNS = [
+    "run_id",
+    "name",
+    "model",
+    "dataset",
+    "training",
+    "T",
+    "seed",
+    "status",
+    "external",
+    "description",
+    "paper",
+]
 
 
 def results(db: str | os.PathLike | None = None, samples: bool = False) -> pd.DataFrame:
@@ -451,11 +526,21 @@ def results(db: str | os.PathLike | None = None, samples: bool = False) -> pd.Da
     runs = []
     for r in store.runs():
         card = store.artifacts(r.id, "model_card").get("", {})
-        runs.append({
-            "run_id": r.id, "name": r.defense, "model": r.model, "dataset": r.dataset, "training": r.training,
-            "T": r.T, "seed": r.seed, "status": r.status, "external": r.training == EXTERNAL,
-            "description": card.get("description", ""), "paper": card.get("paper", ""),
-        })
+        runs.append(
+            {
+                "run_id": r.id,
+                "name": r.defense,
+                "model": r.model,
+                "dataset": r.dataset,
+                "training": r.training,
+                "T": r.T,
+                "seed": r.seed,
+                "status": r.status,
+                "external": r.training == EXTERNAL,
+                "description": card.get("description", ""),
+                "paper": card.get("paper", ""),
+            }
+        )
     run_df = pd.DataFrame(runs, columns=RUN_COLUMNS)
     frames = []
     for r in store.runs():
@@ -463,7 +548,11 @@ def results(db: str | os.PathLike | None = None, samples: bool = False) -> pd.Da
         if samples:
             ev = _samples(store, ev)
         frames.append(ev)
-    ev_df = pd.concat(frames, ignore_index=True) if frames else _evaluation_frame([]).assign(run_id=pd.Series(dtype=int))
+    ev_df = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else _evaluation_frame([]).assign(run_id=pd.Series(dtype=int))
+    )
     how = "inner" if samples else "left"
     out = run_df.merge(ev_df, on="run_id", how=how)
     keys = ["run_id", "evaluation_id", "sample"] if samples else ["run_id", "evaluation_id"]
@@ -476,7 +565,11 @@ def _samples(store: Store, ev: pd.DataFrame) -> pd.DataFrame:
     for row in ev.itertuples(index=False):
         clean, adv = store.sample_outcomes(int(row.evaluation_id))
         part = pd.DataFrame({"sample": np.arange(len(clean)), "clean": clean, "adv": adv})
-        parts.append(part.assign(**{c: getattr(row, c) for c in ("evaluation_id", "attack", "kind", "eps", "norm", "run_id")}))
+        parts.append(
+            part.assign(
+                **{c: getattr(row, c) for c in ("evaluation_id", "attack", "kind", "eps", "norm", "run_id")}
+            )
+        )
     cols = ["evaluation_id", "attack", "kind", "eps", "norm", "run_id", "sample", "clean", "adv"]
     return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
 
@@ -491,14 +584,20 @@ def leaderboard(db: str | os.PathLike | None = None, registry: str | None = None
     from bench.report import LeaderRow
     from bench.report import leaderboard as board
 
-    rows = [dataclasses.asdict(r) for rs in board(load_registry(registry), Store(database_url(db))).values() for r in rs]
+    rows = [
+        dataclasses.asdict(r)
+        for rs in board(load_registry(registry), Store(database_url(db))).values()
+        for r in rs
+    ]
     cols = [f.name for f in dataclasses.fields(LeaderRow)]
     df = pd.DataFrame(rows, columns=cols)
     df["flags"] = df["flags"].map(lambda f: ", ".join(f))
     return df
 
 
-def suite(name: str, db: str | os.PathLike | None = None, registry: str | None = None, pivot: bool = False) -> pd.DataFrame:
+def suite(
+    name: str, db: str | os.PathLike | None = None, registry: str | None = None, pivot: bool = False
+) -> pd.DataFrame:
     """A suite's cells with the paper's number beside the stored one (read-only: nothing is run).
 
     Long form: one row per cell (``row, col, row_group, col_group, row_label, col_label, dataset, defense,
@@ -520,18 +619,34 @@ def suite(name: str, db: str | os.PathLike | None = None, registry: str | None =
         c = m.cell
         acc = m.clean_acc if c.attack == CLEAN else m.robust_acc
         measured = None if acc is None else 100 * acc
-        rows.append({
-            "row": c.row, "col": c.col, "row_group": c.row_group, "col_group": c.col_group,
-            "row_label": c.row_label, "col_label": c.col_label, "dataset": c.dataset,
-            "defense": c.defense, "training": c.training, "attack": c.attack, "reported": c.reported,
-            "measured": measured, "delta": None if measured is None or c.reported is None else measured - c.reported,
-            "n": m.n, "status": m.status, "run_id": m.run_id,
-        })
+        rows.append(
+            {
+                "row": c.row,
+                "col": c.col,
+                "row_group": c.row_group,
+                "col_group": c.col_group,
+                "row_label": c.row_label,
+                "col_label": c.col_label,
+                "dataset": c.dataset,
+                "defense": c.defense,
+                "training": c.training,
+                "attack": c.attack,
+                "reported": c.reported,
+                "measured": measured,
+                "delta": None if measured is None or c.reported is None else measured - c.reported,
+                "n": m.n,
+                "status": m.status,
+                "run_id": m.run_id,
+            }
+        )
     df = pd.DataFrame(rows).astype({"reported": float, "measured": float, "delta": float})
     if not pivot:
         return df
-    table = df.pivot(index=["row", "row_group", "row_label"], columns=["col", "col_group", "col_label"],
-                     values=["reported", "measured", "delta"])
+    table = df.pivot(
+        index=["row", "row_group", "row_label"],
+        columns=["col", "col_group", "col_label"],
+        values=["reported", "measured", "delta"],
+    )
     table = pd.concat({v: table[v] for v in ("reported", "measured", "delta")}, axis=1)  # in this order
     if not table.index.droplevel("row").has_duplicates:  # positions only where labels repeat
         table = table.droplevel("row")

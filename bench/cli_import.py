@@ -17,16 +17,41 @@ Examples:
 
 @click.command(name="import", epilog=EPILOG)
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["snnrat"]), required=True,
-              help="Reference code that wrote CHECKPOINT (snnrat: SNN-RAT's WideResNet / VGG).")
-@click.option("--model", required=True, help="Target registry model: wrn16_4 or vgg11 (or their _tiny test variants).")
-@click.option("--dataset", default="cifar10", show_default=True, help="Dataset the model was trained on (shape, classes).")
-@click.option("--norm", type=click.Choice(["reference", "dataset"]), default="reference", show_default=True,
-              help="In-model normalisation: the reference code's CIFAR mean/std, or the registry dataset's.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the snnbench checkpoint.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["snnrat"]),
+    required=True,
+    help="Reference code that wrote CHECKPOINT (snnrat: SNN-RAT's WideResNet / VGG).",
+)
+@click.option(
+    "--model", required=True, help="Target registry model: wrn16_4 or vgg11 (or their _tiny test variants)."
+)
+@click.option(
+    "--dataset",
+    default="cifar10",
+    show_default=True,
+    help="Dataset the model was trained on (shape, classes).",
+)
+@click.option(
+    "--norm",
+    type=click.Choice(["reference", "dataset"]),
+    default="reference",
+    show_default=True,
+    help="In-model normalisation: the reference code's CIFAR mean/std, or the registry dataset's.",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the snnbench checkpoint.",
+)
 @registry_option
 @user_errors
-def import_cmd(checkpoint: str, fmt: str, model: str, dataset: str, norm: str, output: str, registry: str | None) -> None:
+def import_cmd(
+    checkpoint: str, fmt: str, model: str, dataset: str, norm: str, output: str, registry: str | None
+) -> None:
     """Map a reference checkpoint's tensor names onto a snnbench model and save it for --checkpoint.
 
     Every reference tensor must find its place and every model tensor must be filled (else one line lists
@@ -46,8 +71,18 @@ def import_cmd(checkpoint: str, fmt: str, model: str, dataset: str, norm: str, o
     target.load_state_dict(state)  # strict: the importer filled every key
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    source = {"format": fmt, "path": str(checkpoint), "sha256": sha256_file(checkpoint), "model": model, "norm": norm}
+    source = {
+        "format": fmt,
+        "path": str(checkpoint),
+        "sha256": sha256_file(checkpoint),
+        "model": model,
+        "norm": norm,
+    }
     atomic_save({"format": CHECKPOINT_FORMAT, "state_dict": state, "imported": source}, out)
     n = sum(1 for k in state if k.startswith("net."))
-    click.echo(f"imported {n} tensors from {checkpoint} ({fmt}) onto {model} ({spec.arch}, {ds.name}) -> {out}")
-    click.echo(f"evaluate: bench run --checkpoint {out} --model {model} --dataset {ds.name} --defense DEFENSE --T T --attack pgd")
+    click.echo(
+        f"imported {n} tensors from {checkpoint} ({fmt}) onto {model} ({spec.arch}, {ds.name}) -> {out}"
+    )
+    click.echo(
+        f"evaluate: bench run --checkpoint {out} --model {model} --dataset {ds.name} --defense DEFENSE --T T --attack pgd"
+    )

@@ -82,11 +82,15 @@ def snnrat_vgg_prefixes(net: nn.Module, cfg: list[list] | None = None) -> dict[s
     ref += ["classifier.1", "classifier.3", "classifier.5"]
     ours = [f"net.{n}" for n in _param_modules(net, (nn.Conv2d, nn.BatchNorm2d, nn.Linear))]
     if len(ours) != len(ref):
-        raise BenchError(f"snnrat vgg: the target model has {len(ours)} conv/BN/linear layers, the reference VGG-11 {len(ref)}")
+        raise BenchError(
+            f"snnrat vgg: the target model has {len(ours)} conv/BN/linear layers, the reference VGG-11 {len(ref)}"
+        )
     return dict(zip(ref, ours, strict=True))
 
 
-def rename(state: dict[str, torch.Tensor], prefixes: dict[str, str]) -> tuple[dict[str, torch.Tensor], list[str]]:
+def rename(
+    state: dict[str, torch.Tensor], prefixes: dict[str, str]
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Rename reference keys by their module prefix; returns (renamed, unmatched reference keys)."""
     out, unmatched = {}, []
     for key, value in state.items():
@@ -96,7 +100,7 @@ def rename(state: dict[str, torch.Tensor], prefixes: dict[str, str]) -> tuple[di
         m = _SUFFIX.search(key)
         prefix = key[: m.start()] if m else None
         if prefix is not None and prefix in prefixes:
-            out[prefixes[prefix] + key[m.start():]] = value
+            out[prefixes[prefix] + key[m.start() :]] = value
         else:
             unmatched.append(key)
     return out, unmatched
@@ -107,13 +111,20 @@ def _strip(state: dict) -> dict[str, torch.Tensor]:
     for key in ("state_dict", "model", "net"):
         if isinstance(state.get(key), dict):
             state = state[key]
-    return {(k[7:] if k.startswith("module.") else k): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    return {
+        (k[7:] if k.startswith("module.") else k): v for k, v in state.items() if isinstance(v, torch.Tensor)
+    }
 
 
-def import_snnrat(state: dict, model: nn.Module, arch: str, norm: str = "reference") -> dict[str, torch.Tensor]:
+def import_snnrat(
+    state: dict, model: nn.Module, arch: str, norm: str = "reference"
+) -> dict[str, torch.Tensor]:
     """A complete state dict for ``model`` (an ``SNNClassifier`` of arch ``wrn16`` or ``vgg11``) from an
     SNN-RAT reference state dict; raises a one-line BenchError naming unmatched keys."""
-    builders: dict[str, Callable[[nn.Module], dict[str, str]]] = {"wrn16": snnrat_wrn_prefixes, "vgg11": snnrat_vgg_prefixes}
+    builders: dict[str, Callable[[nn.Module], dict[str, str]]] = {
+        "wrn16": snnrat_wrn_prefixes,
+        "vgg11": snnrat_vgg_prefixes,
+    }
     if arch not in builders:
         raise BenchError(f"--model: snnrat checkpoints map onto wrn16 or vgg11 models, not arch {arch!r}")
     if norm not in ("reference", "dataset"):
@@ -123,13 +134,21 @@ def import_snnrat(state: dict, model: nn.Module, arch: str, norm: str = "referen
     unmatched += [k for k in renamed if k not in own]
     skip = {"mean", "std"} | {k for k in own if not k.startswith("net.")}  # in-model normalisation, encoder
     missing = [k for k in own if k not in renamed and k not in skip]
-    shapes = [f"{k} {tuple(renamed[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in renamed and renamed[k].shape != own[k].shape]
+    shapes = [
+        f"{k} {tuple(renamed[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in renamed and renamed[k].shape != own[k].shape
+    ]
     if unmatched or missing or shapes:
         parts = []
         if unmatched:
-            parts.append(f"{len(unmatched)} reference keys unmatched: {', '.join(unmatched[:8])}{' ...' if len(unmatched) > 8 else ''}")
+            parts.append(
+                f"{len(unmatched)} reference keys unmatched: {', '.join(unmatched[:8])}{' ...' if len(unmatched) > 8 else ''}"
+            )
         if missing:
-            parts.append(f"{len(missing)} model keys not filled: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+            parts.append(
+                f"{len(missing)} model keys not filled: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}"
+            )
         if shapes:
             parts.append(f"shape mismatch: {'; '.join(shapes[:3])}")
         raise BenchError(f"snnrat checkpoint does not map onto {arch}: {' | '.join(parts)}")
@@ -137,7 +156,9 @@ def import_snnrat(state: dict, model: nn.Module, arch: str, norm: str = "referen
     if norm == "reference":
         mean, std = SNNRAT_NORM
         if own["mean"].numel() != len(mean):
-            raise BenchError(f"--norm reference: the SNN-RAT normalisation has {len(mean)} channels, the dataset {own['mean'].numel()}; use --norm dataset")
+            raise BenchError(
+                f"--norm reference: the SNN-RAT normalisation has {len(mean)} channels, the dataset {own['mean'].numel()}; use --norm dataset"
+            )
         out["mean"] = torch.tensor(mean, dtype=own["mean"].dtype).view_as(own["mean"])
         out["std"] = torch.tensor(std, dtype=own["std"].dtype).view_as(own["std"])
     return out
@@ -151,7 +172,9 @@ def load_reference(path: str | Path) -> dict:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, truncated zips, disallowed globals
-        raise BenchError(f"checkpoint {p} is corrupt or not a plain state dict ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") from None
+        raise BenchError(
+            f"checkpoint {p} is corrupt or not a plain state dict ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})"
+        ) from None
     if not isinstance(obj, dict):
         raise BenchError(f"checkpoint {p} holds a {type(obj).__name__}, not a state dict")
     return obj

@@ -74,8 +74,15 @@ def plain_model():
 def evaluated(plain_model, tmp_path_factory):
     db = tmp_path_factory.mktemp("api") / "bench.sqlite"
     report = snnbench.evaluate(
-        plain_model, dataset="digits", attacks=["fgsm", "pgd"], n=100, db=db, name="plain-snn",
-        description="plain torch, written in the test", paper="https://example.org/paper", randomized=False,
+        plain_model,
+        dataset="digits",
+        attacks=["fgsm", "pgd"],
+        n=100,
+        db=db,
+        name="plain-snn",
+        description="plain torch, written in the test",
+        paper="https://example.org/paper",
+        randomized=False,
         T=4,
     )
     return db, report
@@ -103,8 +110,9 @@ def test_evaluate_records_a_run_with_card_and_checks(evaluated):
 
 def test_evaluate_again_reuses_stored_evaluations(evaluated, plain_model):
     db, first = evaluated
-    again = snnbench.evaluate(plain_model, attacks=["fgsm", "pgd"], n=100, db=db, name="plain-snn",
-                              randomized=False, checks=False)
+    again = snnbench.evaluate(
+        plain_model, attacks=["fgsm", "pgd"], n=100, db=db, name="plain-snn", randomized=False, checks=False
+    )
     assert again.run_id == first.run_id
     assert list(again.table["evaluation_id"]) == list(first.table["evaluation_id"])  # not re-run
 
@@ -112,8 +120,13 @@ def test_evaluate_again_reuses_stored_evaluations(evaluated, plain_model):
 def test_bench_report_lists_the_model(evaluated, tmp_path):
     db, _ = evaluated
     out = tmp_path / "site"
-    r = subprocess.run([sys.executable, "-m", "bench", "report", "--db", f"sqlite:///{db}", "--out", str(out)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "bench", "report", "--db", f"sqlite:///{db}", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     index = (out / "index.html").read_text()
     assert "plain-snn" in index and "external" in index
@@ -129,7 +142,9 @@ def test_results_frame_runs_by_evaluations(evaluated):
     assert df["name"].eq("plain-snn").all() and df["external"].all()
     assert df["paper"].eq("https://example.org/paper").all()
     table = df.pivot_table(index="name", columns="attack", values="robust_acc")
-    assert table.loc["plain-snn", "pgd"] == pytest.approx(report.table.set_index("attack").loc["pgd", "robust_acc"])
+    assert table.loc["plain-snn", "pgd"] == pytest.approx(
+        report.table.set_index("attack").loc["pgd", "robust_acc"]
+    )
 
 
 def test_results_per_sample_outcomes(evaluated):
@@ -172,8 +187,13 @@ def test_inline_torchattacks_config_and_undeclared_randomness(plain_model, tmp_p
 )
 def test_bad_input_is_one_line(plain_model, tmp_path, kwargs, match):
     with pytest.raises(BenchError, match=match):
-        snnbench.evaluate(plain_model, db=tmp_path / "x.sqlite", randomized=False, checks=False, **{"n": 8, **kwargs})
-    assert not (tmp_path / "x.sqlite").exists() or not snnbench.results(tmp_path / "x.sqlite")["run_id"].notna().any()
+        snnbench.evaluate(
+            plain_model, db=tmp_path / "x.sqlite", randomized=False, checks=False, **{"n": 8, **kwargs}
+        )
+    assert (
+        not (tmp_path / "x.sqlite").exists()
+        or not snnbench.results(tmp_path / "x.sqlite")["run_id"].notna().any()
+    )
 
 
 def test_not_a_module_is_refused(tmp_path):

@@ -119,8 +119,15 @@ def test_spikingjelly_model_through_the_api(sj, tmp_path):
     net = SJNet(sj.Sigmoid(alpha=4.0))
     atan = {"kind": "pgd", "params": {"steps": 3, "surrogate": "atan", "gamma": 2.0}, "name": "pgd3_atan"}
     own = {"kind": "pgd", "params": {"steps": 3}, "name": "pgd3"}
-    rep = snnbench.evaluate(net, attacks=[own, atan], n=48, db=tmp_path / "b.sqlite", name="sj-net",
-                            randomized=False, checks=False)
+    rep = snnbench.evaluate(
+        net,
+        attacks=[own, atan],
+        n=48,
+        db=tmp_path / "b.sqlite",
+        name="sj-net",
+        randomized=False,
+        checks=False,
+    )
     t = rep.table.set_index("attack")
     assert t.loc["pgd3_atan", "surrogate"] == "atan" and pd.isna(t.loc["pgd3", "surrogate"])
     assert rep.card.libraries == ("spikingjelly",)

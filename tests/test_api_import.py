@@ -84,7 +84,11 @@ class RefWideResNet(nn.Module):
         self.mean, self.std = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
         self.conv1 = nn.Conv2d(len(mean), ch[0], 3, 1, 1, bias=False)
         for g, stride in ((1, 1), (2, 2), (3, 2)):
-            setattr(self, f"block{g}", nn.Sequential(BasicBlock(ch[g - 1], ch[g], stride), BasicBlock(ch[g], ch[g], 1)))
+            setattr(
+                self,
+                f"block{g}",
+                nn.Sequential(BasicBlock(ch[g - 1], ch[g], stride), BasicBlock(ch[g], ch[g], 1)),
+            )
         self.bn1, self.act, self.fc = nn.BatchNorm2d(ch[3]), LIFSpike(), nn.Linear(ch[3], classes)
 
     def forward(self, x):
@@ -113,8 +117,14 @@ class RefVGG(nn.Module):
                     mods += [nn.Conv2d(c, out, 3, padding=1), nn.BatchNorm2d(out), LIFSpike()]
                     c = out
             setattr(self, f"layer{i}", nn.Sequential(*mods))
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(c * hw * hw, fc), LIFSpike(), nn.Linear(fc, fc),
-                                        LIFSpike(), nn.Linear(fc, classes))
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(c * hw * hw, fc),
+            LIFSpike(),
+            nn.Linear(fc, fc),
+            LIFSpike(),
+            nn.Linear(fc, classes),
+        )
 
     def forward(self, x):
         x = ((x - self.mean) / self.std).repeat(T, 1, 1, 1)
@@ -161,8 +171,9 @@ def _reference(registry, model_name):
 def test_import_gives_the_reference_logits(registry, images, model_name):
     ref = _reference(registry, model_name)
     ours = _ours(registry, model_name)
-    state = import_snnrat({f"module.{k}": v for k, v in ref.state_dict().items()}, ours,
-                          registry.models[model_name].arch)
+    state = import_snnrat(
+        {f"module.{k}": v for k, v in ref.state_dict().items()}, ours, registry.models[model_name].arch
+    )
     ours.load_state_dict(state)
     with torch.no_grad():
         want, got = ref(images), ours(images)
@@ -176,7 +187,19 @@ def test_cli_round_trip_loads_as_bench_run_would(registry, images, tmp_path):
     src = tmp_path / "rat.pth"
     torch.save(ref.state_dict(), src)
     out = tmp_path / "ours.pt"
-    cmd = [sys.executable, "-m", "bench", "import", "--format", "snnrat", str(src), "--model", "wrn16_tiny", "-o", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "import",
+        "--format",
+        "snnrat",
+        str(src),
+        "--model",
+        "wrn16_tiny",
+        "-o",
+        str(out),
+    ]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert f"imported {len(ref.state_dict())} tensors" in r.stdout and str(out) in r.stdout
@@ -208,7 +231,19 @@ def test_unmatched_keys_are_one_line(registry, tmp_path):
         import_snnrat(state, _ours(registry, "vgg11_tiny"), "vgg11")
     src = tmp_path / "vgg.pth"
     torch.save(_reference(registry, "vgg11_tiny").state_dict(), src)
-    cmd = [sys.executable, "-m", "bench", "import", "--format", "snnrat", str(src), "--model", "wrn16_tiny", "-o", str(tmp_path / "x.pt")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "import",
+        "--format",
+        "snnrat",
+        str(src),
+        "--model",
+        "wrn16_tiny",
+        "-o",
+        str(tmp_path / "x.pt"),
+    ]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("error: snnrat checkpoint does not map onto wrn16")
     assert len(r.stderr.strip().splitlines()) == 1 and "reference keys unmatched" in r.stderr

@@ -42,7 +42,11 @@ def test_our_loops_match_torchattacks(registry, trained_vanilla, xy, name, ta_na
     x, y = xy
     atk = ours(registry, name)
     mine = atk.generate(prep.model, x, y)
-    args = {"eps": atk.eps} if name == "fgsm" else {"eps": atk.eps, "alpha": atk.alpha, "steps": atk.params.steps}
+    args = (
+        {"eps": atk.eps}
+        if name == "fgsm"
+        else {"eps": atk.eps, "alpha": atk.alpha, "steps": atk.params.steps}
+    )
     with torch.random.fork_rng():
         torch.manual_seed(atk.params.seed * 1_000_003)  # what Attack.generate seeds for batch 0
         ref = getattr(torchattacks, ta_name)(atk.view(prep.model), **args)(x, y)
@@ -67,7 +71,9 @@ def test_kind_uses_the_attackers_view(registry, trained_vanilla, xy):
     assert torch.allclose(bptr, ours(registry, "pgd_bptr").generate(prep.model, x, y), atol=1e-6)
     assert not torch.equal(bptr, kind("PGD", steps=7).generate(prep.model, x, y))
     atan = kind("FGSM", surrogate="atan", gamma=2.0).generate(prep.model, x, y)
-    assert torch.allclose(atan, ours(registry, "fgsm", surrogate="atan", gamma=2.0).generate(prep.model, x, y), atol=1e-6)
+    assert torch.allclose(
+        atan, ours(registry, "fgsm", surrogate="atan", gamma=2.0).generate(prep.model, x, y), atol=1e-6
+    )
     assert not torch.equal(atan, ours(registry, "fgsm").generate(prep.model, x, y))
 
 
