@@ -196,6 +196,14 @@ def test_bad_input_is_one_line(plain_model, tmp_path, kwargs, match):
     )
 
 
+def test_protocol_is_the_attack_config_of_that_name(plain_model, tmp_path):
+    """protocol="X" runs the registry's attack config X (the standard protocol is the config `standard`)."""
+    rep = snnbench.evaluate(plain_model, protocol="fgsm", n=20, db=tmp_path / "p.sqlite", randomized=False, checks=False)
+    assert rep.table["attack"].tolist() == ["fgsm"]
+    with pytest.raises(BenchError, match="unknown attack 'nope'"):
+        snnbench.evaluate(plain_model, protocol="nope", db=tmp_path / "p.sqlite", randomized=False)
+
+
 def test_not_a_module_is_refused(tmp_path):
     with pytest.raises(BenchError, match="torch.nn.Module"):
         snnbench.evaluate(lambda x: x, attacks=["fgsm"], db=tmp_path / "x.sqlite")
