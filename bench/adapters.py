@@ -39,7 +39,6 @@ Example::
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -124,9 +123,10 @@ class NeuronAdapter:
 
 # --- spikingjelly --------------------------------------------------------------------------------------
 def _sj_find(model: nn.Module) -> list[nn.Module]:
-    if importlib.util.find_spec("spikingjelly") is None:
+    try:  # absent, or unusable (a missing dependency): then no model here can hold its neurons
+        from spikingjelly.activation_based.neuron import BaseNode
+    except ImportError:
         return []
-    from spikingjelly.activation_based.neuron import BaseNode
 
     return [m for m in model.modules() if isinstance(m, BaseNode) and hasattr(m, "surrogate_function")]
 
@@ -181,9 +181,10 @@ def _sj_controls(neurons: list[nn.Module]) -> frozenset[str]:
 
 # --- snntorch ------------------------------------------------------------------------------------------
 def _snntorch_find(model: nn.Module) -> list[nn.Module]:
-    if importlib.util.find_spec("snntorch") is None:
+    try:
+        from snntorch._neurons import SpikingNeuron
+    except ImportError:
         return []
-    from snntorch._neurons import SpikingNeuron
 
     return [m for m in model.modules() if isinstance(m, SpikingNeuron) and hasattr(m, "spike_grad")]
 
