@@ -247,6 +247,9 @@ main.add_command(sweep)
 from bench.cli_rm import rm  # noqa: E402  (`bench rm`: delete runs by id or defense, after confirmation)
 
 main.add_command(rm)
+from bench.cli_import import import_cmd  # noqa: E402  (`bench import`: reference checkpoints, issue 11)
+
+main.add_command(import_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -393,10 +393,11 @@ def _stage_unsupported(stage: Attack, model: Any) -> str:
         return "no substitute model attached"
     controls = getattr(model, "attacker_controls", frozenset({"surrogate", "grad_mode"}))
     p = stage.params
-    if getattr(p, "surrogate", None) is not None and "surrogate" not in controls:
-        return "the model exposes no surrogate control"
-    if getattr(p, "grad_mode", "bptt") != "bptt" and "grad_mode" not in controls:
-        return "the model exposes no gradient-mode control"
+    for knob, wanted in (("surrogate", getattr(p, "surrogate", None) is not None),
+                         ("grad_mode", getattr(p, "grad_mode", "bptt") != "bptt")):
+        if wanted and knob not in controls:
+            why = getattr(model, "controls_reason", None)
+            return why() if callable(why) else f"the model exposes no {knob} control"
     return ""
 
 

@@ -1,0 +1,436 @@
+"""Python API: evaluate your own model, read the results as pandas DataFrames (also ``import snnbench``).
+
+``evaluate(model, ...)`` takes any ``nn.Module`` that maps images in [0, 1] (``[B, C, H, W]``, the dataset's
+shape) to logits ``[B, K]`` (normalisation, encoding and the time loop inside the model), runs the named
+attacks on the first ``n`` test samples with the same evaluator, bounds check and reliability checks as
+``bench run``, and records a run in the results database, so ``bench report`` lists the model on the
+leaderboard beside the recipes (its ``training`` column reads ``external``; name, description and paper link
+are stored in the run's config and as a ``model_card`` artifact). Calling it again with the same weights
+and settings reuses the stored evaluations.
+
+``results(db)`` returns every stored evaluation as a DataFrame (one row per run x evaluation; per-sample
+outcomes with ``samples=True``), ``leaderboard(db)`` the ranking ``bench report`` draws, ``suite(name, db)`` a
+suite's cells with reported beside measured (``pivot=True``: laid out as the paper's table).
+
+Example::
+
+    import snnbench
+    report = snnbench.evaluate(my_snn, dataset="digits", attacks=["fgsm", "pgd"], n=200,
+                               name="my-snn", paper="https://arxiv.org/abs/...", randomized=False,
+                               db="sqlite:///results/bench.sqlite")
+    print(report.table)                      # attack, eps, n, clean_acc, robust_acc, eot, seconds
+    df = snnbench.results("sqlite:///results/bench.sqlite")
+    df.pivot_table(index="name", columns="attack", values="robust_acc")
+
+Read side: bench/frames.py. How the pieces fit (one place to rewire when the runner changes): :func:`plan_external` resolves the
+request like ``bench.runner.resolve`` does for a recipe, :func:`register_run` writes the run row, and
+:func:`run_pieces` calls the runner's ``run_attack`` and ``run_checks`` exactly as ``bench run`` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from attacks.base import Attack
+from bench.adapters import ForeignModel, attacker_controls
+from bench.data import Data, load_data, to_float
+from bench.errors import BenchError
+from bench.frames import EXTERNAL, database_url, evaluation_frame, leaderboard, results, suite
+from bench.registry import BenchRegistry, load_registry
+from bench.snn.classifier import SNNClassifier
+from bench.specs import DatasetSpec, Entry, to_dict
+from bench.store import RunInfo, Store
+
+ATTACK_KEYS = ("kind", "params", "name", "description")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Who the model is: shown on the leaderboard's run page and stored as the ``model_card`` artifact."""
+
+    name: str
+    description: str = ""
+    paper: str = ""
+    randomized: bool = False
+    randomized_source: str = "declared"  # declared | detected
+    module: str = ""  # the model's class, e.g. "mypkg.nets.MySNN"
+    libraries: tuple[str, ...] = ()
+    attacker_controls: tuple[str, ...] = ()
+    weights_sha256: str = ""
+
+
+@dataclass
+class ExternalPlan:
+    """The fields of a ``bench.runner.Plan`` that ``run_attack`` / ``run_checks`` read, for a foreign model."""
+
+    dataset: DatasetSpec
+    attacks: list[tuple[Entry, Attack]]
+    config: dict[str, Any]
+    config_hash: str
+    device: torch.device
+    n_eval: int
+    request: Any  # bench.runner.RunRequest (eval_batch_size)
+    substitute: None = None
+
+
+@dataclass
+class Report:
+    """What :func:`evaluate` measured: the run's evaluations and reliability flags as DataFrames."""
+
+    run_id: int
+    db: str
+    card: ModelCard
+    table: pd.DataFrame
+    flags: pd.DataFrame
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def clean(self) -> float:
+        return float(self.table["clean_acc"].iloc[0]) if len(self.table) else float("nan")
+
+    @property
+    def worst(self) -> float:
+        """Per-sample worst case over this call's L-inf attacks (a sample is robust only if none fooled it)."""
+        return float(self.extra.get("worst", float("nan")))
+
+    @property
+    def failed_checks(self) -> list[str]:
+        return [f"{r.kind} ({r.scope})" for r in self.flags.itertuples() if not r.ok]
+
+    def __repr__(self) -> str:
+        cols = ["attack", "eps", "n", "eot", "clean_acc", "robust_acc", "seconds"]
+        body = self.table[cols].to_string(index=False) if len(self.table) else "(no evaluations)"
+        warn = f"\nfailed checks: {', '.join(self.failed_checks)}" if self.failed_checks else ""
+        return f"Report(run {self.run_id}, {self.card.name}, worst {self.worst:.4f})\n{body}{warn}"
+
+
+# --- pieces --------------------------------------------------------------------------------------------
+def weights_sha256(model: nn.Module) -> str:
+    """sha256 over the state dict (names, dtypes, shapes, bytes): the model's identity in the config hash."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _device_of(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _attack_entries(
+    reg: BenchRegistry, attacks: Sequence[str | dict] | None, protocol: str | None
+) -> tuple[BenchRegistry, list[str]]:
+    """Registry names for the attacks; inline ``{kind, params}`` dicts become temporary registry entries."""
+    if attacks is not None and protocol is not None:
+        raise BenchError("evaluate: give attacks=[...] or protocol=..., not both")
+    if attacks is None:
+        # protocol "standard" is the attack config named "standard" in registry.yaml (the standard protocol)
+        return reg, [protocol or "standard"]
+    if isinstance(attacks, (str, dict)):
+        attacks = [attacks]
+    if not attacks:
+        raise BenchError(
+            "evaluate: attacks is empty; name at least one attack (bench ls attacks) or use protocol='standard'"
+        )
+    extra: dict[str, Entry] = {}
+    names = []
+    for i, a in enumerate(attacks):
+        if isinstance(a, str):
+            names.append(a)
+            continue
+        if not isinstance(a, dict) or "kind" not in a:
+            raise BenchError(
+                f"evaluate: attacks[{i}] must be a registry name or a mapping with 'kind' (and 'params'), got {a!r}"
+            )
+        unknown = sorted(set(a) - set(ATTACK_KEYS))
+        if unknown:
+            raise BenchError(
+                f"evaluate: attacks[{i}] has unknown key {unknown[0]!r}; valid: {', '.join(ATTACK_KEYS)}"
+            )
+        name = str(a.get("name") or f"{a['kind']}_{i}")
+        extra[name] = Entry(name, str(a["kind"]), dict(a.get("params") or {}), str(a.get("description", "")))
+        names.append(name)
+    if extra:
+        reg = dataclasses.replace(reg, attacks={**reg.attacks, **extra})
+    return reg, names
+
+
+def as_benchmark_model(model: nn.Module, randomized: bool | None, x: torch.Tensor) -> tuple[nn.Module, str]:
+    """The model the harness attacks, and whether ``randomized`` was declared or detected.
+
+    snnbench's own ``SNNClassifier`` is used as it is (its parts declare their randomness); anything else is
+    wrapped in :class:`~bench.adapters.ForeignModel`. Undeclared randomness is detected from three identical
+    calls on one batch (the same test as the ``randomized_logits`` check, which still runs afterwards).
+    """
+    from bench.checks import logit_spread
+
+    if not isinstance(model, nn.Module):
+        raise BenchError(f"evaluate: model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, SNNClassifier):
+        if randomized is not None and bool(randomized) != model.randomized:
+            raise BenchError(
+                f"evaluate: randomized={randomized} contradicts the model's parts (randomized={model.randomized})"
+            )
+        return model, "declared"
+    if randomized is None:
+        probe = ForeignModel(model, randomized=False).eval()
+        return ForeignModel(model, randomized=logit_spread(probe, x) > 1e-6), "detected"
+    return ForeignModel(model, randomized=bool(randomized)), "declared"
+
+
+def plan_external(
+    reg: BenchRegistry,
+    card: ModelCard,
+    dataset: DatasetSpec,
+    attack_names: list[str],
+    overrides: dict[str, Any],
+    n_eval: int,
+    device: torch.device,
+    batch_size: int,
+) -> ExternalPlan:
+    """Resolve attacks through the registry (``bench.runner.make_attack``) and hash the config."""
+    from bench.runner import RunRequest, canonical_hash, make_attack
+
+    attacks = [make_attack(reg, a, dataset, overrides) for a in attack_names]
+    for entry, atk in attacks:
+        if atk.needs_substitute:
+            raise BenchError(
+                f"attack {entry.name!r} needs a substitute of the same architecture trained by snnbench; "
+                "it is not available for a foreign model"
+            )
+    attacks.sort(key=lambda ea: ea[1].from_store)  # `worst` reads the others' stored outcomes: last
+    config = {
+        "dataset": {
+            k: v
+            for k, v in to_dict(dataset).items()
+            if k not in ("eps", "alpha", "description", "eval_samples")
+        },
+        "external": {
+            k: v for k, v in to_dict(card).items() if k not in ("description", "paper")
+        },  # metadata: not identity
+        "format": 1,
+    }
+    request = RunRequest(
+        defense=card.name,
+        attacks=tuple(attack_names),
+        dataset=dataset.name,
+        n_eval=n_eval,
+        eval_batch_size=batch_size,
+        device=str(device),
+    )
+    return ExternalPlan(dataset, attacks, config, canonical_hash(config), device, n_eval, request)
+
+
+def register_run(store: Store, plan: ExternalPlan, card: ModelCard, T: int) -> int:
+    """Write (or find) the run row of a foreign model and its model card."""
+    from bench.runner import device_name, git_sha, versions
+
+    info = RunInfo(
+        config_hash=plan.config_hash,
+        config=plan.config,
+        dataset=plan.dataset.name,
+        model=card.module.rsplit(".", 1)[-1][:64],
+        defense=card.name,
+        training=EXTERNAL,
+        T=T,
+        seed=0,
+        git_sha=git_sha(),
+        versions=versions(),
+        device=device_name(plan.device),
+        host=platform.node(),
+    )
+    run_id = store.upsert_run(info)
+    store.finish_run(run_id, status=EXTERNAL)  # no checkpoint file: the weights' sha256 is in the config
+    old = store.artifacts(run_id, "model_card").get("", {})
+    keep = {k: old[k] for k in ("description", "paper") if old.get(k) and not getattr(card, k)}
+    store.put_artifact(
+        run_id, "model_card", "", {**to_dict(card), **keep}
+    )  # a later call without them keeps them
+    return run_id
+
+
+def run_pieces(
+    plan: ExternalPlan,
+    model: nn.Module,
+    data: Data,
+    run_id: int,
+    store: Store,
+    force: bool,
+    checks: bool,
+    progress: Any = None,
+) -> None:
+    """The runner's evaluation steps, as ``bench run`` calls them: each attack, then the run-level checks."""
+    from bench.runner import Prepared, run_attack, run_checks
+
+    prep = Prepared(model, data, run_id, False, 0.0, Path(""))  # type: ignore[arg-type]
+    for entry, attack in plan.attacks:
+        run_attack(plan, prep, entry, attack, store, force, progress)  # type: ignore[arg-type]
+    if checks:
+        run_checks(plan, prep, store, sweep=True, progress=progress)  # type: ignore[arg-type]
+
+
+# --- public --------------------------------------------------------------------------------------------
+def evaluate(
+    model: nn.Module,
+    *,
+    dataset: str = "digits",
+    attacks: Sequence[str | dict] | None = None,
+    protocol: str | None = None,
+    eps: float | None = None,
+    n: int | None = None,
+    db: str | os.PathLike | None = None,
+    name: str | None = None,
+    description: str = "",
+    paper: str = "",
+    randomized: bool | None = None,
+    T: int = 0,
+    device: str | torch.device | None = None,
+    batch_size: int = 256,
+    checks: bool = True,
+    force: bool = False,
+    registry: str | None = None,
+    data_root: str | None = None,
+) -> Report:
+    """Attack ``model`` and record the run in the results database (it then appears in ``bench report``).
+
+    Args:
+        model: any ``nn.Module`` mapping images in [0, 1] shaped like the dataset (``[B, 1, 8, 8]`` for
+            digits) to logits ``[B, K]``. Put normalisation, encoding and the time loop inside it; reset
+            neuron state inside ``forward`` (spikingjelly/snntorch neurons are reset for you).
+        dataset: a registry dataset (``bench ls datasets``) or a path to an .npz file / ImageFolder.
+        attacks: registry attack names (``bench ls attacks``) and/or inline configs
+            ``{"kind": "torchattacks", "params": {"name": "VMIFGSM"}, "name": "vmi"}``.
+        protocol: instead of ``attacks``: the attack config of that name, e.g. ``"standard"`` (the standard
+            protocol). Default when neither is given: ``"standard"``.
+        eps: L-inf budget for every attack, pixel units (default: the dataset's, 0.1 for digits).
+        n: evaluate the first ``n`` test samples (default: the dataset's ``eval_samples``, 0 = all).
+        db: SQLAlchemy URL or path to a .sqlite file (default ``$BENCH_DB`` or ``results/bench.sqlite``).
+        name: the leaderboard name (default: the model's class name).
+        description: one line shown with the run.
+        paper: link to the paper or code.
+        randomized: ``True`` if the forward pass samples at inference (turns on EOT and multi-draw
+            scoring). ``None`` detects it from identical calls; either way the ``randomized_logits``
+            check compares the declaration with what the model does.
+        T: time steps, recorded for the leaderboard's T column (informative only).
+        device: where to attack (default: where the model's parameters are).
+        batch_size: evaluation batch size.
+        checks: run the run-level reliability checks (randomized flag, a short PGD eps sweep, APGD vs PGD).
+        force: re-run evaluations already stored for the same weights and settings.
+        registry: path to another registry.yaml.
+        data_root: where torchvision datasets live.
+
+    Returns:
+        a :class:`Report` with the run id, a DataFrame of this call's evaluations and one of the run's flags.
+
+    Raises:
+        BenchError: bad input (unknown dataset or attack, eps outside [0, 1], a model that is not a Module,
+            a knob the model does not expose), with a one-line message.
+
+    Example::
+
+        >>> report = evaluate(net, attacks=["fgsm", "pgd"], n=100, name="my-snn", randomized=False)
+        >>> report.table[["attack", "clean_acc", "robust_acc"]]
+    """
+    if not isinstance(model, nn.Module):
+        raise BenchError(f"evaluate: model must be a torch.nn.Module, got {type(model).__name__}")
+    reg = load_registry(registry)
+    from bench.runner import resolve_dataset
+
+    ds = resolve_dataset(reg, dataset)
+    if eps is not None and not 0 <= float(eps) <= 1:
+        raise BenchError(f"eps {eps}: must be in [0, 1] (pixel units, e.g. 8/255 or 0.1)")
+    if n is not None and n < 0:
+        raise BenchError(f"n must be >= 0 (0 = the whole test set), got {n}")
+    if batch_size < 1:
+        raise BenchError(f"batch_size must be >= 1, got {batch_size}")
+    reg, names = _attack_entries(reg, attacks, protocol)
+    dev = _device_of(model, device)
+    data = load_data(ds, data_root)
+    probe = to_float(data.test.x[: min(64, len(data.test))]).to(dev)
+    bench_model, source = as_benchmark_model(model, randomized, probe)
+    bench_model.eval()
+    card = ModelCard(
+        name=(name or type(model).__name__)[:64],
+        description=description,
+        paper=paper,
+        randomized=bool(bench_model.randomized),
+        randomized_source=source,
+        module=f"{type(model).__module__}.{type(model).__qualname__}",
+        libraries=tuple(getattr(bench_model, "libraries", ("snnbench",))),
+        attacker_controls=tuple(sorted(attacker_controls(bench_model))),
+        weights_sha256=weights_sha256(model),
+    )
+    n_eval = n if n is not None else ds.eval_samples
+    plan = plan_external(reg, card, ds, names, {"eps": eps}, n_eval, dev, batch_size)
+    for _, atk in plan.attacks:  # a knob the model does not expose fails here, before anything is stored
+        if atk.uses_gradient and not atk.from_store:
+            atk.view(bench_model)
+    store = Store(database_url(db))
+    run_id = register_run(store, plan, card, T)
+    run_pieces(plan, bench_model, data, run_id, store, force, checks)
+    report = _report(store, run_id, card, [e.name for e, _ in plan.attacks])
+    if report.failed_checks:
+        warnings.warn(
+            f"{card.name}: failed reliability checks: {', '.join(report.failed_checks)}", stacklevel=2
+        )
+    return report
+
+
+def _report(store: Store, run_id: int, card: ModelCard, names: list[str]) -> Report:
+    evals = [e for e in store.evaluations(run_id) if e.attack in names]
+    table = evaluation_frame(evals)
+    flags = pd.DataFrame(
+        [
+            {"scope": f.scope, "kind": f.kind, "ok": bool(f.ok), "value": f.value, "message": f.message}
+            for f in store.flags(run_id)
+        ],
+        columns=["scope", "kind", "ok", "value", "message"],
+    )
+    linf = [e for e in evals if json.loads(e.attack_config_json).get("norm", "linf") == "linf"]
+    extra = {}
+    if linf and len({e.n for e in linf}) == 1:
+        adv = np.logical_and.reduce([store.sample_outcomes(e.id)[1] for e in linf])
+        extra["worst"] = float(adv.mean()) if len(adv) else float("nan")
+    return Report(run_id, store.display_url, card, table, flags, extra)
+
+
+def load_dataset(
+    name: str = "digits", split: str = "train", data_root: str | None = None, registry: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dataset split as float images in [0, 1] ``[N, C, H, W]`` and int64 labels ``[N]``: the same split
+    :func:`evaluate` attacks (``split="test"``), so you can train on ``"train"`` without leaking test images.
+
+    Example::
+
+        x, y = load_dataset("digits", "train")     # [1437, 1, 8, 8], [1437]
+    """
+    from bench.runner import resolve_dataset
+
+    if split not in ("train", "test"):
+        raise BenchError(f"split: {split!r} is not train or test")
+    data = load_data(resolve_dataset(load_registry(registry), name), data_root)
+    part = data.train if split == "train" else data.test
+    return to_float(part.x), part.y
+
+
+__all__ = ["ModelCard", "Report", "evaluate", "leaderboard", "load_dataset", "results", "suite"]

@@ -1,0 +1,241 @@
+"""Stored results as pandas DataFrames: every evaluation (``results``), the leaderboard (``leaderboard``),
+a suite laid out as the paper's table (``suite``). Read-only; re-exported by :mod:`bench.api` and ``snnbench``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.registry import load_registry
+from bench.store import Store
+
+EXTERNAL = "external"  # the run's `training` column for a model snnbench did not train (bench.api.evaluate)
+
+
+def database_url(db: str | os.PathLike | None, results_dir: str | os.PathLike | None = None) -> str:
+    """A SQLAlchemy URL from a URL, a path to a .sqlite file, or the CLI's default."""
+    if db is None:
+        env = os.environ.get("BENCH_DB")
+        if env:
+            return env
+        results = Path(results_dir or os.environ.get("BENCH_RESULTS", "results"))
+        results.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{results / 'bench.sqlite'}"
+    text = os.fspath(db)
+    return text if "://" in text else f"sqlite:///{text}"
+
+
+def evaluation_frame(evals: list) -> pd.DataFrame:
+    """Stored ``Evaluation`` rows as a DataFrame (settings from each attack config JSON beside the counts)."""
+    rows = []
+    for e in evals:
+        cfg = json.loads(e.attack_config_json)
+        rows.append(
+            {
+                "evaluation_id": e.id,
+                "attack": e.attack,
+                "kind": cfg.get("kind", e.attack),
+                "eps": e.eps,
+                "norm": cfg.get("norm", "linf"),
+                "grad_mode": cfg.get("grad_mode"),
+                "surrogate": cfg.get("surrogate"),
+                "n": e.n,
+                "n_clean_correct": e.n_clean_correct,
+                "n_robust_correct": e.n_robust_correct,
+                "clean_acc": e.clean_acc,
+                "robust_acc": e.robust_acc,
+                "eot": e.eot,
+                "seconds": e.seconds,
+                "created_at": e.created_at,
+            }
+        )
+    cols = [
+        "evaluation_id",
+        "attack",
+        "kind",
+        "eps",
+        "norm",
+        "grad_mode",
+        "surrogate",
+        "n",
+        "n_clean_correct",
+        "n_robust_correct",
+        "clean_acc",
+        "robust_acc",
+        "eot",
+        "seconds",
+        "created_at",
+    ]
+    return pd.DataFrame(rows, columns=cols)
+
+
+RUN_COLUMNS = [
+    "run_id",
+    "name",
+    "model",
+    "dataset",
+    "training",
+    "T",
+    "seed",
+    "status",
+    "external",
+    "description",
+    "paper",
+]
+
+
+def results(db: str | os.PathLike | None = None, samples: bool = False) -> pd.DataFrame:
+    """Every stored evaluation, one row per (run, evaluation), sorted by run and evaluation id.
+
+    Columns: the run's ``run_id, name`` (defense config or the name given to :func:`evaluate`), ``model,
+    dataset, training, T, seed, status, external, description, paper``, then the evaluation's ``evaluation_id,
+    attack, kind, eps, norm, grad_mode, surrogate, n, n_clean_correct, n_robust_correct, clean_acc,
+    robust_acc, eot, seconds, created_at``. A run with no evaluation yet has one row with NaN there.
+
+    With ``samples=True``: one row per (evaluation, test sample) instead, with ``sample`` (index into the
+    test set), ``clean`` and ``adv`` (bool: correct in every scoring draw), plus the run and attack columns.
+
+    Example::
+
+        df = results("sqlite:///results/bench.sqlite")
+        df.pivot_table(index="name", columns="attack", values="robust_acc")     # runs x attacks
+        s = results("sqlite:///results/bench.sqlite", samples=True)
+        s[s.eps <= 0.1].groupby(["run_id", "sample"]).adv.all().groupby("run_id").mean()  # worst case
+    """
+    store = Store(database_url(db))
+    runs = []
+    for r in store.runs():
+        card = store.artifacts(r.id, "model_card").get("", {})
+        runs.append(
+            {
+                "run_id": r.id,
+                "name": r.defense,
+                "model": r.model,
+                "dataset": r.dataset,
+                "training": r.training,
+                "T": r.T,
+                "seed": r.seed,
+                "status": r.status,
+                "external": r.training == EXTERNAL,
+                "description": card.get("description", ""),
+                "paper": card.get("paper", ""),
+            }
+        )
+    run_df = pd.DataFrame(runs, columns=RUN_COLUMNS)
+    frames = []
+    for r in store.runs():
+        ev = evaluation_frame(store.evaluations(r.id)).assign(run_id=r.id)
+        if samples:
+            ev = _samples(store, ev)
+        frames.append(ev)
+    ev_df = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else evaluation_frame([]).assign(run_id=pd.Series(dtype=int))
+    )
+    how = "inner" if samples else "left"
+    out = run_df.merge(ev_df, on="run_id", how=how)
+    keys = ["run_id", "evaluation_id", "sample"] if samples else ["run_id", "evaluation_id"]
+    return out.sort_values(keys, na_position="first").reset_index(drop=True)
+
+
+def _samples(store: Store, ev: pd.DataFrame) -> pd.DataFrame:
+    """Explode each evaluation row into its per-sample outcomes (``sample, clean, adv``)."""
+    parts = []
+    for row in ev.itertuples(index=False):
+        clean, adv = store.sample_outcomes(int(row.evaluation_id))
+        part = pd.DataFrame({"sample": np.arange(len(clean)), "clean": clean, "adv": adv})
+        parts.append(
+            part.assign(
+                **{c: getattr(row, c) for c in ("evaluation_id", "attack", "kind", "eps", "norm", "run_id")}
+            )
+        )
+    cols = ["evaluation_id", "attack", "kind", "eps", "norm", "run_id", "sample", "clean", "adv"]
+    return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
+
+
+def leaderboard(db: str | os.PathLike | None = None, registry: str | None = None) -> pd.DataFrame:
+    """The ranking ``bench report`` draws (per dataset, by per-sample worst case), as one DataFrame.
+
+    Example::
+
+        leaderboard()[["dataset", "rank", "defense", "training", "clean", "worst", "worst_attack"]]
+    """
+    from bench.report import LeaderRow
+    from bench.report import leaderboard as board
+
+    rows = [
+        dataclasses.asdict(r)
+        for rs in board(load_registry(registry), Store(database_url(db))).values()
+        for r in rs
+    ]
+    cols = [f.name for f in dataclasses.fields(LeaderRow)]
+    df = pd.DataFrame(rows, columns=cols)
+    df["flags"] = df["flags"].map(lambda f: ", ".join(f))
+    return df
+
+
+def suite(
+    name: str, db: str | os.PathLike | None = None, registry: str | None = None, pivot: bool = False
+) -> pd.DataFrame:
+    """A suite's cells with the paper's number beside the stored one (read-only: nothing is run).
+
+    Long form: one row per cell (``row, col, row_group, col_group, row_label, col_label, dataset, defense,
+    training, attack, reported, measured, delta, n, status, run_id``; accuracies in percent, as printed).
+    ``pivot=True``: the paper's table, rows ``(row_group, row_label)`` x columns ``(value, col_group,
+    col_label)`` with value in reported / measured / delta (positions kept where labels repeat).
+
+    Example::
+
+        suite("smoke", pivot=True)["measured"]      # the smoke suite's measured table
+    """
+    from bench.suite_spec import CLEAN
+    from bench.suites import measure_suite
+
+    reg = load_registry(registry)
+    spec = reg.get("suites", name, "suite")
+    rows = []
+    for m in measure_suite(reg, spec, Store(database_url(db))):
+        c = m.cell
+        acc = m.clean_acc if c.attack == CLEAN else m.robust_acc
+        measured = None if acc is None else 100 * acc
+        rows.append(
+            {
+                "row": c.row,
+                "col": c.col,
+                "row_group": c.row_group,
+                "col_group": c.col_group,
+                "row_label": c.row_label,
+                "col_label": c.col_label,
+                "dataset": c.dataset,
+                "defense": c.defense,
+                "training": c.training,
+                "attack": c.attack,
+                "reported": c.reported,
+                "measured": measured,
+                "delta": None if measured is None or c.reported is None else measured - c.reported,
+                "n": m.n,
+                "status": m.status,
+                "run_id": m.run_id,
+            }
+        )
+    df = pd.DataFrame(rows).astype({"reported": float, "measured": float, "delta": float})
+    if not pivot:
+        return df
+    table = df.pivot(
+        index=["row", "row_group", "row_label"],
+        columns=["col", "col_group", "col_label"],
+        values=["reported", "measured", "delta"],
+    )
+    table = pd.concat({v: table[v] for v in ("reported", "measured", "delta")}, axis=1)  # in this order
+    if not table.index.droplevel("row").has_duplicates:  # positions only where labels repeat
+        table = table.droplevel("row")
+    if not table.columns.droplevel("col").has_duplicates:
+        table = table.droplevel("col", axis=1)
+    return table
