@@ -50,6 +50,7 @@ from bench.adapters import ForeignModel, attacker_controls
 from bench.data import Data, load_data, to_float
 from bench.errors import BenchError
 from bench.frames import EXTERNAL, database_url, evaluation_frame, leaderboard, results, suite
+from bench.kinds import python_kinds
 from bench.registry import BenchRegistry, load_registry
 from bench.snn.classifier import SNNClassifier
 from bench.specs import DatasetSpec, Entry, to_dict
@@ -213,7 +214,7 @@ def plan_external(
 
     attacks = [make_attack(reg, a, dataset, overrides) for a in attack_names]
     for entry, atk in attacks:
-        if atk.needs_substitute:
+        if atk.needs_substitute and not atk.composite:  # the protocol skips its transfer stage, saying why
             raise BenchError(
                 f"attack {entry.name!r} needs a substitute of the same architecture trained by snnbench; "
                 "it is not available for a foreign model"
@@ -353,7 +354,7 @@ def evaluate(
     """
     if not isinstance(model, nn.Module):
         raise BenchError(f"evaluate: model must be a torch.nn.Module, got {type(model).__name__}")
-    reg = load_registry(registry)
+    reg = load_registry(registry, kinds=python_kinds())
     from bench.runner import resolve_dataset
 
     ds = resolve_dataset(reg, dataset)
@@ -428,7 +429,7 @@ def load_dataset(
 
     if split not in ("train", "test"):
         raise BenchError(f"split: {split!r} is not train or test")
-    data = load_data(resolve_dataset(load_registry(registry), name), data_root)
+    data = load_data(resolve_dataset(load_registry(registry, kinds=python_kinds()), name), data_root)
     part = data.train if split == "train" else data.test
     return to_float(part.x), part.y
 

@@ -58,11 +58,12 @@ def import_cmd(
     the unmatched keys). The checkpoint is read with torch.load(weights_only=True).
     """
     from bench.importers import import_snnrat, load_reference
+    from bench.kinds import python_kinds
     from bench.registry import load_registry
     from bench.runner import make_defense
     from bench.train import CHECKPOINT_FORMAT, atomic_save, build_model, sha256_file
 
-    reg = load_registry(registry)
+    reg = load_registry(registry, kinds=python_kinds())
     ds = reg.get("datasets", dataset, "--dataset")
     spec = reg.get("models", model, "--model")
     _, vanilla = make_defense(reg, "vanilla")

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.errors import NotImplementedYet
 
 PERF_DIR = Path(__file__).resolve().parent.parent / "perf"
 PREFERRED = ("gpu_h200_bench_b256.json", "gpu_h100_bench_b256.json")
@@ -58,18 +57,23 @@ def load_rates(perf_dir: Path = PERF_DIR) -> tuple[str, dict[tuple[str, str], di
     return "", {}
 
 
-def _steps(attack: Any) -> int:
-    p = getattr(attack, "params", None)
-    if getattr(attack, "kind", "") == "autoattack":
+#: input-gradient steps of a kind whose config leaves ``steps`` unset (its Params default)
+DEFAULT_STEPS = {"apgd": 100, "apgd_t": 900, "square": 5000 // 2, "fgsm": 1, "rfgsm": 1, "cw_l2": 10,
+                 "gaussian": 0, "uniform": 0, "worst": 0, "standard": 100 * 18 + 5000 // 2 + 10}
+
+
+def _steps_of(kind: str, cfg: dict[str, Any]) -> int:
+    """Input-gradient steps (forward passes count half) of one attack config, from registry data only."""
+    if kind == "autoattack":
         steps = AUTOATTACK_STEPS
     else:
-        steps = int(getattr(p, "steps", 1) or 1)
-    return steps * int(getattr(p, "restarts", 1) or 1) * max(1, int(getattr(p, "eot", 1) or 1))
+        steps = int(cfg.get("steps") or DEFAULT_STEPS.get(kind, 7))
+    return steps * int(cfg.get("restarts", 1) or 1) * max(1, int(cfg.get("eot", 1) or 1))
 
 
 def project(reg: Any, suite: Any, measured: list[Any], perf_dir: Path = PERF_DIR) -> Projection:
     """GPU-hours for the suite's ``not run`` cells (models to train and cells to evaluate)."""
-    from bench.suites import plan_cell
+    from bench.specs import ATSpec, TrainSpec, from_mapping
 
     source, rates = load_rates(perf_dir)
     todo = [m for m in measured if m.status == "not run" and m.cell.runnable]
@@ -83,24 +87,29 @@ def project(reg: Any, suite: Any, measured: list[Any], perf_dir: Path = PERF_DIR
             return Projection(
                 None, 0, len(todo), source, f"no GPU rate measured for {m.cell.dataset}-sized inputs"
             )
-        try:
-            plan = plan_cell(reg, suite, m.cell, device="cpu")
-        except NotImplementedYet:
-            continue
         n_train, n_test = SIZES[m.cell.dataset]
-        n_test = min(n_test, plan.n_eval) if plan.n_eval else n_test
-        wl, path = WORKLOAD.get(plan.defense_entry.kind, ("vanilla", "fused"))
+        n_test = min(n_test, m.cell.n_eval) if m.cell.n_eval else n_test
+        wl, path = WORKLOAD.get(reg.defenses[m.cell.defense].kind, ("vanilla", "fused"))
         r = rates.get((wl, path)) or rates.get(("vanilla", "fused"))
         if r is None:
             return Projection(None, 0, len(todo), source, f"{source} has no fp32 rate for {wl}/{path}")
-        scale = plan.train.T / MEASURED_T
+        c = m.cell
+        merged = {**reg.datasets[c.dataset].train, **(suite.train or {}), "training": c.training}
+        if c.T:
+            merged["T"] = c.T
+        at = merged.pop("at", None)
+        t = from_mapping(TrainSpec, merged, "train")
+        at_steps = from_mapping(ATSpec, at, "train.at").steps if isinstance(at, dict) else t.at.steps
+        scale = t.T / MEASURED_T
         step = scale / (7 * r["pgd_img_s"])  # s per image per input-gradient step
-        if m.run_id is None and plan.config_hash not in models:
-            models.add(plan.config_hash)
-            t = plan.train
+        model_key = (c.dataset, c.model, c.defense, c.training, t.T)
+        if m.run_id is None and model_key not in models:
+            models.add(model_key)
             seconds += t.epochs * n_train * scale / r["train_img_s"] * B64
             if t.training == "at":
-                seconds += t.epochs * n_train * t.at.steps * step * B64
-        if plan.attacks:
-            seconds += n_test * _steps(plan.attacks[0][1]) * step
+                seconds += t.epochs * n_train * at_steps * step * B64
+        if c.attack != "clean" and c.attack in reg.attacks:
+            e = reg.attacks[c.attack]
+            cfg = {**e.params, **{k: v for k, v in c.attack_overrides.items() if k != "attack_params"}}
+            seconds += n_test * _steps_of(e.kind, cfg) * step
     return Projection(seconds / 3600, len(models), len(todo), source)

@@ -172,7 +172,7 @@ def leaderboard(db: str | os.PathLike | None = None, registry: str | None = None
 
     rows = [
         dataclasses.asdict(r)
-        for rs in board(load_registry(registry), Store(database_url(db))).values()
+        for rs in board(load_registry(registry, kinds=None), Store(database_url(db))).values()
         for r in rs
     ]
     cols = [f.name for f in dataclasses.fields(LeaderRow)]
@@ -198,7 +198,7 @@ def suite(
     from bench.suite_spec import CLEAN
     from bench.suites import measure_suite
 
-    reg = load_registry(registry)
+    reg = load_registry(registry, kinds=None)
     spec = reg.get("suites", name, "suite")
     rows = []
     for m in measure_suite(reg, spec, Store(database_url(db))):

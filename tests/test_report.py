@@ -51,7 +51,7 @@ def site(tiny_suite, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def reg():
-    return load_registry()
+    return load_registry(kinds=None)
 
 
 def planted(tmp_path: Path) -> Store:
@@ -156,7 +156,7 @@ def test_run_page_provenance_labels_and_flags_order(tmp_path, reg):
 def test_not_run_suite_page_shows_command_and_projected_cost(site):
     html = (site / "suite-tiny.html").read_text()
     assert "bench sweep --suite tiny" not in html  # every runnable cell of the tiny suite is measured
-    reg = load_registry()
+    reg = load_registry(kinds=None)
     store = Store("sqlite://")
     out = site.parent / "empty"
     build_site(reg, store, out)
@@ -309,7 +309,7 @@ def test_kill_during_report_leaves_old_or_new_site(tmp_path, reg):
     raw = yaml.safe_load(Path(reg.path).read_text())
     raw["suites"] = {k: v for k, v in raw["suites"].items() if k == "mpd_sgr_table3"}  # a fast render
     (tmp_path / "registry.yaml").write_text(yaml.safe_dump(raw))
-    reg = load_registry(tmp_path / "registry.yaml")
+    reg = load_registry(tmp_path / "registry.yaml", kinds=None)
     store = planted(tmp_path)
     build_site(reg, store, tmp_path / "old")
     old = _snapshot(tmp_path / "old")

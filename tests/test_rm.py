@@ -73,7 +73,7 @@ def test_suite_progress_line_counts_elapsed_eta_and_accuracy(tmp_path):
     from bench.cli_report import SuiteProgress
     from bench.suites import CellEvent
 
-    reg = load_registry()
+    reg = load_registry(kinds=None)
     suite = reg.suites["smoke"]
     lines: list[str] = []
     p = SuiteProgress(reg, suite, Store(f"sqlite:///{tmp_path / 'e.sqlite'}"), echo=lines.append)
@@ -91,7 +91,7 @@ def test_eps_sweep_flag_and_hidden_old_alias():
 
 
 def test_papers_are_data_and_references_are_checked(tmp_path):
-    reg = load_registry()
+    reg = load_registry(kinds=None)
     assert reg.defense_papers["mpd_sgr"] == "mpd_sgr" and reg.suites["rat_table2"].paper == "snn_rat"
     p = reg.papers["mpd_sgr"]
     assert p.link == "https://arxiv.org/abs/2511.12199" and p.short == "Jiang et al., AAAI 2026"
@@ -100,9 +100,9 @@ def test_papers_are_data_and_references_are_checked(tmp_path):
     raw["defenses"]["rat"]["paper"] = "snn_ratt"
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(BenchError, match=r"defenses\.rat\.paper.*snn_ratt.*snn_rat"):
-        load_registry(tmp_path / "r.yaml")
+        load_registry(tmp_path / "r.yaml", kinds=None)
     raw["defenses"]["rat"]["paper"] = "snn_rat"
     raw["papers"]["sr"]["arxiv"] = "not-an-id"
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(BenchError, match=r"papers\.sr\.arxiv"):
-        load_registry(tmp_path / "r.yaml")
+        load_registry(tmp_path / "r.yaml", kinds=None)
