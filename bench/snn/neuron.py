@@ -115,6 +115,10 @@ class LIFNeuron(nn.Module):
         self.record = False
         self.v_pre: Tensor | None = None
         self.spikes: Tensor | None = None
+        #: a V-penalty (bench.snn.fused.VPenalty) the fused path computes while recording with gradients;
+        #: armed by bench.snn.fused.fused_penalty, read back there as ``penalty = (spec, value)``
+        self.v_penalty = None
+        self.penalty: tuple | None = None
 
     # --- hooks for defenses -------------------------------------------------------------------------
     def leak(self, t: int) -> Tensor | float:
@@ -143,6 +147,7 @@ class LIFNeuron(nn.Module):
 
     def _run(self, x_seq: Tensor) -> Tensor:
         """Unroll charge -> fire -> reset over T; returns spikes [T, B, ...]."""
+        self.penalty = None
         if self._fused_ok(x_seq):
             return self._run_fused(x_seq)
         sp = self.spec
@@ -192,9 +197,11 @@ class LIFNeuron(nn.Module):
             draws = [self.membrane_noise(x_seq[t], t) for t in range(x_seq.shape[0])]  # same RNG order
             if any(d is not None for d in draws):
                 noise = torch.stack([torch.zeros_like(x_seq[0]) if d is None else d.expand_as(x_seq[0]) for d in draws])
-        s_seq, v_seq = fused_lif(x_seq, fs, noise)
+        pen = self.v_penalty if self.record and torch.is_grad_enabled() else None
+        s_seq, v_seq, value = fused_lif(x_seq, fs, noise, pen)
         if self.record:
             self.v_pre, self.spikes = v_seq, s_seq
+            self.penalty = None if pen is None else (pen, value)
         return s_seq
 
     def extra_repr(self) -> str:
