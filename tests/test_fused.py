@@ -117,7 +117,9 @@ def test_unsupported_hooks_fall_back_to_reference():
 
     assert not _pair(OpaqueNoise, NeuronSpec(), 4, False, "fused")._fused_ok(x)
     assert _pair(NoisyNeuron, NeuronSpec(), 4, False, "fused")._fused_ok(x)
-    assert not _pair(LIFNeuron, NeuronSpec(), 4, False, "auto")._fused_ok(x)  # CPU default = reference
+    assert _pair(LIFNeuron, NeuronSpec(), 4, False, "auto")._fused_ok(x)  # the default, on CPU too
+    assert not _pair(LIFNeuron, NeuronSpec(), 4, False, "torch")._fused_ok(x)
+    assert not _pair(LeakyNeuron, NeuronSpec(), 4, False, "auto")._fused_ok(x)
     s_ref, v_ref, _ = _run(LeakyNeuron, NeuronSpec(), x, 4, "torch")
     s_f, v_f, _ = _run(LeakyNeuron, NeuronSpec(), x, 4, "fused")
     assert torch.equal(s_f, s_ref) and torch.equal(v_f, v_ref)
