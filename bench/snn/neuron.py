@@ -100,8 +100,8 @@ class LIFNeuron(nn.Module):
 
     randomized = False
     #: "auto" (= "fused" wherever the neuron's hooks allow it: Triton kernels on CUDA, the fused torch loop on
-    #: CPU; measured 1.6x the reference's training speed on CPU, equal spikes, gradients to rounding),
-    #: "torch" (reference loop) or "fused" (bench/snn/fused.py)
+    #: CPU, where it is parity-tested and not slower, README "Performance"), "torch" (reference loop) or
+    #: "fused" (bench/snn/fused.py)
     backend = "auto"
     #: set by subclasses whose ``membrane_noise(v, t)`` uses ``v`` only for its shape/dtype/device, so the
     #: fused path may sample the noise up front (same global-RNG draws in the same order)
