@@ -94,7 +94,11 @@ def batched_apgd_class() -> type:
             x_adv = x_adv.clamp(0.0, 1.0)
             x_best, x_best_adv = x_adv.clone(), x_adv.clone()
             loss_steps = torch.zeros([self.n_iter, x.shape[0]]).to(self.device)
-            criterion = (lambda z, yy: F.cross_entropy(z, yy, reduction="none")) if self.loss == "ce" else self.dlr_loss
+            criterion = (
+                (lambda z, yy: F.cross_entropy(z, yy, reduction="none"))
+                if self.loss == "ce"
+                else self.dlr_loss
+            )
 
             grad, logits, loss_indiv = eot_logits_grad(self.model, x_adv, y, criterion, self.eot_iter)
             grad_best = grad.clone()
@@ -103,7 +107,9 @@ def batched_apgd_class() -> type:
             acc = logits.max(1)[1] == y
             loss_best = loss_indiv.clone()
 
-            step_size = 2.0 * self.eps * torch.ones([x.shape[0], *([1] * self.ndims)]).to(self.device).detach()
+            step_size = (
+                2.0 * self.eps * torch.ones([x.shape[0], *([1] * self.ndims)]).to(self.device).detach()
+            )
             x_adv_old = x_adv.clone()
             k = self.n_iter_2 + 0
             counter3 = 0
@@ -120,7 +126,10 @@ def batched_apgd_class() -> type:
                     x_adv_1 = x_adv + step_size * torch.sign(grad)
                     x_adv_1 = torch.clamp(torch.min(torch.max(x_adv_1, x - self.eps), x + self.eps), 0.0, 1.0)
                     x_adv_1 = torch.clamp(
-                        torch.min(torch.max(x_adv + (x_adv_1 - x_adv) * a + grad2 * (1 - a), x - self.eps), x + self.eps),
+                        torch.min(
+                            torch.max(x_adv + (x_adv_1 - x_adv) * a + grad2 * (1 - a), x - self.eps),
+                            x + self.eps,
+                        ),
                         0.0,
                         1.0,
                     )
@@ -142,7 +151,9 @@ def batched_apgd_class() -> type:
                     counter3 += 1
                     if counter3 == k:
                         fl_oscillation = self.check_oscillation(loss_steps, i, k, loss_best, k3=self.thr_decr)
-                        fl_reduce_no_impr = (1.0 - reduced_last_check) * (loss_best_last_check >= loss_best).float()
+                        fl_reduce_no_impr = (1.0 - reduced_last_check) * (
+                            loss_best_last_check >= loss_best
+                        ).float()
                         fl_oscillation = torch.max(fl_oscillation, fl_reduce_no_impr)
                         reduced_last_check = fl_oscillation.clone()
                         loss_best_last_check = loss_best.clone()

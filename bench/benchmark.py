@@ -172,7 +172,9 @@ def _build(reg: BenchRegistry, model: ModelSpec, ds: DatasetSpec, T: int, path: 
     return clf, defense
 
 
-def _regularizer(defense, neurons: list, x: Tensor, y: Tensor, logits: Tensor, net: nn.Module) -> Tensor | None:
+def _regularizer(
+    defense, neurons: list, x: Tensor, y: Tensor, logits: Tensor, net: nn.Module
+) -> Tensor | None:
     """The defense's own regulariser at lambda of the middle of training (epoch 1 of 2)."""
     from defenses.base import StepState, TrainContext
 
@@ -211,7 +213,9 @@ def _peak_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _timed(fn: Callable[[], None], iters: int, warmup: int, device: torch.device) -> tuple[float, float, float]:
+def _timed(
+    fn: Callable[[], None], iters: int, warmup: int, device: torch.device
+) -> tuple[float, float, float]:
     """Seconds per call (mean over ``iters`` after ``warmup``), peak MiB, and the fastest single call's
     seconds (CPU only, each call timed alone; the GPU path times the whole loop with events)."""
     _peak_reset(device)
@@ -302,7 +306,9 @@ def measure(spec: BenchSpec, c: Case) -> Measurement:
         t_train, m_train, c_train = _timed(train_step, spec.iters, spec.warmup, c.device)
         t_pgd, m_pgd, c_pgd = _timed(pgd, spec.iters, spec.warmup, c.device)
     B = c.B
-    m = Measurement(c.workload, c.path, c.precision, B / t_train, B / t_pgd, round(m_train, 1), round(m_pgd, 1))
+    m = Measurement(
+        c.workload, c.path, c.precision, B / t_train, B / t_pgd, round(m_train, 1), round(m_pgd, 1)
+    )
     if c.device.type == "cpu":
         m.train_best_img_s, m.pgd_best_img_s = B / c_train, B / c_pgd
     return m
@@ -335,12 +341,24 @@ def measure_eval(spec: BenchSpec, c: Case, name: str) -> EvalMeasurement:
         cls = batched_apgd_class()
 
         def attack(steps: int) -> None:
-            cls(model, n_iter=steps, norm="Linf", n_restarts=1, eps=8 / 255, seed=0, loss="ce", eot_iter=eot,
-                rho=0.75, device=c.device).perturb(x, y)
+            cls(
+                model,
+                n_iter=steps,
+                norm="Linf",
+                n_restarts=1,
+                eps=8 / 255,
+                seed=0,
+                loss="ce",
+                eot_iter=eot,
+                rho=0.75,
+                device=c.device,
+            ).perturb(x, y)
 
         attack(2)  # warm-up, untimed
         t, peak, _ = _timed(lambda: attack(spec.apgd_steps), spec.eval_iters, 0, c.device)
-    return EvalMeasurement(name, c.path, c.precision, spec.apgd_steps, eot, c.B / t, round(t, 4), round(peak, 1))
+    return EvalMeasurement(
+        name, c.path, c.precision, spec.apgd_steps, eot, c.B / t, round(t, 4), round(peak, 1)
+    )
 
 
 def ratios(rows: list[Measurement]) -> list[dict]:
@@ -431,7 +449,14 @@ def run_benchmark(
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BenchError("--device cuda: no CUDA device is available")
     res = BenchResult(
-        {**asdict(spec), "dataset": ds.name, "model": model.name, "arch": model.arch, "T": T, "batch_size": B},
+        {
+            **asdict(spec),
+            "dataset": ds.name,
+            "model": model.name,
+            "arch": model.arch,
+            "T": T,
+            "batch_size": B,
+        },
         _setup(device),
     )
 

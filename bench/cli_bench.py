@@ -36,9 +36,14 @@ def _options(fn):
             help="Registry dataset: shape, classes, T, batch [default: cifar10 with CUDA, digits without].",
         ),
         click.option("--T", "T", type=int, default=None, help="Time steps (default: the dataset's)."),
-        click.option("--batch-size", "-b", type=int, default=None, help="Batch size B (default: the dataset's)."),
         click.option(
-            "--workload", default="vanilla", show_default=True, help="Training workloads: comma list of vanilla, tgo, mpd."
+            "--batch-size", "-b", type=int, default=None, help="Batch size B (default: the dataset's)."
+        ),
+        click.option(
+            "--workload",
+            default="vanilla",
+            show_default=True,
+            help="Training workloads: comma list of vanilla, tgo, mpd.",
         ),
         click.option(
             "--eval",
@@ -47,20 +52,40 @@ def _options(fn):
             help="Evaluation workloads: comma list of apgd (APGD-CE), apgd_eot (APGD-CE with --eot draws, TGO SNN).",
         ),
         click.option(
-            "--path", "paths", default="torch,fused,ann", show_default=True, help="Comma list of torch, fused, ann."
+            "--path",
+            "paths",
+            default="torch,fused,ann",
+            show_default=True,
+            help="Comma list of torch, fused, ann.",
         ),
-        click.option("--precision", default="fp32", show_default=True, help="Comma list of fp32, bf16 (autocast)."),
-        click.option("--channels-last", is_flag=True, help="channels_last memory format for model and inputs."),
-        click.option("--iters", type=int, default=10, show_default=True, help="Timed iterations per measurement."),
+        click.option(
+            "--precision", default="fp32", show_default=True, help="Comma list of fp32, bf16 (autocast)."
+        ),
+        click.option(
+            "--channels-last", is_flag=True, help="channels_last memory format for model and inputs."
+        ),
+        click.option(
+            "--iters", type=int, default=10, show_default=True, help="Timed iterations per measurement."
+        ),
         click.option("--warmup", type=int, default=3, show_default=True, help="Untimed warm-up iterations."),
-        click.option("--pgd-steps", type=int, default=7, show_default=True, help="PGD iterations per attack call."),
-        click.option("--apgd-steps", type=int, default=100, show_default=True, help="APGD iterations (--eval)."),
+        click.option(
+            "--pgd-steps", type=int, default=7, show_default=True, help="PGD iterations per attack call."
+        ),
+        click.option(
+            "--apgd-steps", type=int, default=100, show_default=True, help="APGD iterations (--eval)."
+        ),
         click.option("--eot", type=int, default=10, show_default=True, help="EOT draws of apgd_eot."),
-        click.option("--eval-iters", type=int, default=1, show_default=True, help="Timed APGD runs per measurement."),
+        click.option(
+            "--eval-iters", type=int, default=1, show_default=True, help="Timed APGD runs per measurement."
+        ),
         click.option("--device", default=None, help="cpu or cuda (default: cuda when available)."),
         click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's)."),
         click.option(
-            "--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write all numbers here."
+            "--json",
+            "json_path",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Write all numbers here.",
         ),
         registry_option,
     ]

@@ -62,7 +62,9 @@ def main() -> None:
                 fn()
                 if r >= 2:  # 2 warm-up rounds
                     times.setdefault((name, backend), []).append(time.perf_counter() - t0)
-    print(f"{model.name} on {ds.name} T={T} B={B} workload={a.workload} threads={a.threads} rounds={a.rounds}")
+    print(
+        f"{model.name} on {ds.name} T={T} B={B} workload={a.workload} threads={a.threads} rounds={a.rounds}"
+    )
     for name in ("train", "pgd7"):
         t, f = times[name, "torch"], times[name, "fused"]
         print(

@@ -54,7 +54,17 @@ def test_eot1_matches_fra31_apgd_exactly(loss):
     net = _net()
     x, _ = _data()
     y = net(x).argmax(1)  # every point starts correctly classified
-    kw = dict(n_iter=30, norm="Linf", n_restarts=2, eps=0.05, seed=3, loss=loss, eot_iter=1, rho=0.75, device=x.device)
+    kw = dict(
+        n_iter=30,
+        norm="Linf",
+        n_restarts=2,
+        eps=0.05,
+        seed=3,
+        loss=loss,
+        eot_iter=1,
+        rho=0.75,
+        device=x.device,
+    )
     ref = APGDAttack(net, **kw).perturb(x, y)
     ours = batched_apgd_class()(net, **kw).perturb(x, y)
     robust = net(ref).argmax(1) == y
@@ -71,8 +81,18 @@ def test_apgd_kind_on_snn_matches_fra31(trained_vanilla):
     x, y = prep.data.test.x[:16].float(), prep.data.test.y[:16]
     atk = APGD(APGD.Params(steps=10, seed=0), eps=0.1, alpha=0.025)
     ours = atk.perturb(model, x, y)
-    ref = APGDAttack(atk.view(model), n_iter=10, norm="Linf", n_restarts=1, eps=0.1, seed=0, loss="ce", eot_iter=1,
-                     rho=0.75, device=x.device).perturb(x, y)
+    ref = APGDAttack(
+        atk.view(model),
+        n_iter=10,
+        norm="Linf",
+        n_restarts=1,
+        eps=0.1,
+        seed=0,
+        loss="ce",
+        eot_iter=1,
+        rho=0.75,
+        device=x.device,
+    ).perturb(x, y)
     assert (ref != x).any()
     assert torch.equal(ours, ref)
 
@@ -100,8 +120,18 @@ def test_eot_runs_one_batched_forward_per_iteration():
     x, _ = _data(8)
     model = Counting(_net())
     y = model.net(x).argmax(1)
-    atk = batched_apgd_class()(model, n_iter=10, norm="Linf", n_restarts=1, eps=0.1, seed=0, loss="ce", eot_iter=4,
-                               rho=0.75, device=x.device)
+    atk = batched_apgd_class()(
+        model,
+        n_iter=10,
+        norm="Linf",
+        n_restarts=1,
+        eps=0.1,
+        seed=0,
+        loss="ce",
+        eot_iter=4,
+        rho=0.75,
+        device=x.device,
+    )
     atk.perturb(x, y)
     # perturb's clean prediction, then 1 + n_iter gradient calls on the robust points, each 4 copies
     assert len(model.calls) == 1 + 1 + 10

@@ -66,13 +66,19 @@ def test_workloads_use_the_defenses_regularizers(workload, path, registry, monke
 
     def spy(defense, neurons, *a):
         reg = orig(defense, neurons, *a)
-        calls.append((type(defense).__name__, float(reg.detach()), all(n.penalty is not None for n in neurons)))
+        calls.append(
+            (type(defense).__name__, float(reg.detach()), all(n.penalty is not None for n in neurons))
+        )
         return reg
 
     monkeypatch.setattr(benchmark, "_regularizer", spy)
-    spec = BenchSpec(dataset="digits", T=2, batch_size=4, iters=2, warmup=1, pgd_steps=1, workloads=(workload,))
+    spec = BenchSpec(
+        dataset="digits", T=2, batch_size=4, iters=2, warmup=1, pgd_steps=1, workloads=(workload,)
+    )
     model, ds, T, B = resolve(spec, registry)
-    benchmark.measure(spec, benchmark.Case(registry, model, ds, T, B, workload, path, "fp32", torch.device("cpu")))
+    benchmark.measure(
+        spec, benchmark.Case(registry, model, ds, T, B, workload, path, "fp32", torch.device("cpu"))
+    )
     assert {c[0] for c in calls} == {"TGO" if workload == "tgo" else "MPDSGR"}
     assert len(calls) == 3 and all(c[1] > 0 for c in calls)
     assert [c[2] for c in calls] == ([False, True, True] if path == "fused" else [False] * 3)
@@ -84,7 +90,20 @@ def test_perf_eval_workloads_run_apgd_with_and_without_eot(tmp_path):
     out = tmp_path / "e.json"
     res = CliRunner().invoke(
         main,
-        ["perf", *TINY, "--workload", "", "--eval", "apgd,apgd_eot", "--apgd-steps", "2", "--eot", "3", "--json", str(out)],
+        [
+            "perf",
+            *TINY,
+            "--workload",
+            "",
+            "--eval",
+            "apgd,apgd_eot",
+            "--apgd-steps",
+            "2",
+            "--eot",
+            "3",
+            "--json",
+            str(out),
+        ],
     )
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
@@ -133,7 +152,24 @@ def test_cpu_default_is_digits_with_a_note(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert benchmark.default_dataset(None) == "digits" and benchmark.default_dataset("cuda") == "cifar10"
-    res = CliRunner().invoke(main, ["perf", "--T", "2", "-b", "4", "--iters", "1", "--warmup", "0", "--pgd-steps", "1", "--path", "fused"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "perf",
+            "--T",
+            "2",
+            "-b",
+            "4",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--pgd-steps",
+            "1",
+            "--path",
+            "fused",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "note: no CUDA device" in res.output and "on digits" in res.output
 

@@ -142,7 +142,9 @@ def _moment_coefficients(mu: Tensor, sd: Tensor, pen: VPenalty, coef: Tensor, m:
     return PenaltyGrad("moments", alpha=alpha.float().contiguous(), beta=beta.float().contiguous())
 
 
-def _penalty_torch(v_seq: Tensor, fs: FusedSpec, pen: VPenalty) -> tuple[Tensor, Tensor | None, Tensor | None]:
+def _penalty_torch(
+    v_seq: Tensor, fs: FusedSpec, pen: VPenalty
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """(value, mu, sd) of ``pen`` on V without the kernels."""
     if pen.kind == "hinge":
         return pen.scale * hinge_value(v_seq, fs.v_th, pen.params[0]), None, None

@@ -216,7 +216,9 @@ def _channels(v_seq: Tensor) -> tuple[int, int, bool]:
     c = v_seq.shape[2]
     hw = v_seq[0, 0, 0].numel() if v_seq.dim() > 3 else 1
     step = v_seq[0]
-    cl = step.dim() == 4 and not step.is_contiguous() and step.is_contiguous(memory_format=torch.channels_last)
+    cl = (
+        step.dim() == 4 and not step.is_contiguous() and step.is_contiguous(memory_format=torch.channels_last)
+    )
     return c, hw, cl
 
 
