@@ -1,7 +1,7 @@
 """APGD and AutoAttack from fra31's code (PyPI ``pyautoattack`` 0.2.0), on the attacker's view of the SNN.
 
 Croce & Hein, ICML 2020. We use fra31's implementation, not torchattacks' ``APGD``/``AutoAttack``, whose
-defaults run 10 iterations instead of 100 (spec/ecosystem.md 2.2, 3.2). Traps handled here:
+defaults run 10 iterations instead of 100 (docs/ecosystem.md 2.2, 3.2). Traps handled here:
 
 - fra31's attacks call ``torch.random.manual_seed`` inside ``perturb``: they run inside
   :func:`attacks.base.seeded` (``fork_rng``), so the rest of the run's RNG stream is unchanged;
@@ -12,7 +12,7 @@ defaults run 10 iterations instead of 100 (spec/ecosystem.md 2.2, 3.2). Traps ha
   batched EOT of attacks/eot.py); the targeted APGD-T, FAB-T and Square of the ``standard`` cascade
   (deterministic models, EOT 1) stay fra31's;
 - its per-point verdicts on a randomized model come from one stochastic forward; the evaluator re-scores
-  the returned images over several draws (spec/ecosystem.md 3.4), so that single-draw verdict never
+  the returned images over several draws (docs/ecosystem.md 3.4), so that single-draw verdict never
   becomes the stored number.
 """
 
@@ -77,7 +77,7 @@ def batched_apgd_class() -> type:
         the still-robust points), the random start, the momentum step (Alg. 1, a = 0.75), the checkpoints
         w_j (p_0 = 0, p_1 = 0.22, shrinking by 0.03 to at least 0.06 of n_iter) and the two step-halving
         conditions (oscillation with rho = 0.75, no improvement since the last checkpoint). With
-        ``eot_iter = 1`` it returns fra31's adversarial examples exactly (tests/test_attacks_apgd.py).
+        ``eot_iter = 1`` it returns fra31's adversarial examples exactly (tests/test_apgd_eot.py).
         Other norms, losses and TF models fall back to fra31's loop.
         """
 

@@ -6,7 +6,7 @@ potentials ``V[1..T]`` (everything else is recomputed from them). On CUDA the lo
 kernel per direction (:mod:`bench.snn.triton_lif`, membrane in registers); elsewhere it is a torch loop
 under ``no_grad`` (fewer, larger ops and no autograd bookkeeping).
 
-Forward (spec/defenses.md 1.1, TGO Eq. 1-3), with optional pre-sampled additive noise ``N[t]`` (TGO NLIF):
+Forward (docs/defenses.md 1.1, TGO Eq. 1-3), with optional pre-sampled additive noise ``N[t]`` (TGO NLIF):
 
     V[t] = tau U[t-1] + I[t] (+ N[t]);   S[t] = H(V[t] - V_th)
     U[t] = V[t] (1 - S[t]) + V_reset S[t]   (hard)   |   U[t] = V[t] - V_th S[t]   (soft)
