@@ -1,23 +1,28 @@
 """APGD and AutoAttack from fra31's code (PyPI ``pyautoattack`` 0.2.0), on the attacker's view of the SNN.
 
 Croce & Hein, ICML 2020. We use fra31's implementation, not torchattacks' ``APGD``/``AutoAttack``, whose
-defaults run 10 iterations instead of 100 (spec/ecosystem.md 2.2, 3.2). Traps handled here:
+defaults run 10 iterations instead of 100 (docs/ecosystem.md 2.2, 3.2). Traps handled here:
 
 - fra31's attacks call ``torch.random.manual_seed`` inside ``perturb``: they run inside
   :func:`attacks.base.seeded` (``fork_rng``), so the rest of the run's RNG stream is unchanged;
 - inputs are cast to float32 and must be 4-D NCHW (our images are);
-- its EOT (``eot_iter``) loops over forward/backward passes; we pass our EOT sample count to it (the only
-  attacks here whose EOT is not batched);
+- its EOT (``eot_iter``) loops over forward/backward passes, one per draw: our ``apgd`` kind and the APGD
+  stages of ``autoattack`` (APGD-CE, APGD-DLR) run :class:`BatchedEOTAPGD` instead, fra31's Alg. 1 line for
+  line with every gradient taken in ONE forward/backward on the batch repeated ``eot_iter`` times (the
+  batched EOT of attacks/eot.py); the targeted APGD-T, FAB-T and Square of the ``standard`` cascade
+  (deterministic models, EOT 1) stay fra31's;
 - its per-point verdicts on a randomized model come from one stochastic forward; the evaluator re-scores
-  the returned images over several draws (spec/ecosystem.md 3.4), so that single-draw verdict never
+  the returned images over several draws (docs/ecosystem.md 3.4), so that single-draw verdict never
   becomes the stored number.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from attacks.base import ATTACKS, Attack, GradientParams
@@ -38,11 +43,140 @@ def _pyautoattack():
     return pyautoattack
 
 
+def eot_logits_grad(
+    model: torch.nn.Module, x_adv: Tensor, y: Tensor, criterion, samples: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One batched EOT step (attacks/eot.py ``loss_grad``, also returning what APGD tracks).
+
+    Returns the input gradient of ``sum_b mean_n loss(f_n(x_b))`` over ``samples`` draws taken in one
+    forward on ``[samples * B, ...]``, the first draw's logits ``[B, K]`` (fra31 keeps its last draw's;
+    any one draw is the same in distribution) and the per-sample loss averaged over the draws ``[B]`` (the
+    objective whose gradient is followed; fra31 keeps its last draw's). With ``samples = 1`` the operations
+    are fra31's (``loss.sum()`` then the gradient; the division by 1 is exact).
+    """
+    x_in = x_adv.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x_in.repeat(samples, *([1] * (x_in.dim() - 1))))  # [N*B, K]
+        loss_all = criterion(logits, y.repeat(samples))  # [N*B]
+        loss = loss_all.sum() / samples
+    (g,) = torch.autograd.grad(loss, [x_in])
+    b = x_adv.shape[0]
+    return g.detach(), logits.detach()[:b], loss_all.detach().view(samples, b).mean(0)
+
+
+@cache
+def batched_apgd_class() -> type:
+    """:class:`BatchedEOTAPGD`, built on the installed ``pyautoattack`` (imported on first use)."""
+    autopgd = _pyautoattack().autopgd_base
+    check_zero_gradients = autopgd.check_zero_gradients
+
+    class BatchedEOTAPGD(autopgd.APGDAttack):
+        """fra31's ``APGDAttack`` whose L-inf ``attack_single_run`` takes each EOT gradient in one batched
+        forward/backward (:func:`eot_logits_grad`) instead of ``eot_iter`` sequential passes.
+
+        Everything else is fra31's: ``perturb`` (seeding with ``torch.random.manual_seed(seed)``, restarts on
+        the still-robust points), the random start, the momentum step (Alg. 1, a = 0.75), the checkpoints
+        w_j (p_0 = 0, p_1 = 0.22, shrinking by 0.03 to at least 0.06 of n_iter) and the two step-halving
+        conditions (oscillation with rho = 0.75, no improvement since the last checkpoint). With
+        ``eot_iter = 1`` it returns fra31's adversarial examples exactly (tests/test_apgd_eot.py).
+        Other norms, losses and TF models fall back to fra31's loop.
+        """
+
+        def attack_single_run(self, x: Tensor, y: Tensor, x_init: Tensor | None = None):
+            if self.norm != "Linf" or self.is_tf_model or self.loss not in ("ce", "dlr"):
+                return super().attack_single_run(x, y, x_init)
+            if len(x.shape) < self.ndims:
+                x, y = x.unsqueeze(0), y.unsqueeze(0)
+            # random start in the eps-ball (fra31: uniform direction scaled to the L-inf sphere), then [0, 1]
+            t = 2 * torch.rand(x.shape).to(self.device).detach() - 1
+            x_adv = x + self.eps * torch.ones_like(x).detach() * self.normalize(t)
+            if x_init is not None:
+                x_adv = x_init.clone()
+            x_adv = x_adv.clamp(0.0, 1.0)
+            x_best, x_best_adv = x_adv.clone(), x_adv.clone()
+            loss_steps = torch.zeros([self.n_iter, x.shape[0]]).to(self.device)
+            criterion = (
+                (lambda z, yy: F.cross_entropy(z, yy, reduction="none"))
+                if self.loss == "ce"
+                else self.dlr_loss
+            )
+
+            grad, logits, loss_indiv = eot_logits_grad(self.model, x_adv, y, criterion, self.eot_iter)
+            grad_best = grad.clone()
+            if self.loss == "dlr":
+                check_zero_gradients(grad, logger=self.logger)
+            acc = logits.max(1)[1] == y
+            loss_best = loss_indiv.clone()
+
+            step_size = (
+                2.0 * self.eps * torch.ones([x.shape[0], *([1] * self.ndims)]).to(self.device).detach()
+            )
+            x_adv_old = x_adv.clone()
+            k = self.n_iter_2 + 0
+            counter3 = 0
+            loss_best_last_check = loss_best.clone()
+            reduced_last_check = torch.ones_like(loss_best)
+            for i in range(self.n_iter):
+                # gradient step with momentum (Alg. 1 lines 6-8: z = P(x + eta sign(g)), x' = P(x + a(z - x)
+                # + (1 - a)(x - x_old)))
+                with torch.no_grad():
+                    x_adv = x_adv.detach()
+                    grad2 = x_adv - x_adv_old
+                    x_adv_old = x_adv.clone()
+                    a = 0.75 if i > 0 else 1.0
+                    x_adv_1 = x_adv + step_size * torch.sign(grad)
+                    x_adv_1 = torch.clamp(torch.min(torch.max(x_adv_1, x - self.eps), x + self.eps), 0.0, 1.0)
+                    x_adv_1 = torch.clamp(
+                        torch.min(
+                            torch.max(x_adv + (x_adv_1 - x_adv) * a + grad2 * (1 - a), x - self.eps),
+                            x + self.eps,
+                        ),
+                        0.0,
+                        1.0,
+                    )
+                    x_adv = x_adv_1 + 0.0
+                # gradient, batched over the EOT draws
+                grad, logits, loss_indiv = eot_logits_grad(self.model, x_adv, y, criterion, self.eot_iter)
+                pred = logits.max(1)[1] == y
+                acc = torch.min(acc, pred)
+                ind_pred = (pred == 0).nonzero().squeeze()
+                x_best_adv[ind_pred] = x_adv[ind_pred] + 0.0
+                # step-size control at the checkpoints (Alg. 1 lines 9-14; conditions 1 and 2)
+                with torch.no_grad():
+                    y1 = loss_indiv.clone()
+                    loss_steps[i] = y1 + 0
+                    ind = (y1 > loss_best).nonzero().squeeze()
+                    x_best[ind] = x_adv[ind].clone()
+                    grad_best[ind] = grad[ind].clone()
+                    loss_best[ind] = y1[ind] + 0
+                    counter3 += 1
+                    if counter3 == k:
+                        fl_oscillation = self.check_oscillation(loss_steps, i, k, loss_best, k3=self.thr_decr)
+                        fl_reduce_no_impr = (1.0 - reduced_last_check) * (
+                            loss_best_last_check >= loss_best
+                        ).float()
+                        fl_oscillation = torch.max(fl_oscillation, fl_reduce_no_impr)
+                        reduced_last_check = fl_oscillation.clone()
+                        loss_best_last_check = loss_best.clone()
+                        if fl_oscillation.sum() > 0:
+                            ind_fl_osc = (fl_oscillation > 0).nonzero().squeeze()
+                            step_size[ind_fl_osc] /= 2.0
+                            x_adv[ind_fl_osc] = x_best[ind_fl_osc].clone()
+                            grad[ind_fl_osc] = grad_best[ind_fl_osc].clone()
+                        k = max(k - self.size_decr, self.n_iter_min)
+                        counter3 = 0
+            return (x_best, acc, loss_best, x_best_adv)
+
+    return BatchedEOTAPGD
+
+
 @ATTACKS.register("apgd")
 class APGD(Attack):
     """APGD-CE / APGD-DLR (Croce & Hein 2020, Alg. 1): step-size-adaptive PGD with momentum and
     checkpoints, ``steps`` = 100 iterations (the AutoAttack setting), ``restarts`` random restarts, L-inf.
-    ``alpha`` is unused (APGD sets its own step size, starting at 2 eps)."""
+    ``alpha`` is unused (APGD sets its own step size, starting at 2 eps). fra31's algorithm with batched EOT
+    (:func:`batched_apgd_class`): on a randomized model each of the ``steps`` gradients is one forward on
+    ``eot`` copies of the batch."""
 
     kind = "apgd"
     description = "fra31 APGD (ce or dlr loss), 100 iterations"
@@ -61,9 +195,8 @@ class APGD(Attack):
             raise BenchError(f"apgd steps and restarts must be >= 1, got {params.steps}, {params.restarts}")
 
     def perturb(self, model: SNNClassifier, x: Tensor, y: Tensor) -> Tensor:
-        autopgd = _pyautoattack().autopgd_base
         p = self.params
-        atk = autopgd.APGDAttack(
+        atk = batched_apgd_class()(
             self.view(model),
             n_iter=p.steps,
             norm="Linf",
@@ -122,6 +255,9 @@ class AutoAttack(Attack):
         )
         n = self.eot_samples(model)
         aa.apgd.eot_iter = aa.apgd_targeted.eot_iter = n
+        # APGD-CE / APGD-DLR with batched EOT: same object state, fra31's subclass that only batches the
+        # EOT gradient (no attributes added)
+        aa.apgd.__class__ = batched_apgd_class()
         x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=max(1, len(x)))
         return x_adv.to(x.dtype)
 

@@ -1,62 +1,79 @@
-"""``bench bench``: training-step and PGD-7 throughput of one architecture, side by side in one process.
+"""``bench perf``: training-step, PGD-7 and APGD throughput of one architecture, side by side in one process.
 
-Paths compared (shared/perf/anchors.md method): the plain-torch neuron loop (``torch``, the reference), the
-fused multi-step neuron (``fused``, bench/snn/fused.py) and the same architecture as a ReLU ANN fed T*B
-images (``ann``, the practical limit). Workloads: ``vanilla`` (CE), ``tgo`` (TGO-like: Gaussian membrane
-noise, sigma 0.1, and the threshold hinge on recorded V, Eq. 12-13) and ``mpd`` (MPD-SGR-like: per-(l, c, t)
-Gaussian overlap of recorded V, Eq. 16-17). The two recording workloads are stand-ins with the recipes'
-tensors and operations, so their cost is measured without depending on the defenses' code.
+Paths compared (the GPU anchors' method, README "Performance"): the plain-torch neuron loop (``torch``, the
+reference), the fused multi-step neuron (``fused``, bench/snn/fused.py) and the same architecture as a ReLU
+ANN fed T*B images (``ann``, the practical limit).
 
-Timing: random CIFAR-sized data (or the chosen dataset's shape), warm-up excluded, CUDA events on GPU and
-``perf_counter`` on CPU; images/s are counted in SNN samples (B per step, also for the ANN at T*B). Peak
-memory: ``torch.cuda.max_memory_allocated`` per measurement on GPU; on CPU the process's peak RSS
-(a high-water mark over the whole run, so only the first measurement's value is specific to it).
+Training workloads are registry defense configs, built and regularised by the defenses' own code:
+``vanilla`` (CE), ``tgo`` (TGO: noisy LIF + threshold hinge, ``defenses/tgo.py``) and ``mpd``
+(``mpd_sgr``: the Gaussian overlap of recorded V, ``defenses/mpd_sgr.py``); the regulariser runs at
+lambda(e) of the middle of training (TGO's cosine ramp is 0 at the first epoch). With the fused backend the
+defenses' V-penalties are computed inside the neuron (their first recorded step, in the warm-up, arms it).
+
+Evaluation workloads (``--eval``), the attack schedule of the standard protocol's gradient stage:
+``apgd`` (APGD-CE, ``--apgd-steps`` iterations, EOT 1, on the vanilla SNN) and ``apgd_eot`` (the same with
+``--eot`` draws per gradient, batched, on the TGO SNN whose noise stays on at inference). The ANN runs the
+same schedule on T*B images. Labels are each model's own clean predictions, so every point is attacked for
+all iterations (fra31's APGD skips points that start misclassified).
+
+Timing: random data of the dataset's shape, warm-up excluded, CUDA events on GPU and ``perf_counter`` on
+CPU; images/s are counted in SNN samples (B per step, also for the ANN at T*B). Peak memory:
+``torch.cuda.max_memory_allocated`` per measurement on GPU; on CPU the process's peak RSS (a high-water
+mark over the whole run, so only the first measurement's value is specific to it).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import platform
 import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import Tensor, nn
 
 from bench.errors import BenchError, did_you_mean
-from bench.snn.classifier import SNNClassifier
-from bench.snn.encoders import DirectEncoder
+from bench.registry import BenchRegistry
 from bench.snn.fused import set_backend
-from bench.snn.models import ARCHITECTURES
-from bench.snn.neuron import LIFNeuron, NeuronSpec
+from bench.specs import DatasetSpec, ModelSpec, from_mapping
 
-WORKLOADS = ("vanilla", "tgo", "mpd")
+#: training workload -> registry defense config
+WORKLOADS = {"vanilla": "vanilla", "tgo": "tgo", "mpd": "mpd_sgr"}
+#: evaluation workload -> (training workload whose SNN is attacked, uses EOT)
+EVALS = {"apgd": ("vanilla", False), "apgd_eot": ("tgo", True)}
 PATHS = ("torch", "fused", "ann")
 PRECISIONS = ("fp32", "bf16")
-REGISTRY = Path(__file__).resolve().parents[1] / "registry.yaml"
+CPU_DATASET, GPU_DATASET = "digits", "cifar10"
 
 
 @dataclass(frozen=True)
 class BenchSpec:
-    """What ``bench bench`` measures; ``None`` fields come from the dataset's registry entry."""
+    """What ``bench perf`` measures; ``None`` fields come from the registry (dataset: cifar10 with CUDA,
+    digits without)."""
 
     model: str | None = None  # registry model name (default: the dataset's default_model)
-    dataset: str = "cifar10"  # only its shape, classes, T and batch size are used: data are random
+    dataset: str | None = None  # only its shape, classes, T and batch size are used: data are random
     T: int | None = None
     batch_size: int | None = None
     workloads: tuple[str, ...] = ("vanilla",)
+    evals: tuple[str, ...] = ()
     paths: tuple[str, ...] = PATHS
     precisions: tuple[str, ...] = ("fp32",)
     channels_last: bool = False
     iters: int = 10
     warmup: int = 3
     pgd_steps: int = 7
+    apgd_steps: int = 100
+    eot: int = 10
+    eval_iters: int = 1
     device: str | None = None
+    registry: str | None = None
 
 
 @dataclass
@@ -73,83 +90,96 @@ class Measurement:
 
 
 @dataclass
+class EvalMeasurement:
+    eval: str
+    path: str
+    precision: str
+    steps: int
+    eot: int
+    img_s: float
+    seconds: float  # per attack call on B SNN samples (T*B ANN images)
+    peak_mib: float
+
+
+@dataclass
 class BenchResult:
     spec: dict
     setup: dict
     rows: list[Measurement] = field(default_factory=list)
     ratios: list[dict] = field(default_factory=list)
+    evals: list[EvalMeasurement] = field(default_factory=list)
+    eval_ratios: list[dict] = field(default_factory=list)
 
 
-class NoisyLIF(LIFNeuron):
-    """TGO-like NLIF stand-in: V[t] += sigma N(0, 1), sampled from the global RNG (also in eval)."""
-
-    randomized = True
-    noise_independent_of_v = True
-    sigma = 0.1
-
-    def membrane_noise(self, v: Tensor, t: int) -> Tensor:
-        return self.sigma * torch.randn_like(v)
-
-
-def _check(name: str, values: tuple[str, ...], valid: tuple[str, ...]) -> None:
+def _check(name: str, values: tuple[str, ...], valid) -> None:
     for v in values:
         if v not in valid:
-            raise BenchError(f"{name}: {v!r} is not valid; {did_you_mean(v, valid)}")
+            raise BenchError(f"{name}: {v!r} is not valid; {did_you_mean(v, list(valid))}")
 
 
-def resolve(spec: BenchSpec) -> tuple[dict, dict, int, int]:
-    """(model entry, dataset entry, T, B) from registry.yaml (read as data; no defense code imported)."""
+def default_dataset(device: str | None) -> str:
+    """cifar10 (CIFAR-sized VGG-11) where CUDA is used, digits (small_conv, 8x8) on CPU."""
+    cuda = device == "cuda" or (device is None and torch.cuda.is_available())
+    return GPU_DATASET if cuda else CPU_DATASET
+
+
+def resolve(spec: BenchSpec, reg: BenchRegistry | None = None) -> tuple[ModelSpec, DatasetSpec, int, int]:
+    """(model, dataset, T, B) from the validated registry (``spec.registry`` or the default one)."""
+    from bench.registry import load_registry
+
     _check("--workload", spec.workloads, WORKLOADS)
+    _check("--eval", spec.evals, EVALS)
     _check("--path", spec.paths, PATHS)
     _check("--precision", spec.precisions, PRECISIONS)
-    reg = yaml.safe_load(REGISTRY.read_text())
-    datasets, models = reg.get("datasets", {}), reg.get("models", {})
-    if spec.dataset not in datasets:
-        raise BenchError(
-            f"--dataset: {spec.dataset!r} is not a registry dataset; {did_you_mean(spec.dataset, datasets)}"
-        )
-    ds = datasets[spec.dataset]
-    name = spec.model or ds.get("default_model", "vgg11")
-    if name not in models:
-        raise BenchError(f"--model: {name!r} is not a registry model; {did_you_mean(name, models)}")
-    T = spec.T if spec.T is not None else int(ds.get("train", {}).get("T", 8))
-    B = spec.batch_size if spec.batch_size is not None else int(ds.get("train", {}).get("batch_size", 64))
+    reg = reg or load_registry(spec.registry)
+    name = spec.dataset or default_dataset(spec.device)
+    ds = reg.get("datasets", name, "--dataset")
+    model = reg.get("models", spec.model or ds.default_model, "--model")
+    T = spec.T if spec.T is not None else int(ds.train.get("T", 8))
+    B = spec.batch_size if spec.batch_size is not None else int(ds.train.get("batch_size", 64))
     if T < 1 or B < 1 or spec.iters < 1 or spec.warmup < 0 or spec.pgd_steps < 1:
         raise BenchError(
             f"T, batch size, iters and pgd steps must be >= 1 (got T={T}, B={B}, iters={spec.iters})"
         )
-    return {"name": name, **models[name]}, ds, T, B
+    if spec.apgd_steps < 1 or spec.eot < 1 or spec.eval_iters < 1:
+        raise BenchError(
+            f"--apgd-steps, --eot and --eval-iters must be >= 1 (got {spec.apgd_steps}, {spec.eot}, {spec.eval_iters})"
+        )
+    for w in {*spec.workloads, *(EVALS[e][0] for e in spec.evals)}:
+        reg.get("defenses", WORKLOADS[w], "--workload")
+    return model, ds, T, B
 
 
-def _build(model: dict, ds: dict, T: int, path: str, workload: str) -> nn.Module:
-    shape, classes = tuple(ds["shape"]), int(ds["classes"])
-    params = {k: tuple(v) if isinstance(v, list) else v for k, v in (model.get("params") or {}).items()}
-    neuron = NeuronSpec(**(model.get("neuron") or {}))
+def _defense(reg: BenchRegistry, workload: str):
+    from defenses import DEFENSES
+
+    entry = reg.get("defenses", WORKLOADS[workload], "--workload")
+    cls = DEFENSES.get(entry.kind)
+    return cls(from_mapping(cls.Params, entry.params, f"defenses.{entry.name}.params"))
+
+
+def _build(reg: BenchRegistry, model: ModelSpec, ds: DatasetSpec, T: int, path: str, workload: str):
+    """(network, defense or None): the ANN with ReLUs, or the defense's SNN on the chosen neuron backend."""
+    from bench.snn.models import ARCHITECTURES
+    from bench.train import build_model
+
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in model.params.items()}
     if path == "ann":
-        return ARCHITECTURES[model["arch"]](shape, classes, lambda s: nn.ReLU(), **params)
-    cls = NoisyLIF if workload == "tgo" else LIFNeuron
-    net = ARCHITECTURES[model["arch"]](shape, classes, lambda s: cls(neuron, s), **params)
-    clf = SNNClassifier(net, DirectEncoder(), T, ds["mean"], ds["std"])
+        return ARCHITECTURES[model.arch](tuple(ds.shape), ds.classes, lambda s: nn.ReLU(), **params), None
+    defense = _defense(reg, workload)
+    clf = build_model(ds, model, defense, T)
     set_backend(clf, path)
-    return clf
+    return clf, defense
 
 
-def regularizer(workload: str, neurons: list[LIFNeuron], v_th: float = 1.0) -> Tensor | None:
-    """TGO hinge (delta 0.5, lambda 0.6) or MPD-SGR overlap (gamma 1, eta 0.1) over recorded V [T, B, ...]."""
-    if workload == "vanilla" or not neurons:
-        return None
-    terms = []
-    for n in neurons:
-        v = n.v_pre - v_th  # U-bar = V - V_th
-        if workload == "tgo":
-            terms.append(0.6 * F.relu(0.5 - v.abs()).mean())
-        else:
-            dims = [1] + list(range(3, v.dim()))  # moments over batch and space, per (t, c)
-            mu, sigma = v.mean(dims), v.std(dims) + 1e-5
-            terms.append(
-                0.1 * (torch.special.ndtr((mu + 1) / sigma) - torch.special.ndtr((mu - 1) / sigma)).mean()
-            )
-    return torch.stack(terms).sum()
+def _regularizer(
+    defense, neurons: list, x: Tensor, y: Tensor, logits: Tensor, net: nn.Module
+) -> Tensor | None:
+    """The defense's own regulariser at lambda of the middle of training (epoch 1 of 2)."""
+    from defenses.base import StepState, TrainContext
+
+    ctx = TrainContext(net, None, SimpleNamespace(epochs=2), epoch=1)  # type: ignore[arg-type]
+    return defense.regularizer(StepState(ctx, x, y, logits, neurons))
 
 
 def _timer(device: torch.device) -> tuple[Callable[[], object], Callable[[object], float]]:
@@ -183,51 +213,65 @@ def _peak_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _timed(fn: Callable[[], None], spec: BenchSpec, device: torch.device) -> tuple[float, float, float]:
+def _timed(
+    fn: Callable[[], None], iters: int, warmup: int, device: torch.device
+) -> tuple[float, float, float]:
     """Seconds per call (mean over ``iters`` after ``warmup``), peak MiB, and the fastest single call's
     seconds (CPU only, each call timed alone; the GPU path times the whole loop with events)."""
     _peak_reset(device)
-    for _ in range(spec.warmup):
+    for _ in range(warmup):
         fn()
     start, stop = _timer(device)
     if device.type == "cuda":
         t0 = start()
-        for _ in range(spec.iters):
+        for _ in range(iters):
             fn()
-        wall = stop(t0) / spec.iters
+        wall = stop(t0) / iters
         return wall, _peak_mib(device), wall
     calls = []
-    for _ in range(spec.iters):
+    for _ in range(iters):
         t0 = time.perf_counter()
         fn()
         calls.append(time.perf_counter() - t0)
     return sum(calls) / len(calls), _peak_mib(device), min(calls)
 
 
-def measure(
-    spec: BenchSpec,
-    model: dict,
-    ds: dict,
-    T: int,
-    B: int,
-    workload: str,
-    path: str,
-    precision: str,
-    device: torch.device,
-) -> Measurement:
+@dataclass
+class Case:
+    """One (workload, path, precision) measurement's fixed inputs."""
+
+    reg: BenchRegistry
+    model: ModelSpec
+    ds: DatasetSpec
+    T: int
+    B: int
+    workload: str
+    path: str
+    precision: str
+    device: torch.device
+
+
+def _setup_case(spec: BenchSpec, c: Case):
+    """(net, defense, x, y, autocast context) on the device, in the requested memory format."""
+    net, defense = _build(c.reg, c.model, c.ds, c.T, c.path, c.workload)
+    net = net.to(c.device)
+    n_in = c.T * c.B if c.path == "ann" else c.B  # the ANN sees T*B images: the practical limit
+    x = torch.rand(n_in, *c.ds.shape, device=c.device)
+    y = torch.randint(0, c.ds.classes, (n_in,), device=c.device)
+    mf = torch.channels_last if spec.channels_last else torch.contiguous_format
+    net = net.to(memory_format=mf)
+    x = x.contiguous(memory_format=mf)
+    amp = torch.autocast(c.device.type, dtype=torch.bfloat16, enabled=c.precision == "bf16")
+    return net, defense, x, y, amp
+
+
+def measure(spec: BenchSpec, c: Case) -> Measurement:
     """One (workload, path, precision): a training step and a PGD attack on random data."""
-    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if c.device.type == "cuda" else []):
         torch.manual_seed(0)
-        net = _build(model, ds, T, path, workload).to(device)
-        n_in = T * B if path == "ann" else B  # the ANN sees T*B images: the practical limit
-        x = torch.rand(n_in, *ds["shape"], device=device)
-        y = torch.randint(0, int(ds["classes"]), (n_in,), device=device)
-        mf = torch.channels_last if spec.channels_last else torch.contiguous_format
-        net = net.to(memory_format=mf)
-        x = x.contiguous(memory_format=mf)
-        amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+        net, defense, x, y, amp = _setup_case(spec, c)
         opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-        records = workload != "vanilla" and path != "ann"
+        records = defense is not None and defense.records
 
         def train_step() -> None:
             net.train()
@@ -235,7 +279,10 @@ def measure(
                 if records:
                     with net.recording() as neurons:
                         out = net(x)
-                        loss = F.cross_entropy(out.float(), y) + regularizer(workload, neurons)
+                        loss = F.cross_entropy(out.float(), y)
+                        reg = _regularizer(defense, neurons, x, y, out, net)
+                        if reg is not None:
+                            loss = loss + reg
                 else:
                     loss = F.cross_entropy(net(x).float(), y)
             opt.zero_grad(set_to_none=True)
@@ -254,12 +301,64 @@ def measure(
                 (g,) = torch.autograd.grad(loss, xa)
                 xa = torch.min(torch.max(xa.detach() + alpha * g.sign(), x - eps), x + eps).clamp(0, 1)
 
-        t_train, m_train, c_train = _timed(train_step, spec, device)
-        t_pgd, m_pgd, c_pgd = _timed(pgd, spec, device)
-    m = Measurement(workload, path, precision, B / t_train, B / t_pgd, round(m_train, 1), round(m_pgd, 1))
-    if device.type == "cpu":
+        if records and spec.warmup == 0:
+            train_step()  # arms the fused V-penalties (their first recorded step takes the autograd route)
+        t_train, m_train, c_train = _timed(train_step, spec.iters, spec.warmup, c.device)
+        t_pgd, m_pgd, c_pgd = _timed(pgd, spec.iters, spec.warmup, c.device)
+    B = c.B
+    m = Measurement(
+        c.workload, c.path, c.precision, B / t_train, B / t_pgd, round(m_train, 1), round(m_pgd, 1)
+    )
+    if c.device.type == "cpu":
         m.train_best_img_s, m.pgd_best_img_s = B / c_train, B / c_pgd
     return m
+
+
+class _Float32Logits(nn.Module):
+    """Forward under the measurement's autocast, logits in fp32 (fra31's APGD works in fp32)."""
+
+    def __init__(self, net: nn.Module, amp) -> None:
+        super().__init__()
+        self.net, self.amp = net, amp
+
+    def forward(self, x: Tensor) -> Tensor:
+        with self.amp:
+            return self.net(x).float()
+
+
+def measure_eval(spec: BenchSpec, c: Case, name: str) -> EvalMeasurement:
+    """One APGD run (attacks/autoattack.py, batched EOT) over the B images (T*B for the ANN)."""
+    from attacks.autoattack import batched_apgd_class
+
+    eot = spec.eot if EVALS[name][1] else 1
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if c.device.type == "cuda" else []):
+        torch.manual_seed(0)
+        net, _, x, _, amp = _setup_case(spec, c)
+        net.eval()
+        model = _Float32Logits(net, amp)
+        with torch.no_grad():
+            y = model(x).argmax(1)  # every point starts "correct": attacked for all iterations
+        cls = batched_apgd_class()
+
+        def attack(steps: int) -> None:
+            cls(
+                model,
+                n_iter=steps,
+                norm="Linf",
+                n_restarts=1,
+                eps=8 / 255,
+                seed=0,
+                loss="ce",
+                eot_iter=eot,
+                rho=0.75,
+                device=c.device,
+            ).perturb(x, y)
+
+        attack(2)  # warm-up, untimed
+        t, peak, _ = _timed(lambda: attack(spec.apgd_steps), spec.eval_iters, 0, c.device)
+    return EvalMeasurement(
+        name, c.path, c.precision, spec.apgd_steps, eot, c.B / t, round(t, 4), round(peak, 1)
+    )
 
 
 def ratios(rows: list[Measurement]) -> list[dict]:
@@ -287,6 +386,23 @@ def ratios(rows: list[Measurement]) -> list[dict]:
     return out
 
 
+def eval_ratios(rows: list[EvalMeasurement]) -> list[dict]:
+    """Each evaluation row over the ANN running the same schedule (same eval, precision) and over the
+    plain path."""
+    ann = {(r.eval, r.precision): r for r in rows if r.path == "ann"}
+    plain = {(r.eval, r.precision): r for r in rows if r.path == "torch"}
+    out = []
+    for r in rows:
+        d: dict = {"eval": r.eval, "path": r.path, "precision": r.precision}
+        a, p = ann.get((r.eval, r.precision)), plain.get((r.eval, r.precision))
+        if a is not None:
+            d["vs_ann"] = round(r.img_s / a.img_s, 3)
+        if p is not None and r.path != "ann":
+            d["vs_plain"] = round(r.img_s / p.img_s, 3)
+        out.append(d)
+    return out
+
+
 def _setup(device: torch.device) -> dict:
     info = {
         "torch": torch.__version__,
@@ -307,30 +423,73 @@ def _setup(device: torch.device) -> dict:
     return info
 
 
-def run_benchmark(spec: BenchSpec, progress: Callable[[str], None] | None = None) -> BenchResult:
-    """Measure every (workload, path, precision) of ``spec`` in this process; the ANN once per precision."""
-    model, ds, T, B = resolve(spec)
+def check_writable(path: str | os.PathLike) -> Path:
+    """``path`` as a file we can write, checked before minutes of measuring (BenchError otherwise)."""
+    p = Path(path)
+    if p.is_dir():
+        raise BenchError(f"--json: {p} is a directory; give a file path")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise BenchError(f"--json: directory {parent} does not exist")
+    if not os.access(p if p.exists() else parent, os.W_OK):
+        raise BenchError(f"--json: cannot write {p}: permission denied")
+    return p
+
+
+def run_benchmark(
+    spec: BenchSpec, progress: Callable[[str], None] | None = None, reg: BenchRegistry | None = None
+) -> BenchResult:
+    """Measure every (workload, path, precision) of ``spec`` in this process; the ANN once per precision;
+    then every evaluation workload per path and precision."""
+    from bench.registry import load_registry
+
+    reg = reg or load_registry(spec.registry)
+    model, ds, T, B = resolve(spec, reg)
     device = torch.device(spec.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BenchError("--device cuda: no CUDA device is available")
     res = BenchResult(
-        {**asdict(spec), "model": model["name"], "arch": model["arch"], "T": T, "batch_size": B},
+        {
+            **asdict(spec),
+            "dataset": ds.name,
+            "model": model.name,
+            "arch": model.arch,
+            "T": T,
+            "batch_size": B,
+        },
         _setup(device),
     )
+
+    def case(workload: str, path: str, precision: str) -> Case:
+        return Case(reg, model, ds, T, B, workload, path, precision, device)
+
     for precision in spec.precisions:
-        if "ann" in spec.paths:
+        if "ann" in spec.paths and spec.workloads:
             if progress:
                 progress(f"ann {precision}")
-            res.rows.append(measure(spec, model, ds, T, B, "vanilla", "ann", precision, device))
+            res.rows.append(measure(spec, case("vanilla", "ann", precision)))
             res.rows[-1].workload = "-"
         for workload in spec.workloads:
             for path in (p for p in spec.paths if p != "ann"):
                 if progress:
                     progress(f"{workload} {path} {precision}")
-                res.rows.append(measure(spec, model, ds, T, B, workload, path, precision, device))
+                res.rows.append(measure(spec, case(workload, path, precision)))
+        for name in spec.evals:
+            for path in spec.paths:
+                if progress:
+                    progress(f"{name} {path} {precision}")
+                res.evals.append(measure_eval(spec, case(EVALS[name][0], path, precision), name))
     res.ratios = ratios(res.rows)
+    res.eval_ratios = eval_ratios(res.evals)
     return res
 
 
 def to_json(res: BenchResult) -> dict:
-    return {"spec": res.spec, "setup": res.setup, "rows": [asdict(r) for r in res.rows], "ratios": res.ratios}
+    return {
+        "spec": res.spec,
+        "setup": res.setup,
+        "rows": [asdict(r) for r in res.rows],
+        "ratios": res.ratios,
+        "evals": [asdict(r) for r in res.evals],
+        "eval_ratios": res.eval_ratios,
+    }

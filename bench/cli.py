@@ -236,8 +236,9 @@ for _cmd in (report, check, export):
     main.add_command(_cmd)
 
 
-from bench.cli_bench import bench_cmd  # noqa: E402  (`bench bench`: neuron speed vs the ANN limit)
+from bench.cli_bench import bench_cmd, perf_cmd  # noqa: E402  (`bench perf`; `bench bench`: hidden old name)
 
+main.add_command(perf_cmd)
 main.add_command(bench_cmd)
 
 from bench.cli_sweep import sweep  # noqa: E402  (`bench sweep`: missing suite cells, local or on Ray)

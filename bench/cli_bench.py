@@ -1,24 +1,25 @@
-"""``bench bench``: speed of the spiking layers against the ANN limit (registered in bench/cli.py).
+"""``bench perf``: speed of the spiking layers and of the attack schedule against the ANN limit (registered in
+bench/cli.py; ``bench bench`` is a hidden, deprecated alias).
 
-A CLI module: it parses flags, calls :func:`bench.benchmark.run_benchmark`, prints a table and writes JSON.
-Runnable alone too (``python -m bench.cli_bench``), which needs no store or attack dependencies.
+A CLI module: it parses flags, calls :func:`bench.benchmark.run_benchmark`, prints tables and writes JSON.
+Runnable alone too (``python -m bench.cli_bench``).
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import click
 
+from bench.cli_common import registry_option, user_errors
 from bench.errors import BenchError
 
 EPILOG = """\b
 Examples:
-  bench bench                                   # VGG-11, T=8, CIFAR-sized random data, B from the registry
-  bench bench --batch-size 256 --workload vanilla,tgo,mpd --precision fp32,bf16 --json bench.json
-  bench bench --dataset digits --iters 20       # small_conv on 8x8 inputs, T=4, B=64 (CPU-sized)
+  bench perf                                    # CUDA: VGG-11, T=8, CIFAR-sized; CPU: small_conv on digits
+  bench perf --dataset cifar10 -b 256 --workload vanilla,tgo,mpd --precision fp32,bf16 --json perf.json
+  bench perf --eval apgd,apgd_eot --workload vanilla   # + APGD-100, with and without EOT 10, vs the ANN
+  bench perf --dataset digits --iters 20 --threads 1
 """
 
 
@@ -26,64 +27,84 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
-@click.command(name="bench", epilog=EPILOG)
-@click.option("--model", default=None, help="Registry model (default: the dataset's default_model).")
-@click.option(
-    "--dataset", default="cifar10", show_default=True, help="Registry dataset: shape, classes, T, batch."
-)
-@click.option("--T", "T", type=int, default=None, help="Time steps (default: the dataset's).")
-@click.option("--batch-size", "-b", type=int, default=None, help="Batch size B (default: the dataset's).")
-@click.option("--workload", default="vanilla", show_default=True, help="Comma list of vanilla, tgo, mpd.")
-@click.option(
-    "--path", "paths", default="torch,fused,ann", show_default=True, help="Comma list of torch, fused, ann."
-)
-@click.option("--precision", default="fp32", show_default=True, help="Comma list of fp32, bf16 (autocast).")
-@click.option("--channels-last", is_flag=True, help="channels_last memory format for model and inputs.")
-@click.option("--iters", type=int, default=10, show_default=True, help="Timed iterations per measurement.")
-@click.option("--warmup", type=int, default=3, show_default=True, help="Untimed warm-up iterations.")
-@click.option("--pgd-steps", type=int, default=7, show_default=True, help="PGD iterations per attack call.")
-@click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
-@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
-@click.option(
-    "--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write all numbers here."
-)
-def bench_cmd(**o) -> None:
-    """Time a training step and PGD-7 for the plain-torch neurons, the fused neurons and the same
-    architecture as an ANN at batch T*B; print images/s, peak memory and the ratios."""
-    import torch
+def _options(fn):
+    opts = [
+        click.option("--model", default=None, help="Registry model (default: the dataset's default_model)."),
+        click.option(
+            "--dataset",
+            default=None,
+            help="Registry dataset: shape, classes, T, batch [default: cifar10 with CUDA, digits without].",
+        ),
+        click.option("--T", "T", type=int, default=None, help="Time steps (default: the dataset's)."),
+        click.option(
+            "--batch-size", "-b", type=int, default=None, help="Batch size B (default: the dataset's)."
+        ),
+        click.option(
+            "--workload",
+            default="vanilla",
+            show_default=True,
+            help="Training workloads: comma list of vanilla, tgo, mpd.",
+        ),
+        click.option(
+            "--eval",
+            "evals",
+            default="",
+            help="Evaluation workloads: comma list of apgd (APGD-CE), apgd_eot (APGD-CE with --eot draws, TGO SNN).",
+        ),
+        click.option(
+            "--path",
+            "paths",
+            default="torch,fused,ann",
+            show_default=True,
+            help="Comma list of torch, fused, ann.",
+        ),
+        click.option(
+            "--precision", default="fp32", show_default=True, help="Comma list of fp32, bf16 (autocast)."
+        ),
+        click.option(
+            "--channels-last", is_flag=True, help="channels_last memory format for model and inputs."
+        ),
+        click.option(
+            "--iters", type=int, default=10, show_default=True, help="Timed iterations per measurement."
+        ),
+        click.option("--warmup", type=int, default=3, show_default=True, help="Untimed warm-up iterations."),
+        click.option(
+            "--pgd-steps", type=int, default=7, show_default=True, help="PGD iterations per attack call."
+        ),
+        click.option(
+            "--apgd-steps", type=int, default=100, show_default=True, help="APGD iterations (--eval)."
+        ),
+        click.option("--eot", type=int, default=10, show_default=True, help="EOT draws of apgd_eot."),
+        click.option(
+            "--eval-iters", type=int, default=1, show_default=True, help="Timed APGD runs per measurement."
+        ),
+        click.option("--device", default=None, help="cpu or cuda (default: cuda when available)."),
+        click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's)."),
+        click.option(
+            "--json",
+            "json_path",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Write all numbers here.",
+        ),
+        registry_option,
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
 
-    from bench.benchmark import BenchSpec, run_benchmark, to_json
 
-    try:
-        if o["threads"]:
-            torch.set_num_threads(o["threads"])
-        spec = BenchSpec(
-            model=o["model"],
-            dataset=o["dataset"],
-            T=o["T"],
-            batch_size=o["batch_size"],
-            workloads=_csv(o["workload"]),
-            paths=_csv(o["paths"]),
-            precisions=_csv(o["precision"]),
-            channels_last=o["channels_last"],
-            iters=o["iters"],
-            warmup=o["warmup"],
-            pgd_steps=o["pgd_steps"],
-            device=o["device"],
-        )
-        res = run_benchmark(spec, progress=lambda m: click.echo(f"measuring {m}", err=True))
-    except BenchError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+def _print(res) -> None:
     s = res.spec
     click.echo(
-        f"{s['model']} ({s['arch']}) T={s['T']} B={s['batch_size']} channels_last={s['channels_last']} "
+        f"{s['model']} ({s['arch']}) on {s['dataset']} T={s['T']} B={s['batch_size']} channels_last={s['channels_last']} "
         f"device={res.setup['device']} {res.setup.get('gpu', res.setup.get('cpu', ''))} torch {res.setup['torch']}"
     )
-    click.echo(
-        f"{'workload':<8} {'path':<6} {'prec':<5} {'train img/s':>11} {'PGD img/s':>10} {'train MiB':>10} "
-        f"{'PGD MiB':>9} {'train/ann':>9} {'pgd/ann':>8} {'train/fp32ann':>13} {'vs plain':>8}"
-    )
+    if res.rows:
+        click.echo(
+            f"{'workload':<8} {'path':<6} {'prec':<5} {'train img/s':>11} {'PGD img/s':>10} {'train MiB':>10} "
+            f"{'PGD MiB':>9} {'train/ann':>9} {'pgd/ann':>8} {'train/fp32ann':>13} {'vs plain':>8}"
+        )
     for r, q in zip(res.rows, res.ratios, strict=True):
         click.echo(
             f"{r.workload:<8} {r.path:<6} {r.precision:<5} {r.train_img_s:>11.1f} {r.pgd_img_s:>10.1f} "
@@ -97,10 +118,78 @@ def bench_cmd(**o) -> None:
                 f"{q['workload']} {q['path']}/torch, fastest call of each: train {q['train_vs_plain_best']:.3f}x, "
                 f"PGD {q['pgd_vs_plain_best']:.3f}x"
             )
-    if o["json_path"]:
-        Path(o["json_path"]).write_text(json.dumps(to_json(res), indent=2, sort_keys=True) + "\n")
-        click.echo(f"wrote {o['json_path']}", err=True)
+    if res.evals:
+        click.echo(
+            f"{'eval':<9} {'path':<6} {'prec':<5} {'steps':>5} {'eot':>4} {'img/s':>9} {'s/call':>9} {'MiB':>8} "
+            f"{'vs ann':>7} {'vs plain':>8}"
+        )
+    for r, q in zip(res.evals, res.eval_ratios, strict=True):
+        click.echo(
+            f"{r.eval:<9} {r.path:<6} {r.precision:<5} {r.steps:>5} {r.eot:>4} {r.img_s:>9.2f} {r.seconds:>9.3f} "
+            f"{r.peak_mib:>8.0f} {q.get('vs_ann', float('nan')):>7.3f} {q.get('vs_plain', float('nan')):>8.3f}"
+        )
+
+
+def _perf(**o) -> None:
+    import torch
+
+    from bench.benchmark import BenchSpec, check_writable, default_dataset, run_benchmark, to_json
+
+    out = check_writable(o["json_path"]) if o["json_path"] else None  # before minutes of measuring
+    if o["threads"] is not None:
+        if o["threads"] < 1:
+            raise BenchError(f"--threads must be >= 1, got {o['threads']}")
+        torch.set_num_threads(o["threads"])
+    if o["dataset"] is None and default_dataset(o["device"]) != "cifar10":
+        click.echo(
+            "note: no CUDA device: measuring the CPU-sized digits workload (small_conv, 8x8, T=4, B=64); "
+            "pass --dataset cifar10 for the CIFAR-sized VGG-11",
+            err=True,
+        )
+    spec = BenchSpec(
+        model=o["model"],
+        dataset=o["dataset"],
+        T=o["T"],
+        batch_size=o["batch_size"],
+        workloads=_csv(o["workload"]),
+        evals=_csv(o["evals"]),
+        paths=_csv(o["paths"]),
+        precisions=_csv(o["precision"]),
+        channels_last=o["channels_last"],
+        iters=o["iters"],
+        warmup=o["warmup"],
+        pgd_steps=o["pgd_steps"],
+        apgd_steps=o["apgd_steps"],
+        eot=o["eot"],
+        eval_iters=o["eval_iters"],
+        device=o["device"],
+        registry=o["registry"],
+    )
+    res = run_benchmark(spec, progress=lambda m: click.echo(f"measuring {m}", err=True))
+    _print(res)
+    if out is not None:
+        out.write_text(json.dumps(to_json(res), indent=2, sort_keys=True) + "\n")
+        click.echo(f"wrote {out}", err=True)
+
+
+@click.command(name="perf", epilog=EPILOG)
+@_options
+@user_errors
+def perf_cmd(**o) -> None:
+    """Time a training step and PGD-7 for the plain-torch neurons, the fused neurons and the same
+    architecture as an ANN at batch T*B, and (--eval) APGD with and without EOT; print images/s, peak
+    memory and the ratios."""
+    _perf(**o)
+
+
+@click.command(name="bench", hidden=True)
+@_options
+@user_errors
+def bench_cmd(**o) -> None:
+    """Deprecated name of ``bench perf``."""
+    click.echo("warning: `bench bench` is deprecated and will be removed; use `bench perf`", err=True)
+    _perf(**o)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    bench_cmd()
+    perf_cmd()

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from bench.errors import BenchError
+from bench.snn.fused import VPenalty, fused_penalty
 from bench.snn.neuron import LIFNeuron
 from defenses.base import DEFENSES, Defense, StepState
 
@@ -28,11 +29,19 @@ def layer_overlap(neuron: LIFNeuron, gamma: float | None = None) -> Tensor:
     differentiable batch moments over (B, H, W) (FC: over B) per (t, c), sigma + 1e-5 [I, spec 2.6].
     """
     assert neuron.v_pre is not None, "MPD-SGR needs recorded potentials (records = True)"
+    g = neuron.spec.gamma if gamma is None else gamma
+    # --- fused backend (bench/snn/fused.py): the neuron computed sum_{t,c} overlap(mu, sigma, g) from the
+    # same moments and folds its V-gradient (affine in V per (t, c)) into its backward; None on the
+    # reference backend (and on a run's first recorded step)
+    fused = fused_penalty(neuron, VPenalty.moments(overlap, g, eps=SIGMA_EPS))
+    if fused is not None:
+        return fused / (neuron.v_pre.shape[0] * neuron.v_pre.shape[2])  # mean over (t, c)
+    # --- reference: autograd through the recorded V
     u = neuron.v_pre - neuron.spec.v_th
     dims = (1, *range(3, u.dim()))  # batch and spatial axes
     mu = u.mean(dims)  # [T, C]
     sigma = u.std(dims) + SIGMA_EPS
-    return overlap(mu, sigma, neuron.spec.gamma if gamma is None else gamma).mean()
+    return overlap(mu, sigma, g).mean()
 
 
 @DEFENSES.register("mpd_sgr")

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from bench.errors import BenchError
+from bench.snn.fused import VPenalty, fused_penalty
 from bench.snn.models import MakeNeuron
 from bench.snn.neuron import LIFNeuron, NeuronSpec
 from defenses.base import DEFENSES, Defense, StepState
@@ -35,10 +36,22 @@ class NoisyLIFNeuron(LIFNeuron):
         return self.sigma * torch.randn_like(v)
 
 
+def hinge_sum(neuron: LIFNeuron, delta: float) -> Tensor:
+    """sum over t, samples, neurons of max(0, delta - |V[t] - V_th|) (the sum in TGO Eq. 12)."""
+    assert neuron.v_pre is not None, "TGO needs recorded potentials (records = True)"
+    # --- fused backend (bench/snn/fused.py): the kernels computed this sum and fold its V-gradient into
+    # the neuron's backward; None on the reference backend (and on a run's first recorded step)
+    fused = fused_penalty(neuron, VPenalty.hinge(delta))
+    if fused is not None:
+        return fused
+    # --- reference: autograd through the recorded V
+    return (delta - (neuron.v_pre - neuron.spec.v_th).abs()).clamp(min=0).sum()
+
+
 def near_threshold_hinge(neuron: LIFNeuron, delta: float) -> Tensor:
     """C(V_l) = mean over t, samples, neurons of max(0, delta - |V[t] - V_th|) (TGO Eq. 12)."""
     assert neuron.v_pre is not None, "TGO needs recorded potentials (records = True)"
-    return (delta - (neuron.v_pre - neuron.spec.v_th).abs()).clamp(min=0).mean()
+    return hinge_sum(neuron, delta) / neuron.v_pre.numel()
 
 
 def cosine_ramp(epoch: int, epochs: int, lam_max: float) -> float:

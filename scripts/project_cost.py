@@ -1,4 +1,4 @@
-"""Projected GPU-hours of the MPD-SGR Table 1 CIFAR-10 half from measured ``bench bench`` rates.
+"""Projected GPU-hours of the MPD-SGR Table 1 CIFAR-10 half from measured ``bench perf`` rates.
 
 Usage: python scripts/project_cost.py perf/gpu_h100_bench_b256.json [precision]
 

@@ -1,5 +1,6 @@
-"""``bench bench``: every (workload, path) is measured in one run, ratios are consistent, JSON is written,
-bad options are one-line errors."""
+"""``bench perf``: every (workload, path) is measured in one run, ratios are consistent, JSON is written
+(its path checked before measuring), the defenses' own regularisers run, the APGD workloads run, bad
+options are one-line errors, and ``bench bench`` still works with a deprecation line."""
 
 from __future__ import annotations
 
@@ -9,18 +10,17 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bench.benchmark import BenchSpec, Measurement, ratios, regularizer, resolve
+from bench.benchmark import BenchSpec, EvalMeasurement, Measurement, eval_ratios, ratios, resolve
 from bench.errors import BenchError
-from bench.snn.neuron import LIFNeuron, NeuronSpec
 
 TINY = ["--dataset", "digits", "--T", "2", "-b", "4", "--iters", "1", "--warmup", "0", "--pgd-steps", "1"]
 
 
-def test_bench_cli_measures_all_paths_and_writes_json(tmp_path):
+def test_perf_cli_measures_all_paths_and_writes_json(tmp_path):
     from bench.cli import main
 
     out = tmp_path / "b.json"
-    res = CliRunner().invoke(main, ["bench", *TINY, "--workload", "vanilla,tgo,mpd", "--json", str(out)])
+    res = CliRunner().invoke(main, ["perf", *TINY, "--workload", "vanilla,tgo,mpd", "--json", str(out)])
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
     got = {(r["workload"], r["path"]) for r in data["rows"]}
@@ -29,6 +29,7 @@ def test_bench_cli_measures_all_paths_and_writes_json(tmp_path):
     assert (
         data["spec"]["arch"] == "small_conv" and data["spec"]["T"] == 2 and data["setup"]["device"] == "cpu"
     )
+    assert data["spec"]["dataset"] == "digits"
     fused = next(q for q in data["ratios"] if q["workload"] == "vanilla" and q["path"] == "fused")
     row = {(r["workload"], r["path"]): r for r in data["rows"]}
     assert fused["train_vs_ann"] == pytest.approx(
@@ -54,15 +55,130 @@ def test_ratios_relate_rows_to_ann_and_plain():
 
 
 @pytest.mark.parametrize("workload", ["tgo", "mpd"])
-def test_regularizers_reach_recorded_potentials(workload):
-    n = LIFNeuron(NeuronSpec(), (3, 2, 2))
-    n.T, n.record, n.backend = 2, True, "fused"
-    x = (torch.rand(2 * 5, 3, 2, 2) * 2).requires_grad_(True)
-    n(x)
-    reg = regularizer(workload, [n])
-    (g,) = torch.autograd.grad(reg, x)
-    assert torch.isfinite(reg) and reg > 0 and g.abs().sum() > 0
-    assert regularizer("vanilla", [n]) is None
+@pytest.mark.parametrize("path", ["torch", "fused"])
+def test_workloads_use_the_defenses_regularizers(workload, path, registry, monkeypatch):
+    """The tgo/mpd workloads build the defenses' SNNs and call their own regulariser (a positive penalty
+    every step; with the fused backend it is the neuron-computed one after the first step)."""
+    from bench import benchmark
+
+    calls = []
+    orig = benchmark._regularizer
+
+    def spy(defense, neurons, *a):
+        reg = orig(defense, neurons, *a)
+        calls.append(
+            (type(defense).__name__, float(reg.detach()), all(n.penalty is not None for n in neurons))
+        )
+        return reg
+
+    monkeypatch.setattr(benchmark, "_regularizer", spy)
+    spec = BenchSpec(
+        dataset="digits", T=2, batch_size=4, iters=2, warmup=1, pgd_steps=1, workloads=(workload,)
+    )
+    model, ds, T, B = resolve(spec, registry)
+    benchmark.measure(
+        spec, benchmark.Case(registry, model, ds, T, B, workload, path, "fp32", torch.device("cpu"))
+    )
+    assert {c[0] for c in calls} == {"TGO" if workload == "tgo" else "MPDSGR"}
+    assert len(calls) == 3 and all(c[1] > 0 for c in calls)
+    assert [c[2] for c in calls] == ([False, True, True] if path == "fused" else [False] * 3)
+
+
+def test_perf_eval_workloads_run_apgd_with_and_without_eot(tmp_path):
+    from bench.cli import main
+
+    out = tmp_path / "e.json"
+    res = CliRunner().invoke(
+        main,
+        [
+            "perf",
+            *TINY,
+            "--workload",
+            "",
+            "--eval",
+            "apgd,apgd_eot",
+            "--apgd-steps",
+            "2",
+            "--eot",
+            "3",
+            "--json",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    got = {(r["eval"], r["path"], r["eot"]) for r in data["evals"]}
+    assert got == {(e, p, n) for e, n in (("apgd", 1), ("apgd_eot", 3)) for p in ("torch", "fused", "ann")}
+    assert all(r["img_s"] > 0 for r in data["evals"]) and data["rows"] == []
+    assert all("vs_ann" in q for q in data["eval_ratios"])
+    assert "apgd_eot  fused" in res.output
+
+
+def test_eval_ratios():
+    rows = [
+        EvalMeasurement("apgd", "ann", "fp32", 100, 1, 10.0, 1.0, 1.0),
+        EvalMeasurement("apgd", "torch", "fp32", 100, 1, 4.0, 1.0, 1.0),
+        EvalMeasurement("apgd", "fused", "fp32", 9.0, 1, 9.0, 1.0, 1.0),
+    ]
+    q = {r["path"]: r for r in eval_ratios(rows)}
+    assert q["fused"]["vs_ann"] == 0.9 and q["fused"]["vs_plain"] == 2.25 and "vs_plain" not in q["ann"]
+
+
+def test_json_path_checked_before_measuring(tmp_path, monkeypatch):
+    from bench import benchmark
+    from bench.cli import main
+
+    monkeypatch.setattr(benchmark, "run_benchmark", lambda *a, **k: pytest.fail("measured before the check"))
+    for bad, match in ((tmp_path / "missing" / "x.json", "does not exist"), (tmp_path, "is a directory")):
+        res = CliRunner().invoke(main, ["perf", *TINY, "--json", str(bad)])
+        assert res.exit_code == 2 and match in res.output, res.output
+
+
+def test_old_bench_name_is_a_hidden_alias_with_a_deprecation_line():
+    from bench.cli import main
+
+    res = CliRunner().invoke(main, ["bench", *TINY, "--path", "fused"])
+    assert res.exit_code == 0, res.output
+    assert "deprecated" in res.output and "bench perf" in res.output and "vanilla  fused" in res.output
+    helptext = CliRunner().invoke(main, ["--help"]).output
+    section = helptext.split("Commands:")[1].strip("\n").split("\n\n")[0]  # up to the epilog
+    listed = [ln.split()[0] for ln in section.splitlines() if ln.strip()]
+    assert "perf" in listed and "bench" not in listed
+
+
+def test_cpu_default_is_digits_with_a_note(monkeypatch):
+    from bench import benchmark
+    from bench.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert benchmark.default_dataset(None) == "digits" and benchmark.default_dataset("cuda") == "cifar10"
+    res = CliRunner().invoke(
+        main,
+        [
+            "perf",
+            "--T",
+            "2",
+            "-b",
+            "4",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--pgd-steps",
+            "1",
+            "--path",
+            "fused",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "note: no CUDA device" in res.output and "on digits" in res.output
+
+
+def test_registry_option_is_honoured(tmp_path):
+    from bench.cli import main
+
+    res = CliRunner().invoke(main, ["perf", *TINY, "--registry", str(tmp_path / "none.yaml")])
+    assert res.exit_code == 2 and "none.yaml" in res.output
 
 
 @pytest.mark.parametrize(
@@ -74,15 +190,17 @@ def test_regularizers_reach_recorded_potentials(workload):
         (BenchSpec(dataset="imagenet"), "--dataset"),
         (BenchSpec(model="resnet50"), "--model"),
         (BenchSpec(T=0), "T, batch size"),
+        (BenchSpec(evals=("autoattack",)), "--eval"),
+        (BenchSpec(eot=0), "--eot"),
     ],
 )
-def test_bad_options_are_bench_errors(spec, match):
+def test_bad_options_are_bench_errors(spec, match, registry):
     with pytest.raises(BenchError, match=match):
-        resolve(spec)
+        resolve(spec, registry)
 
 
-def test_bench_cli_bad_option_exits_2():
+def test_perf_cli_bad_option_exits_2():
     from bench.cli import main
 
-    res = CliRunner().invoke(main, ["bench", *TINY, "--workload", "vanila"])
+    res = CliRunner().invoke(main, ["perf", *TINY, "--workload", "vanila"])
     assert res.exit_code == 2 and "did you mean 'vanilla'" in res.output

@@ -1,7 +1,9 @@
 """The fused neuron path against the plain-torch reference: spikes and V bit for bit, gradients to 1e-5.
 
 CPU tests exercise the torch implementation of the fused recurrence; ``gpu`` tests exercise the Triton
-kernels (also in bf16 under autocast)."""
+kernels (also in bf16 under autocast); the interpreter test runs the kernels' logic on CPU. The V-penalties
+folded into the fused backward (TGO's hinge, MPD-SGR's overlap) are checked against autograd through the
+defenses' own reference code: values and input gradients, fp32 and bf16."""
 
 from __future__ import annotations
 
@@ -115,7 +117,9 @@ def test_unsupported_hooks_fall_back_to_reference():
 
     assert not _pair(OpaqueNoise, NeuronSpec(), 4, False, "fused")._fused_ok(x)
     assert _pair(NoisyNeuron, NeuronSpec(), 4, False, "fused")._fused_ok(x)
-    assert not _pair(LIFNeuron, NeuronSpec(), 4, False, "auto")._fused_ok(x)  # CPU default = reference
+    assert _pair(LIFNeuron, NeuronSpec(), 4, False, "auto")._fused_ok(x)  # the default, on CPU too
+    assert not _pair(LIFNeuron, NeuronSpec(), 4, False, "torch")._fused_ok(x)
+    assert not _pair(LeakyNeuron, NeuronSpec(), 4, False, "auto")._fused_ok(x)
     s_ref, v_ref, _ = _run(LeakyNeuron, NeuronSpec(), x, 4, "torch")
     s_f, v_f, _ = _run(LeakyNeuron, NeuronSpec(), x, 4, "fused")
     assert torch.equal(s_f, s_ref) and torch.equal(v_f, v_ref)
@@ -140,6 +144,128 @@ def test_fused_bptr_modes_keep_forward_and_rate_gradient(trained_vanilla):
     for mode in ("bptt", "bptr"):
         assert torch.equal(res["fused", mode][0], res["torch", mode][0])
         torch.testing.assert_close(res["fused", mode][1], res["torch", mode][1], atol=1e-5, rtol=1e-4)
+
+
+# --- V-penalties folded into the fused backward (TGO hinge, MPD-SGR overlap) ---------------------------------
+def _tgo_hinge(n):
+    from defenses.tgo import near_threshold_hinge
+
+    return near_threshold_hinge(n, 0.5)
+
+
+def _mpd_overlap(n):
+    from defenses.mpd_sgr import layer_overlap
+
+    return layer_overlap(n)
+
+
+PENALTIES = {"tgo_hinge": _tgo_hinge, "mpd_overlap": _mpd_overlap}
+
+
+def _penalty_run(cls, spec, x, T, backend, reg, seed=0):
+    """Two recorded forward passes (the first arms the fused penalty), then loss = spikes . w + 3 reg;
+    returns (reg value, dL/dx, whether the neuron computed the penalty itself)."""
+    n = _pair(cls, spec, T, True, backend)
+    xi = x.clone().requires_grad_(True)
+    for _ in range(2):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            s = n(xi)
+        val = reg(n)
+    w = torch.linspace(-1, 1, s.numel(), device=s.device).view_as(s).to(s.dtype)
+    (g,) = torch.autograd.grad((s * w).float().sum() + 3.0 * val.float(), xi)
+    return val.detach().float(), g.float(), n.penalty is not None
+
+
+def _conv_input(T, B=5, C=3, H=4, W=3, seed=2, channels_last=False):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(T * B, C, H, W, generator=gen) * 1.8 - 0.3
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@pytest.mark.parametrize("penalty", sorted(PENALTIES))
+@pytest.mark.parametrize("layout", ["conv", "conv_cl", "fc"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_fused_penalty_matches_autograd_reference(penalty, layout, dtype):
+    T = 4
+    x = _input(T=T, B=7, F=30) if layout == "fc" else _conv_input(T, channels_last=layout == "conv_cl")
+    x = x.to(dtype)
+    spec = NeuronSpec(tau=0.8)
+    v_ref, g_ref, used_ref = _penalty_run(LIFNeuron, spec, x, T, "torch", PENALTIES[penalty])
+    v_f, g_f, used_f = _penalty_run(LIFNeuron, spec, x, T, "fused", PENALTIES[penalty])
+    assert not used_ref and used_f  # the fused neuron computed the penalty: no autograd over V
+    assert v_ref > 0 and g_ref.abs().sum() > 0
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
+    torch.testing.assert_close(v_f, v_ref, **tol)
+    torch.testing.assert_close(g_f, g_ref, **tol)
+
+
+@pytest.mark.parametrize("penalty", sorted(PENALTIES))
+def test_fused_penalty_gradient_is_the_penalty_s(penalty):
+    """The folded V-gradient alone (no spike loss) equals autograd's, and it is not zero: a backward that
+    dropped the penalty's gradient would fail here."""
+    x = _conv_input(4, seed=5)
+    grads = {}
+    for backend in ("torch", "fused"):
+        n = _pair(LIFNeuron, NeuronSpec(), 4, True, backend)
+        xi = x.clone().requires_grad_(True)
+        n(xi)
+        PENALTIES[penalty](n)  # arms
+        n(xi)
+        (grads[backend],) = torch.autograd.grad(PENALTIES[penalty](n), xi)
+    assert grads["torch"].abs().sum() > 0
+    torch.testing.assert_close(grads["fused"], grads["torch"], atol=1e-6, rtol=1e-5)
+
+
+def test_fused_penalty_with_tgo_noise_and_defense_regularizers():
+    """TGO (noisy LIF, hinge) and MPD-SGR regularizers of the defenses, on a small_conv SNN, reference vs
+    fused backend: same loss and same parameter gradients."""
+    from types import SimpleNamespace
+
+    from bench.snn.classifier import SNNClassifier
+    from bench.snn.encoders import DirectEncoder
+    from bench.snn.fused import set_backend
+    from bench.snn.models import ARCHITECTURES
+    from defenses.base import StepState, TrainContext
+    from defenses.mpd_sgr import MPDSGR
+    from defenses.tgo import TGO
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 1, 8, 8, generator=gen)
+    y = torch.randint(0, 10, (6,), generator=gen)
+    for defense in (TGO(), MPDSGR()):
+        res = {}
+        for backend in ("torch", "fused"):
+            torch.manual_seed(0)
+            net = ARCHITECTURES["small_conv"]((1, 8, 8), 10, defense.make_neuron(NeuronSpec(), 4))
+            model = SNNClassifier(net, DirectEncoder(), 4, [0.5], [0.25])
+            set_backend(model, backend)
+            ctx = TrainContext(model, None, SimpleNamespace(epochs=4), epoch=2)  # type: ignore[arg-type]
+            for _ in range(2):  # the first recorded step arms the fused penalty
+                with torch.random.fork_rng(), model.recording() as neurons:
+                    torch.manual_seed(1)
+                    logits = model(x)
+                    reg = defense.regularizer(StepState(ctx, x, y, logits, neurons))
+                    used = [n.penalty is not None for n in neurons]
+                    loss = torch.nn.functional.cross_entropy(logits, y) + reg
+            grads = torch.autograd.grad(loss, list(model.parameters()))
+            res[backend] = (loss.detach(), reg.detach(), grads, used)
+        assert not any(res["torch"][3]) and all(res["fused"][3])
+        assert res["torch"][1] > 0
+        torch.testing.assert_close(res["fused"][0], res["torch"][0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(res["fused"][1], res["torch"][1], atol=1e-6, rtol=1e-5)
+        for gf, gr in zip(res["fused"][2], res["torch"][2], strict=True):
+            torch.testing.assert_close(gf, gr, atol=1e-5, rtol=1e-4)
+
+
+def test_fused_penalty_not_computed_without_recording_gradients():
+    from bench.snn.fused import VPenalty
+
+    n = _pair(LIFNeuron, NeuronSpec(), 4, True, "fused")
+    n.v_penalty = VPenalty.hinge(0.5)
+    with torch.no_grad():
+        n(_input(T=4))
+    assert n.penalty is None  # histograms and attacks record without gradients: no penalty work
 
 
 def test_set_backend_rejects_unknown_name():
@@ -177,21 +303,55 @@ def test_triton_noise_and_bf16_gpu():
     torch.testing.assert_close(g_f.float(), g_ref.float(), atol=2e-2, rtol=2e-2)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("penalty", sorted(PENALTIES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_triton_penalty_matches_reference_gpu(penalty, dtype):
+    x = _conv_input(8, B=16, C=8, H=9, W=9).cuda().to(dtype)
+    v_ref, g_ref, _ = _penalty_run(LIFNeuron, NeuronSpec(tau=0.8), x, 8, "torch", PENALTIES[penalty])
+    v_f, g_f, used = _penalty_run(LIFNeuron, NeuronSpec(tau=0.8), x, 8, "fused", PENALTIES[penalty])
+    assert used
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
+    torch.testing.assert_close(v_f, v_ref, **tol)
+    torch.testing.assert_close(g_f, g_ref, **tol)
+
+
 _INTERPRET_SCRIPT = """
 import torch
-from bench.snn.fused import FusedSpec, _backward_torch, _forward_torch
+from bench.snn.fused import (FusedSpec, PenaltyGrad, VPenalty, _backward_torch, _forward_torch,
+                             _moment_coefficients, hinge_value, moments_of)
 from bench.snn.triton_lif import lif_backward, lif_forward
+from defenses.mpd_sgr import overlap
 torch.manual_seed(0)
 for hard, det, sg, tau in [(True, False, "triangle", 1.0), (False, True, "atan", 0.7), (True, False, "sigmoid", 0.9)]:
     fs = FusedSpec(tau, 1.0, hard, -0.25, det, sg, 0.8)
     x = torch.rand(5, 3, 700) * 1.6 - 0.2
     nz = 0.2 * torch.randn_like(x)
     s1, v1 = _forward_torch(x, nz, fs)
-    s2, v2 = lif_forward(x, nz, fs)
-    assert torch.equal(s1, s2) and torch.equal(v1, v2), fs
+    s2, v2, part = lif_forward(x, nz, fs)
+    assert part is None and torch.equal(s1, s2) and torch.equal(v1, v2), fs
     gs, gv = torch.randn_like(x), torch.randn_like(x)
     torch.testing.assert_close(lif_backward(v1, gs, gv, fs), _backward_torch(v1, gs, gv, fs), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(lif_backward(v1, gs, None, fs), _backward_torch(v1, gs, None, fs), atol=1e-5, rtol=1e-5)
+# V-penalties: hinge value in the forward kernel, hinge and moments gradients in the backward kernel, for
+# the standard and channels_last layouts (the moments' channel index) and an FC layer
+fs = FusedSpec(0.9, 1.0, True, 0.0, False, "triangle", 1.0)
+for shape, cl in [((4, 3, 5, 6, 7), False), ((4, 3, 5, 6, 7), True), ((4, 3, 50), False)]:
+    x = torch.rand(shape) * 1.6 - 0.2
+    if cl:
+        x = torch.stack([xi.contiguous(memory_format=torch.channels_last) for xi in x])
+    s1, v1 = _forward_torch(x, None, fs)
+    s2, v2, part = lif_forward(x, None, fs, 0.5)
+    assert torch.equal(s1, s2) and torch.equal(v1, v2)
+    torch.testing.assert_close(part.sum(), hinge_value(v1, 1.0, 0.5))
+    gs = torch.randn_like(x)
+    pg = PenaltyGrad("hinge", coef=torch.tensor([0.7]), delta=0.5)
+    torch.testing.assert_close(lif_backward(v1, gs, None, fs, pg), _backward_torch(v1, gs, None, fs, pg))
+    mu, sd = moments_of(v1, 1.0)
+    m = v1[0].numel() // v1.shape[2]
+    pg = _moment_coefficients(mu, sd, VPenalty.moments(overlap, 1.0, eps=1e-5), torch.tensor(0.3), m)
+    torch.testing.assert_close(lif_backward(v1, gs, None, fs, pg), _backward_torch(v1, gs, None, fs, pg))
+    torch.testing.assert_close(lif_backward(v1, None, None, fs, pg), _backward_torch(v1, None, None, fs, pg))
 print("ok")
 """
 

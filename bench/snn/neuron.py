@@ -99,7 +99,9 @@ class LIFNeuron(nn.Module):
     """
 
     randomized = False
-    #: "auto" (fused on CUDA, reference on CPU), "torch" (reference loop) or "fused" (bench/snn/fused.py)
+    #: "auto" (= "fused" wherever the neuron's hooks allow it: Triton kernels on CUDA, the fused torch loop on
+    #: CPU, where it is parity-tested and not slower, README "Performance"), "torch" (reference loop) or
+    #: "fused" (bench/snn/fused.py)
     backend = "auto"
     #: set by subclasses whose ``membrane_noise(v, t)`` uses ``v`` only for its shape/dtype/device, so the
     #: fused path may sample the noise up front (same global-RNG draws in the same order)
@@ -115,6 +117,10 @@ class LIFNeuron(nn.Module):
         self.record = False
         self.v_pre: Tensor | None = None
         self.spikes: Tensor | None = None
+        #: a V-penalty (bench.snn.fused.VPenalty) the fused path computes while recording with gradients;
+        #: armed by bench.snn.fused.fused_penalty, read back there as ``penalty = (spec, value)``
+        self.v_penalty = None
+        self.penalty: tuple | None = None
 
     # --- hooks for defenses -------------------------------------------------------------------------
     def leak(self, t: int) -> Tensor | float:
@@ -143,6 +149,7 @@ class LIFNeuron(nn.Module):
 
     def _run(self, x_seq: Tensor) -> Tensor:
         """Unroll charge -> fire -> reset over T; returns spikes [T, B, ...]."""
+        self.penalty = None
         if self._fused_ok(x_seq):
             return self._run_fused(x_seq)
         sp = self.spec
@@ -170,10 +177,8 @@ class LIFNeuron(nn.Module):
         return s_seq
 
     def _fused_ok(self, x_seq: Tensor) -> bool:
-        """Use the fused path when asked (or "auto" on CUDA) and no unsupported hook is overridden."""
-        from bench.snn.fused import triton_available
-
-        if self.backend == "torch" or (self.backend == "auto" and not triton_available(x_seq.device)):
+        """Use the fused path unless the reference is asked for or an unsupported hook is overridden."""
+        if self.backend == "torch":
             return False
         if self.attack_surrogate is not None and self.attack_surrogate[0] == "assg":  # adaptive width: reference
             return False
@@ -194,9 +199,11 @@ class LIFNeuron(nn.Module):
             draws = [self.membrane_noise(x_seq[t], t) for t in range(x_seq.shape[0])]  # same RNG order
             if any(d is not None for d in draws):
                 noise = torch.stack([torch.zeros_like(x_seq[0]) if d is None else d.expand_as(x_seq[0]) for d in draws])
-        s_seq, v_seq = fused_lif(x_seq, fs, noise)
+        pen = self.v_penalty if self.record and torch.is_grad_enabled() else None
+        s_seq, v_seq, value = fused_lif(x_seq, fs, noise, pen)
         if self.record:
             self.v_pre, self.spikes = v_seq, s_seq
+            self.penalty = None if pen is None else (pen, value)
         return s_seq
 
     def extra_repr(self) -> str:

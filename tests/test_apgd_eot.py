@@ -1,0 +1,159 @@
+"""APGD with batched EOT (attacks/autoattack.py ``BatchedEOTAPGD``) against fra31's ``APGDAttack``:
+same adversarial examples with EOT 1 on deterministic models, the mean of the draws' gradients with EOT N,
+one forward per iteration instead of N."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("pyautoattack")
+
+from attacks.autoattack import APGD, AutoAttack, batched_apgd_class, eot_logits_grad  # noqa: E402
+
+
+def _net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10)).eval()
+
+
+def _data(n: int = 24, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 8, 8, generator=gen), torch.randint(0, 10, (n,), generator=gen)
+
+
+class Counting(nn.Module):
+    """Counts forward calls and the rows they carry."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net, self.calls = net, []
+
+    def forward(self, x):
+        self.calls.append(x.shape[0])
+        return self.net(x)
+
+
+class BankNoise(nn.Module):
+    """Randomized model with its noise read from a fixed bank by row: row r of a call gets bank[r], so a
+    batched call on N stacked copies sees the same draws as N calls with the bank's slices."""
+
+    def __init__(self, net: nn.Module, bank: torch.Tensor) -> None:
+        super().__init__()
+        self.net, self.bank = net, bank
+
+    def forward(self, x):
+        return self.net(x + self.bank[: x.shape[0]].view_as(x))
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr"])
+def test_eot1_matches_fra31_apgd_exactly(loss):
+    from pyautoattack.autopgd_base import APGDAttack
+
+    net = _net()
+    x, _ = _data()
+    y = net(x).argmax(1)  # every point starts correctly classified
+    kw = dict(
+        n_iter=30,
+        norm="Linf",
+        n_restarts=2,
+        eps=0.05,
+        seed=3,
+        loss=loss,
+        eot_iter=1,
+        rho=0.75,
+        device=x.device,
+    )
+    ref = APGDAttack(net, **kw).perturb(x, y)
+    ours = batched_apgd_class()(net, **kw).perturb(x, y)
+    robust = net(ref).argmax(1) == y
+    assert 0 < robust.sum() < len(y)  # a non-trivial attack: some points fooled, some not
+    assert torch.equal(ours, ref)
+
+
+def test_apgd_kind_on_snn_matches_fra31(trained_vanilla):
+    """The registered ``apgd`` kind on a deterministic SNN gives fra31's examples (same seed)."""
+    from pyautoattack.autopgd_base import APGDAttack
+
+    _, prep, _ = trained_vanilla
+    model = prep.model.eval()
+    x, y = prep.data.test.x[:16].float(), prep.data.test.y[:16]
+    atk = APGD(APGD.Params(steps=10, seed=0), eps=0.1, alpha=0.025)
+    ours = atk.perturb(model, x, y)
+    ref = APGDAttack(
+        atk.view(model),
+        n_iter=10,
+        norm="Linf",
+        n_restarts=1,
+        eps=0.1,
+        seed=0,
+        loss="ce",
+        eot_iter=1,
+        rho=0.75,
+        device=x.device,
+    ).perturb(x, y)
+    assert (ref != x).any()
+    assert torch.equal(ours, ref)
+
+
+def test_eot_gradient_is_the_mean_of_the_draws_gradients():
+    n, b = 5, 6
+    x, y = _data(b)
+    bank = torch.randn(n * b, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 0.3
+    net = _net()
+    ce = lambda z, yy: torch.nn.functional.cross_entropy(z, yy, reduction="none")  # noqa: E731
+    g, logits, loss = eot_logits_grad(BankNoise(net, bank), x, y, ce, n)
+    grads, losses = [], []
+    for i in range(n):
+        xi = x.clone().requires_grad_(True)
+        li = ce(BankNoise(net, bank[i * b : (i + 1) * b])(xi), y)
+        grads.append(torch.autograd.grad(li.sum(), xi)[0])
+        losses.append(li.detach())
+    torch.testing.assert_close(g, torch.stack(grads).mean(0), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(loss, torch.stack(losses).mean(0))
+    torch.testing.assert_close(logits, BankNoise(net, bank[:b])(x))
+    assert not torch.allclose(grads[0], grads[1])  # the draws differ
+
+
+def test_eot_runs_one_batched_forward_per_iteration():
+    x, _ = _data(8)
+    model = Counting(_net())
+    y = model.net(x).argmax(1)
+    atk = batched_apgd_class()(
+        model,
+        n_iter=10,
+        norm="Linf",
+        n_restarts=1,
+        eps=0.1,
+        seed=0,
+        loss="ce",
+        eot_iter=4,
+        rho=0.75,
+        device=x.device,
+    )
+    atk.perturb(x, y)
+    # perturb's clean prediction, then 1 + n_iter gradient calls on the robust points, each 4 copies
+    assert len(model.calls) == 1 + 1 + 10
+    assert model.calls[0] == 8 and all(c % 4 == 0 and c > 0 for c in model.calls[1:])
+
+
+def test_autoattack_rand_uses_batched_apgd(monkeypatch):
+    """AutoAttack's APGD-CE/-DLR stages run the batched class with the kind's EOT count."""
+    import pyautoattack
+
+    seen = []
+    orig = pyautoattack.AutoAttack.run_standard_evaluation
+
+    def spy(self, *a, **k):
+        seen.append((type(self.apgd), self.apgd.eot_iter))
+        self.apgd.n_iter = 3  # keep the test fast; the cascade's logic is fra31's
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(pyautoattack.AutoAttack, "run_standard_evaluation", spy)
+    x, y = _data(6)
+    atk = AutoAttack(AutoAttack.Params(version="rand", eot=3), eps=0.1, alpha=0.025)
+    monkeypatch.setattr(AutoAttack, "view", lambda self, model: model)
+    out = atk.perturb(Counting(_net()), x, y)
+    assert seen == [(batched_apgd_class(), 3)]
+    assert out.shape == x.shape and (out - x).abs().max() <= 0.1 + 1e-6
