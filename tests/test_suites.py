@@ -68,8 +68,15 @@ def test_paper_suites_validate_with_reported_numbers(registry):
 
 
 def test_smoke_covers_every_defense_and_attack(registry):
+    from attacks import ATTACKS
+
     smoke = registry.suites["smoke"]
     kinds = {registry.attacks[a].kind for a in smoke.attacks if a != "clean"}
+    for a in smoke.attacks:  # the standard protocol's stages run on every smoke model too
+        entry = registry.attacks.get(a)
+        cls = ATTACKS.get(entry.kind) if entry else None
+        if cls is not None and cls.composite:
+            kinds |= {st.kind for _, st in cls(cls.Params(**entry.params), 0.1, 0.025).stages()}
     missing = sorted({e.kind for e in registry.attacks.values()} - kinds)
     assert not missing, f"attack kinds missing from suites.smoke.columns in registry.yaml: {missing}"
     d_kinds = {registry.defenses[d].kind for d in smoke.defenses}
