@@ -4,10 +4,10 @@ a suite laid out as the paper's table (``suite``). Read-only; re-exported by :mo
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -161,24 +161,38 @@ def _samples(store: Store, ev: pd.DataFrame) -> pd.DataFrame:
 
 
 def leaderboard(db: str | os.PathLike | None = None, registry: str | None = None) -> pd.DataFrame:
-    """The ranking ``bench report`` draws (per dataset, by per-sample worst case), as one DataFrame.
+    """The ranking ``bench report`` draws, as one DataFrame: one row per model. Ranked rows (``ranked``
+    True) carry their threat model, the standard protocol's robust accuracy with its 95% Wilson interval
+    and the rank range; models without the standard protocol are listed with ``ranked`` False and their
+    strongest stored attack (RobustBench's convention: only the fixed evaluation ranks).
 
     Example::
 
-        leaderboard()[["dataset", "rank", "defense", "training", "clean", "worst", "worst_attack"]]
+        lb = leaderboard()
+        lb[lb.ranked][["threat_model", "rank", "defense", "clean", "robust", "robust_lo", "robust_hi"]]
     """
-    from bench.report import LeaderRow
-    from bench.report import leaderboard as board
+    from bench.report_data import leaderboard as board
 
-    rows = [
-        dataclasses.asdict(r)
-        for rs in board(load_registry(registry, kinds=None), Store(database_url(db))).values()
-        for r in rs
-    ]
-    cols = [f.name for f in dataclasses.fields(LeaderRow)]
-    df = pd.DataFrame(rows, columns=cols)
-    df["flags"] = df["flags"].map(lambda f: ", ".join(f))
-    return df
+    tables, others = board(load_registry(registry, kinds=None), Store(database_url(db)))
+    rows: list[dict[str, Any]] = []
+    for tm in tables:
+        for r in tm.rows:
+            rows.append({
+                "ranked": True, "threat_model": tm.label, "protocol": tm.protocol, "budget": tm.budget,
+                "rank": r.rank, "run_id": r.run_id, "dataset": r.dataset, "defense": r.defense,
+                "training": r.training, "model": r.model, "T": r.T, "clean": r.clean.value,
+                "robust": r.robust.value, "robust_lo": r.robust.lo, "robust_hi": r.robust.hi,
+                "attack": r.attack, "n_attacks": None, "flags": ", ".join(r.flags),
+            })
+    for o in others:
+        rows.append({
+            "ranked": False, "threat_model": "", "protocol": "", "budget": "", "rank": None, "run_id": o.run_id,
+            "dataset": o.dataset, "defense": o.defense, "training": o.training, "model": o.model, "T": o.T,
+            "clean": o.clean.value if o.clean else None, "robust": o.strongest.value if o.strongest else None,
+            "robust_lo": o.strongest.lo if o.strongest else None, "robust_hi": o.strongest.hi if o.strongest else None,
+            "attack": o.strongest_attack, "n_attacks": o.n_attacks, "flags": ", ".join(o.flags),
+        })
+    return pd.DataFrame(rows)
 
 
 def suite(
