@@ -135,7 +135,7 @@ def _seeded_logits(model, x, seed):
             return model(x)
 
 
-@pytest.mark.parametrize("name", ["stog", "tgo"])
+@pytest.mark.parametrize("name", ["stog", "tgo_eot"])
 def test_randomized_defenses_sample_at_inference_reproducibly(name, registry, digits_data):
     model, _ = _model(registry, name, **({"p_min": 0.5} if name == "stog" else {}))
     if name == "stog":
@@ -151,7 +151,7 @@ def test_randomized_defenses_sample_at_inference_reproducibly(name, registry, di
 
 
 def test_tgo_without_inference_noise_is_deterministic(registry, digits_data):
-    model, _ = _model(registry, "tgo_nonoise")
+    model, _ = _model(registry, "tgo")
     model.eval()
     x, _ = _batch(digits_data, 32)
     assert not model.randomized
