@@ -61,7 +61,8 @@ def main() -> None:
 @click.option("--eps", default=None, help="Attack budget in pixel units, e.g. 0.1 or 8/255 (default: dataset's).")
 @click.option("--alpha", default=None, help="Attack step size (default: dataset's).")
 @click.option("--steps", type=int, default=None, help="Attack iterations.")
-@click.option("--grad-mode", type=click.Choice(["bptt", "bptr", "bptr_rga"]), default=None, help="Attacker's gradient mode.")
+@click.option("--grad-mode", type=click.Choice(["bptt", "bptr", "bptr_rga", "cba"]), default=None,
+              help="Attacker's gradient mode (cba: the ReLU ANN sharing the weights).")
 @click.option("--eot", type=int, default=None, help="EOT samples (default: 10 for randomized defenses, else 1).")
 @click.option("--surrogate", default=None, help="Attacker's surrogate gradient (default: the model's own).")
 @click.option("--gamma", type=float, default=None, help="Attacker's surrogate width (default: the model's own).")

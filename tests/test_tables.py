@@ -82,3 +82,43 @@ def test_stog_rows_say_eot_was_applied_although_the_papers_state_none(registry):
     for suite in ("mpd_sgr_table1", "feel_table1"):
         for c in _cells(registry, suite, defense="stog"):
             assert "EOT" in c.note, (suite, c.row_label)
+
+
+# --- SNN-RAT Table 1: the conversion-based approximation (CBA) ---------------------------------------------
+
+
+def test_cba_gradient_is_the_gradient_of_the_relu_ann_with_the_same_weights(registry, digits_data):
+    """SNN-RAT 3.2 (Sharmin et al. 2019): CBA attacks the ANN that shares the SNN's weights, ReLU in forward
+    and backward. Hand-build that ANN from the SNN's own modules and compare logits and input gradients."""
+    from torch import nn
+
+    from bench.data import to_float
+    from bench.snn.classifier import AttackerView
+    from bench.snn.neuron import LIFNeuron
+    from bench.train import build_model
+
+    _, defense = make_defense(registry, "vanilla")
+    torch.manual_seed(0)
+    model = build_model(registry.datasets["digits"], registry.models["small_conv"], defense, 4).eval()
+    for m in model.modules():  # non-trivial BN statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    ann = nn.Sequential(*[nn.ReLU() if isinstance(m, LIFNeuron) else m for m in model.net])
+    x = to_float(digits_data.test.x[:8]).requires_grad_(True)
+    y = digits_data.test.y[:8]
+
+    ann_logits = ann((x - model.mean) / model.std)
+    (g_ann,) = torch.autograd.grad(torch.nn.functional.cross_entropy(ann_logits, y), x)
+    view = AttackerView(model, grad_mode="cba")
+    cba_logits = view(x)
+    (g_cba,) = torch.autograd.grad(torch.nn.functional.cross_entropy(cba_logits, y), x)
+    assert torch.allclose(cba_logits, ann_logits, atol=1e-5)
+    assert torch.allclose(g_cba, g_ann, atol=1e-6)
+    assert g_cba.abs().sum() > 0
+    # and it is not the SNN's own (BPTT) gradient
+    (g_bptt,) = torch.autograd.grad(torch.nn.functional.cross_entropy(AttackerView(model)(x), y), x)
+    assert not torch.allclose(g_bptt, g_cba, atol=1e-4)
+    # the forward spikes of the SNN are untouched outside the attacker's view
+    with torch.no_grad():
+        assert not torch.allclose(model(x), cba_logits, atol=1e-3)
