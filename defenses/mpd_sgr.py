@@ -79,7 +79,7 @@ class MPDSGR(Defense):
     rectangle, FWHM for unbounded surrogates [I]); ``gamma`` overrides the neuron's width.
 
     eta is unknown -> 1.0 [I]: Omega lies in [0, 1], so eta = 1 weighs it like CE. On digits (small_conv, T=4,
-    15 epochs) large eta lets the network lower Omega by inflating BN scales and silencing channels; the
+    15 epochs) large eta lets the network lower Omega by inflating BN scales and firing less; the
     measured eta sensitivity (PGD-7 0.54 at eta <= 1, 0.30 at 3, 0.05 at 10; firing rate 0.25 -> 0.05) is in
     docs/tables.md "MPD-SGR: eta on digits", with the command.
     AT: PGD eps 2/255, k = 2 [P] (the base recipe). Deterministic at inference.
