@@ -61,7 +61,8 @@ def main() -> None:
 @click.option("--eps", default=None, help="Attack budget in pixel units, e.g. 0.1 or 8/255 (default: dataset's).")
 @click.option("--alpha", default=None, help="Attack step size (default: dataset's).")
 @click.option("--steps", type=int, default=None, help="Attack iterations.")
-@click.option("--grad-mode", type=click.Choice(["bptt", "bptr", "bptr_rga"]), default=None, help="Attacker's gradient mode.")
+@click.option("--grad-mode", type=click.Choice(["bptt", "bptr", "bptr_rga", "cba"]), default=None,
+              help="Attacker's gradient mode (cba: the ReLU ANN sharing the weights).")
 @click.option("--eot", type=int, default=None, help="EOT samples (default: 10 for randomized defenses, else 1).")
 @click.option("--surrogate", default=None, help="Attacker's surrogate gradient (default: the model's own).")
 @click.option("--gamma", type=float, default=None, help="Attacker's surrogate width (default: the model's own).")
@@ -221,7 +222,7 @@ def _capabilities(cls) -> str:
 
 def _built_randomized(reg, defense: str) -> bool:
     """Whether the defense's model samples at inference, asked of the built model (not a class flag):
-    a config may switch its randomness off (``tgo_nonoise``)."""
+    a config may switch its randomness on or off (``tgo`` vs ``tgo_eot``)."""
     from bench.runner import make_defense
     from bench.train import build_model
 

@@ -41,7 +41,7 @@ def test_repository_registry_is_valid(registry):
         (lambda r: r["datasets"]["digits"].__setitem__("eps", 2), ["datasets.digits.eps", "outside [0, 1]"]),
         (lambda r: r["datasets"]["digits"].__setitem__("default_model", "resnet"), ["datasets.digits.default_model", "'resnet'"]),
         (lambda r: r["datasets"]["digits"]["train"].__setitem__("T", 0), ["datasets.digits.train", "T must be >= 1"]),
-        (lambda r: r["models"]["vgg11"].__setitem__("arch", "vgg"), ["models.vgg11.arch", "did you mean 'vgg11'"]),
+        (lambda r: r["models"]["vgg11"].__setitem__("arch", "vgg_11"), ["models.vgg11.arch", "did you mean 'vgg11'"]),
         (lambda r: r["models"]["small_conv"].__setitem__("neuron", {"surrogate": "tri"}), ["models.small_conv.neuron", "triangle"]),
         (lambda r: r["defenses"].__setitem__("Bad Name", {"kind": "vanilla"}), ["defenses", "'Bad Name'", "must match"]),
         (lambda r: r.__setitem__("atacks", {}), ["unknown top-level key 'atacks'", "did you mean 'attacks'"]),

@@ -51,9 +51,9 @@ def test_paper_suites_validate_with_reported_numbers(registry):
     bptr = next(
         c
         for c in registry.suites["mpd_sgr_table2"].cells
-        if c.row_label == "VGG11, BPTR" and c.attack == "pgd"
+        if c.row_label == "VGG11, BPTR, MPD-SGR" and c.attack == "pgd"
     )
-    assert bptr.attack_overrides == {"grad_mode": "bptr"}
+    assert bptr.attack_overrides == {"grad_mode": "bptr_rga"}
     feel4 = next(c for c in registry.suites["feel_table4"].cells if c.attack == "pgd")
     assert feel4.attack_overrides["steps"] == 4 and abs(feel4.attack_overrides["eps"] - 4 / 255) < 1e-12
     composite = [c for c in registry.suites["feel_table1"].cells if c.row_label == "RAT+StoG+FEEL"]

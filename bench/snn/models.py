@@ -44,13 +44,18 @@ def _conv_block(c_in: int, c_out: int, hw: tuple[int, int], make_neuron: MakeNeu
     return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), make_neuron((c_out, *hw))]
 
 
-@register_arch("vgg11")
-def vgg11(
-    in_shape: tuple[int, int, int], num_classes: int, make_neuron: MakeNeuron, width: float = 1.0, fc: int = 4096
+VGG_CFG: dict[str, list[int | str]] = {
+    # SNN-RAT models/VGG.py ``cfg`` ("A" = AvgPool2d(2)); the same code base as MPD-SGR/FEEL/SR
+    "vgg11": [64, "A", 128, 256, "A", 512, 512, 512, "A", 512, 512],
+    "vgg16": [64, 64, "A", 128, 128, "A", 256, 256, 256, "A", 512, 512, 512, "A", 512, 512, 512, "A"],
+}
+
+
+def _vgg(
+    cfg: list[int | str], in_shape: tuple[int, int, int], num_classes: int, make_neuron: MakeNeuron,
+    width: float, fc: int,
 ) -> nn.Module:
-    """VGG-11 of SNN-RAT ``cfg['vgg11']``: conv64-AP | conv128 conv256-AP | conv512 x3-AP | conv512 x2 |
-    FC4096-LIF FC4096-LIF FC(classes). ``width``/``fc`` shrink it for tests (1.0/4096 is the paper model)."""
-    cfg: list[int | str] = [64, "A", 128, 256, "A", 512, 512, 512, "A", 512, 512]
+    """[conv3x3-BN-LIF | AvgPool2] per ``cfg`` entry, then FC``fc``-LIF FC``fc``-LIF FC(classes)."""
     c, h, w = in_shape
     layers: list[nn.Module] = []
     for v in cfg:
@@ -72,6 +77,26 @@ def vgg11(
     net = nn.Sequential(*layers)
     _init(net)
     return net
+
+
+@register_arch("vgg11")
+def vgg11(
+    in_shape: tuple[int, int, int], num_classes: int, make_neuron: MakeNeuron, width: float = 1.0, fc: int = 4096
+) -> nn.Module:
+    """VGG-11 of SNN-RAT ``cfg['vgg11']``: conv64-AP | conv128 conv256-AP | conv512 x3-AP | conv512 x2 |
+    FC4096-LIF FC4096-LIF FC(classes). ``width``/``fc`` shrink it for tests (1.0/4096 is the paper model)."""
+    return _vgg(VGG_CFG["vgg11"], in_shape, num_classes, make_neuron, width, fc)
+
+
+@register_arch("vgg16")
+def vgg16(
+    in_shape: tuple[int, int, int], num_classes: int, make_neuron: MakeNeuron, width: float = 1.0, fc: int = 4096
+) -> nn.Module:
+    """VGG-16 of the SNN-RAT code base ``cfg['vgg16']`` (MPD-SGR Table 5, Tiny-ImageNet): conv64 x2-AP |
+    conv128 x2-AP | conv256 x3-AP | conv512 x3-AP | conv512 x3-AP | FC4096-LIF FC4096-LIF FC(classes).
+    13 conv + 3 FC layers; on 64x64 inputs the flatten is 512*2*2. MPD-SGR does not print its VGG-16, so the
+    classifier head follows the code base's VGG (the VGG-11 head) [I]."""
+    return _vgg(VGG_CFG["vgg16"], in_shape, num_classes, make_neuron, width, fc)
 
 
 class PreActBlock(nn.Module):

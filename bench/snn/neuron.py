@@ -16,6 +16,10 @@ Gradient modes (spec 4.1), chosen by the attacker's view of the model:
   ``dL/dI[t] = dL/dS[t] * 1[mean_t S > 0]``.
 - ``bptr_rga``: the rate-gradient approximation of Bu et al. (SR/FEEL ``RateBp(x, tau)``), from the mean
   input current x = mean_t I[t]: g = 1[1-tau <= x <= 2] (1 - 0.2 + 0.2 tau)/(tau + 1) + 1[0 <= x <= 1-tau] 0.2.
+- ``cba``: the conversion-based approximation (Sharmin et al. 2019; SNN-RAT section 3.2): the attacker sees the
+  ANN that shares the SNN's weights, every spiking layer replaced by ReLU in forward AND backward (SNN-RAT code:
+  ``LIFSpike`` with T = 0 -> ``nn.ReLU``). With direct (static) encoding the T identical time copies average
+  to that ANN's logits; with a randomized encoder it is the mean ANN output over the encoder's samples [I].
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from torch import Tensor, nn
 
 from bench.snn.surrogate import SURROGATES, spike
 
-GRAD_MODES = ("bptt", "bptr", "bptr_rga")
+GRAD_MODES = ("bptt", "bptr", "bptr_rga", "cba")
 RESETS = ("hard", "soft")
 
 
@@ -89,6 +93,12 @@ class RateRGA(torch.autograd.Function):
         return grad_out * g, None, None
 
 
+def conversion_relu(x: Tensor) -> Tensor:
+    """CBA (Sharmin et al. 2019; SNN-RAT 3.2): the spiking layer acts as the ReLU of the ANN that shares the
+    SNN's weights, in forward and backward."""
+    return torch.relu(x)
+
+
 class LIFNeuron(nn.Module):
     """Multi-step LIF neuron on time-merged input ``[T*B, *shape]`` (T is set by the classifier).
 
@@ -133,6 +143,8 @@ class LIFNeuron(nn.Module):
 
     # --- dynamics -----------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
+        if self.grad_mode == "cba":
+            return conversion_relu(x)
         x_seq = x.view(self.T, -1, *x.shape[1:])  # [T, B, ...]
         if self.grad_mode == "bptt":
             s_seq = self._run(x_seq)
