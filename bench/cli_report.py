@@ -16,20 +16,25 @@ import click
 
 from bench.cli_common import progress as _progress
 from bench.cli_common import registry_option as _common
-from bench.cli_common import results_db_options, user_errors
+from bench.cli_common import check_output_path, results_db_options, user_errors, write_text_atomic
 from bench.errors import BenchError
 
 DEFAULT_SUITE = "smoke"
 
 
 def _store(db: str | None, results_dir: str | None, create: bool = True):
-    from bench.runner import ensure_writable
+    """The results store. ``create=False`` (report, check, export): nothing is created anywhere, the
+    results directory need not be writable, and the database is opened read-only."""
     from bench.store import Store
 
     results = Path(results_dir or os.environ.get("BENCH_RESULTS", "results"))
-    if create:
-        ensure_writable(results)
-    return Store(db or os.environ.get("BENCH_DB") or f"sqlite:///{results / 'bench.sqlite'}"), results
+    url = db or os.environ.get("BENCH_DB") or f"sqlite:///{results / 'bench.sqlite'}"
+    if not create:
+        return Store(url, readonly=True), results
+    from bench.runner import ensure_writable
+
+    ensure_writable(results)
+    return Store(url), results
 
 
 def run_suite_command(reg, o: dict[str, Any]) -> None:
@@ -80,10 +85,17 @@ def run_suite_command(reg, o: dict[str, Any]) -> None:
     counts = Counter(ev.status for ev in events)
     for reason, n in sorted(skipped.items()):
         click.echo(f"skipped {n:>3} cells: {reason}")
+    failed = [ev for ev in events if ev.status == "failed"]
+    for ev in failed:
+        click.echo(f"FAILED  {ev.cell.key}: {ev.message}")
+    extra = f", {counts['failed']} failed" if failed else ""
+    extra += f", {counts['claimed']} claimed by another process" if counts["claimed"] else ""
     click.echo(
-        f"suite {suite.name}: {counts['ran']} cells run, {counts['cached']} cached, {counts['skipped']} skipped "
-        f"of {len(suite.cells)} in {time.perf_counter() - t0:.1f}s (db {store.url})"
+        f"suite {suite.name}: {counts['ran']} cells run, {counts['cached']} cached, {counts['skipped']} skipped"
+        f"{extra} of {len(suite.cells)} in {time.perf_counter() - t0:.1f}s (db {store.display_url})"
     )
+    if failed:
+        raise BenchError(f"{len(failed)} of {len(suite.cells)} cells failed (listed above); first: {failed[0].message}")
 
 
 @click.command()
@@ -98,8 +110,9 @@ def report(out: str, results_dir: str | None, db: str | None, registry: str | No
     from bench.registry import load_registry
     from bench.report import build_site
 
+    check_output_path(Path(out) / "index.html", "--out")
     reg = load_registry(registry)
-    store, _ = _store(db, results_dir)
+    store, _ = _store(db, results_dir, create=False)
     pages = build_site(reg, store, Path(out))
     click.echo(f"wrote {len(pages)} pages to {out}/ (open {Path(out) / 'index.html'})")
 
@@ -140,11 +153,23 @@ def check(
     from bench.regress import Tolerance, compare, load_baseline, make_baseline, write_baseline
     from bench.suites import measure_suite
 
+    import math
+
+    for flag, v in (("--k", k), ("--floor", floor)):
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise BenchError(f"{flag} must be a finite number >= 0, got {v}")
+    path = Path(baseline)
+    if update:
+        check_output_path(path, "--baseline")
+    else:
+        from bench.specs import read_text_bounded
+
+        if path.exists():
+            read_text_bounded(path, "baseline")  # bounded size, UTF-8: else one line, before any work
     reg = load_registry(registry)
     s = reg.get("suites", suite, "--suite")
-    store, _ = _store(db, results_dir)
+    store, _ = _store(db, results_dir, create=False)
     measured = measure_suite(reg, s, store)
-    path = Path(baseline)
     if update:
         tol = Tolerance(k if k is not None else 3.0, floor if floor is not None else 0.01)
         base = make_baseline(s, measured, tol)
@@ -187,12 +212,14 @@ def export(
     from bench.export import evaluation_rows, suite_rows, write_rows
     from bench.registry import load_registry
 
+    if out:
+        check_output_path(out, "--out")
     reg = load_registry(registry)
-    store, _ = _store(db, results_dir)
+    store, _ = _store(db, results_dir, create=False)
     rows = suite_rows(reg, reg.get("suites", suite, "--suite"), store) if suite else evaluation_rows(store)
     text = write_rows(rows, fmt)
     if out:
-        Path(out).write_text(text)
+        write_text_atomic(out, text)
         click.echo(f"wrote {len(rows)} rows to {out}", err=True)
     else:
         click.echo(text, nl=False)

@@ -25,7 +25,7 @@ import torch
 
 from bench import runner
 from bench.data import Split, to_float
-from bench.errors import NotImplementedYet
+from bench.errors import BenchError, NotImplementedYet
 from bench.evaluate import evaluate_attack, predict
 from bench.registry import BenchRegistry
 from bench.runner import (
@@ -48,7 +48,8 @@ NEAR_THRESHOLD = 0.1  # |v_pre - v_th| below this counts as "near threshold" (TG
 
 @dataclass(frozen=True)
 class CellEvent:
-    """What happened to one cell: ``ran``, ``cached``, ``skipped`` (with the reason)."""
+    """What happened to one cell: ``ran``, ``cached``, ``skipped``, ``failed`` (with the reason) or
+    ``claimed`` (another process sharing the database is computing it)."""
 
     cell: Cell
     status: str
@@ -141,26 +142,56 @@ def run_suite(
     by_run: dict[str, list[tuple[Cell, Plan]]] = {}
     for cell, plan in plans:
         by_run.setdefault(plan.config_hash, []).append((cell, plan))
+    owner = claim_owner()
     for group in by_run.values():
         # attacks that read the others' stored outcomes (``worst``) go last
         group.sort(key=lambda cp: bool(cp[1].attacks and getattr(cp[1].attacks[0][1], "from_store", False)))
-        prep = prepare(group[0][1], store, results_dir, progress)
-        record_vpre_hist(group[0][1], prep, store)
-        for cell, plan in group:
-            if plan.attacks:
-                entry, attack = plan.attacks[0]
-                if getattr(plan, "substitute", None) is not None:  # transfer: train/load the substitute
-                    runner.attach_substitutes(plan, store, results_dir, progress)
-                ran = run_attack(plan, prep, entry, attack, store, force, progress)
-            else:
-                ran = run_clean(plan, prep, store, force)
-            ev = CellEvent(cell, "ran" if ran else "cached")
-            events.append(ev)
-            if notify:
-                notify(ev)
-        if suite.sweeps:
-            run_sweeps(reg, suite, group[0][1], prep, store, force)
+        key = f"suite-model:{group[0][1].config_hash}"
+        if not store.claim(key, owner):  # another suite on this database is computing this model's cells
+            for cell, _ in group:
+                _emit(events, notify, CellEvent(cell, "claimed", "being computed by another process"))
+            continue
+        done: set[int] = set()
+        try:
+            prep = prepare(group[0][1], store, results_dir, progress)
+            record_vpre_hist(group[0][1], prep, store)
+            for i, (cell, plan) in enumerate(group):
+                if plan.attacks:
+                    entry, attack = plan.attacks[0]
+                    if getattr(plan, "substitute", None) is not None:  # transfer: train/load the substitute
+                        runner.attach_substitutes(plan, store, results_dir, progress)
+                    ran = run_attack(plan, prep, entry, attack, store, force, progress)
+                else:
+                    ran = run_clean(plan, prep, store, force)
+                done.add(i)
+                _emit(events, notify, CellEvent(cell, "ran" if ran else "cached"))
+            if suite.sweeps:
+                run_sweeps(reg, suite, group[0][1], prep, store, force)
+        except Exception as e:  # record the failure, go on with the next model; the CLI exits non-zero
+            why = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            if not isinstance(e, BenchError):
+                why = f"{type(e).__name__}: {why}"
+            for i, (cell, _) in enumerate(group):
+                if i not in done:
+                    _emit(events, notify, CellEvent(cell, "failed", why))
+        finally:
+            store.release(key, owner)
     return events
+
+
+def claim_owner() -> str:
+    """Who holds a claim: host, process id and a random tag (unique across concurrent suites)."""
+    import os
+    import platform
+    import uuid
+
+    return f"{platform.node()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _emit(events: list[CellEvent], notify: Callable[[CellEvent], None] | None, ev: CellEvent) -> None:
+    events.append(ev)
+    if notify:
+        notify(ev)
 
 
 def run_clean(plan: Plan, prep: Prepared, store: Store, force: bool = False) -> bool:
