@@ -73,6 +73,14 @@ def main() -> None:
 
     Defaults follow the papers (spec/defenses.md); the embedded default dataset is scikit-learn's digits,
     so everything works offline. Registry: registry.yaml (override with --registry or $BENCH_REGISTRY).
+
+    \b
+    Environment: $BENCH_DB, $BENCH_RESULTS, $BENCH_CHECKPOINTS (where results live);
+    $BENCH_LOCK_TIMEOUT (seconds to wait for another process's database write lock, default 60);
+    $BENCH_TRAIN_LOCK_TIMEOUT (seconds to wait for another process training the same model, default 86400);
+    $BENCH_CHANNELS (first|last: channel axis of ambiguous .npz images, as --channels).
+    Every user error is one line `error: ...` and exit code 2; report, check, export and `ls runs`
+    open the database read-only and create nothing.
     """
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from bench.cli_common import check_output_path, user_errors
 from bench.errors import BenchError
 
 EPILOG = """\b
@@ -47,10 +48,14 @@ def _csv(value: str) -> tuple[str, ...]:
 @click.option(
     "--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write all numbers here."
 )
+@user_errors
 def bench_cmd(**o) -> None:
     """Time a training step and PGD-7 for the plain-torch neurons, the fused neurons and the same
     architecture as an ANN at batch T*B; print images/s, peak memory and the ratios."""
     import torch
+
+    if o["json_path"]:
+        check_output_path(o["json_path"], "--json")  # before measuring: never lose the numbers at the end
 
     from bench.benchmark import BenchSpec, run_benchmark, to_json
 

@@ -269,10 +269,12 @@ def suite_recorded(ctx: Ctx) -> str | None:
 
 
 def laughs(ctx: Ctx) -> list[str]:
-    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    """32 KB of YAML whose anchors expand to 10**30 list items, used where a dataset body is expected."""
+    anchors = ["&a0 [x, x, x, x, x, x, x, x, x, x]"]
     for i in range(1, 30):
-        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
-    return ["validate", "--registry", write_file(ctx, "laughs.yaml", "\n".join(lines) + "\n")]
+        anchors.append(f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    text = "version: [" + ", ".join(anchors) + "]\ndatasets:\n  bomb: *a29\n"
+    return ["validate", "--registry", write_file(ctx, "laughs.yaml", text)]
 
 
 def hold_lock(ctx: Ctx):
@@ -392,15 +394,15 @@ CASES: list[Case] = [
     # --- exit 2 but the database changed ---------------------------------------------------------------
     Case("training_diverges", "dbchange", lambda c: c.run("--lr", "1e30"), expect="failed", fragment="diverged"),
     Case("corrupt_partial_checkpoint", "dbchange", corrupt_partial, expect="ok", post=moved_aside),
-    Case("tiny_images", "dbchange", lambda c: c.run("--dataset", npz(c, U8(8, 2, 2), LAB(8))), fragment="small"),
+    Case("tiny_images", "dbchange", lambda c: c.run("--dataset", npz(c, U8(32, 2, 2), LAB(32))), fragment="small"),
     Case("suite_failing_cell", "dbchange", failing_suite, expect="suite", post=suite_recorded, slow=True),
     # --- tracebacks where one line is promised ---------------------------------------------------------
     Case("npz_object_arrays", "traceback",
          lambda c: c.run("--dataset", npz(c, np.array([U8(8, 8), None], dtype=object), LAB(2)))),
     Case("npz_zero_samples", "traceback", lambda c: c.run("--dataset", npz(c, U8(0, 8, 8), LAB(0)))),
     Case("npz_not_a_zip", "traceback", lambda c: c.run("--dataset", write_file(c, "x.npz", "hello"))),
-    Case("npz_1px", "traceback", lambda c: c.run("--dataset", npz(c, U8(8, 1, 1), LAB(8)))),
-    Case("npz_3px", "traceback", lambda c: c.run("--dataset", npz(c, U8(8, 3, 3), LAB(8)))),
+    Case("npz_1px", "traceback", lambda c: c.run("--dataset", npz(c, U8(32, 1, 1), LAB(32)))),
+    Case("npz_3px", "traceback", lambda c: c.run("--dataset", npz(c, U8(32, 3, 3), LAB(32)))),
     Case("npz_4096px", "traceback",
          lambda c: c.run("--dataset", npz(c, np.zeros((2, 4096, 4096), np.uint8), LAB(2))), slow=True),
     Case("if_corrupt_png", "traceback", lambda c: c.run("--dataset", str(_if_corrupt(c)))),
