@@ -239,7 +239,9 @@ def _sqlite_connect(dbapi_conn, _record) -> None:
     # transactions can be BEGIN IMMEDIATE (the SQLAlchemy pysqlite recipe for serializable transactions).
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
-    cur.execute(f"PRAGMA busy_timeout={int(1000 * lock_timeout())}")  # first: the WAL switch may wait for a lock
+    # first: the WAL switch may wait for a lock. Short: Store._retry re-runs the transaction (with a
+    # message) until lock_timeout() has passed.
+    cur.execute(f"PRAGMA busy_timeout={int(1000 * min(2.0, lock_timeout()))}")
     cur.execute("PRAGMA journal_mode=WAL")
     # WAL + NORMAL: a commit survives a killed process (it is in the WAL before COMMIT returns); only a
     # power loss may drop the last commits, never corrupt the file (sqlite.org/pragma.html#pragma_synchronous).
@@ -333,22 +335,30 @@ class Store:
 
     # --- transactions -------------------------------------------------------------------------------
     def _retry(self, fn: Callable[[], R]) -> R:
+        """Run ``fn``; re-run it when it loses a race (up to WRITE_ATTEMPTS times) or finds the database
+        locked by another process (logged once, retried until :func:`lock_timeout` seconds have passed,
+        then a BenchError saying what it waited for)."""
         deadline = time.monotonic() + lock_timeout()
-        for attempt in range(WRITE_ATTEMPTS):
+        attempt, told = 0, False
+        while True:
             try:
                 return fn()
             except DBAPIError as e:
-                if _locked(e) and time.monotonic() >= deadline:
+                locked = _locked(e)
+                if locked and time.monotonic() >= deadline:
                     raise BenchError(
                         f"database {self.display_url} is locked by another process: waited {lock_timeout():.0f}s "
                         "for its write lock (set $BENCH_LOCK_TIMEOUT to wait longer)"
                     ) from None
-                if attempt == WRITE_ATTEMPTS - 1 or not _retryable(e):
+                attempt += 1
+                if (attempt >= WRITE_ATTEMPTS and not locked) or not _retryable(e):
                     raise
+                if locked and not told:
+                    log.warning("waiting for another process's write lock on %s (up to %.0fs)", self.display_url, lock_timeout())
+                    told = True
                 self.retries += 1
                 log.debug("retrying a write that lost a race (%s)", type(e.orig).__name__)
-                time.sleep(min(2.0, 0.02 * 2**attempt) * (0.5 + self._jitter.random()))
-        raise AssertionError("unreachable")
+                time.sleep(min(2.0, 0.02 * 2 ** min(attempt, 10)) * (0.5 + self._jitter.random()))
 
     def _write(self, fn: Callable[[Session], R]) -> R:
         """Run ``fn(session)`` in one write transaction, retried from the start when it loses a race."""
