@@ -14,9 +14,9 @@ from typing import Any
 
 import click
 
+from bench.cli_common import check_output_path, results_db_options, user_errors, write_text_atomic
 from bench.cli_common import progress as _progress
 from bench.cli_common import registry_option as _common
-from bench.cli_common import check_output_path, results_db_options, user_errors, write_text_atomic
 from bench.errors import BenchError
 
 DEFAULT_SUITE = "smoke"
@@ -149,11 +149,11 @@ def check(
     fails too (it usually means a weaker attack); a rise of clean accuracy is a warning. Invariants: APGD <=
     PGD, worst <= every attack, eps=0 of the PGD sweep equals clean. Regenerate on purpose with --update.
     """
+    import math
+
     from bench.registry import load_registry
     from bench.regress import Tolerance, compare, load_baseline, make_baseline, write_baseline
     from bench.suites import measure_suite
-
-    import math
 
     for flag, v in (("--k", k), ("--floor", floor)):
         if v is not None and not (math.isfinite(v) and v >= 0):

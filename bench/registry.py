@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-
 from bench.errors import BenchError, did_you_mean, unknown
 from bench.specs import DatasetSpec, Entry, ModelSpec, TrainSpec, from_mapping, load_yaml_file
 from bench.suite_spec import Suite, load_suite

@@ -30,14 +30,15 @@ from bench.errors import BenchError, NotImplementedYet
 from bench.evaluate import eval_size, evaluate_attack
 from bench.registry import BenchRegistry
 from bench.snn.classifier import SNNClassifier
-from bench.specs import ATSpec, DatasetSpec, Entry, ModelSpec, TrainSpec, check_attack_params, from_mapping, json_ready, to_dict
+from bench.specs import ATSpec, DatasetSpec, Entry, ModelSpec, TrainSpec, from_mapping, json_ready, to_dict
+from bench.specs import check_attack_params  # issue 16: attack bounds
 from bench.store import EvalRecord, FlagRecord, RunInfo, Store
 from bench.train import (
-    failed_run_guard,
     apply_state_dict,
     build_model,
     checkpoint_dir,
     checkpoint_lock,
+    failed_run_guard,
     load_checkpoint,
     load_verified,
     save_final,

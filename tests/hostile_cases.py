@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import io
-import json
 import os
 import sqlite3
 import struct
@@ -166,7 +165,7 @@ def plan_for(ctx: Ctx, *extra: str, registry: str | None = None):
     from bench.runner import RunRequest, resolve
 
     overrides = {"epochs": 1, "T": 2}
-    for k, v in zip(extra[::2], extra[1::2]):
+    for k, v in zip(extra[::2], extra[1::2], strict=True):
         overrides[k.lstrip("-").replace("-", "_")] = float(v) if k == "--lr" else int(v)
     req = RunRequest(defense="vanilla", attacks=("fgsm",), train_overrides=overrides, n_eval=20, device="cpu")
     return resolve(load_registry(registry), req)

@@ -18,7 +18,18 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from hostile_cases import CASES, Case, Ctx, db_dump, files_under, hold_lock, imagefolder, init_db, prepare_case, verdict
+from hostile_cases import (
+    CASES,
+    Case,
+    Ctx,
+    db_dump,
+    files_under,
+    hold_lock,
+    imagefolder,
+    init_db,
+    prepare_case,
+    verdict,
+)
 
 from bench.cli import main
 
