@@ -86,6 +86,10 @@ def sweep(**o) -> None:
         from bench.train import check_device
 
         check_device(o["device"])
+    if o["executor"] == "ray" and o["address"]:
+        from bench.sweep import check_reachable
+
+        check_reachable(o["address"])  # seconds, before planning: ray.init retries for minutes
     reg = load_registry(o["registry"])
     results = Path(o["results_dir"] or os.environ.get("BENCH_RESULTS", "results")).resolve()
     ensure_writable(results)

@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +46,11 @@ log = logging.getLogger(__name__)
 def build_model(dataset: DatasetSpec, model: ModelSpec, defense: Defense, T: int) -> SNNClassifier:
     """Architecture + defense neuron/encoder + in-model normalisation."""
     neuron = from_mapping(NeuronSpec, model.neuron, f"models.{model.name}.neuron")
-    net = ARCHITECTURES[model.arch](
-        tuple(dataset.shape), dataset.classes, defense.make_neuron(neuron, T), **model.params
-    )
+    with warnings.catch_warnings():  # images too small give zero-size layers: check_input_size says so
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+        net = ARCHITECTURES[model.arch](
+            tuple(dataset.shape), dataset.classes, defense.make_neuron(neuron, T), **model.params
+        )
     encoder = defense.make_encoder(model.encoder, T, tuple(dataset.shape))
     clf = SNNClassifier(net, encoder, T, dataset.mean, dataset.std)
     check_input_size(clf, dataset, model)
