@@ -235,7 +235,9 @@ def load_checkpoint(path: str | Path) -> dict:
     if not p.is_file():
         raise BenchError(f"checkpoint {p} does not exist")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "validating sparse tensor invariants": checked below instead
+            warnings.simplefilter("ignore")
+            obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, truncated zips, disallowed globals: all mean "not loadable"
         msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise BenchError(

@@ -291,6 +291,7 @@ def malformed_row(ctx: Ctx) -> list[str]:
         "n_robust_correct, clean_acc, robust_acc, eot, seconds, created_at) "
         "VALUES (1, 'pgd', 'h', '{not json', 0.1, 1, 1, 0, 1.0, 0.0, 1, 0.1, '2026-01-01 00:00:00')"
     )
+    c.execute("INSERT INTO sample_outcome (evaluation_id, n, clean_bits, adv_bits) VALUES (1, 1, x'80', x'00')")
     c.commit()
     c.close()
     return ["report", "--db", ctx.db, "--out", str(ctx.root / "site")]
