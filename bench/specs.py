@@ -247,7 +247,7 @@ def check_attack_params(params: Any, where: str) -> None:
     steps, alpha, eps, eot, gamma, seed = (get(k) for k in ("steps", "alpha", "eps", "eot", "gamma", "seed"))
     if steps is not None and not 1 <= steps <= MAX_STEPS:
         raise BenchError(f"{where}.steps (--steps) must be in [1, {MAX_STEPS}], got {shown(steps)}")
-    if alpha is not None and not alpha > 0:
+    if alpha is not None and not (alpha > 0 or (alpha == 0 and eps == 0)):  # eps 0 (a sweep's origin): no step
         raise BenchError(f"{where}.alpha (--alpha) must be > 0, got {shown(alpha)}")
     if eps is not None and not 0 <= eps <= 1:
         raise BenchError(f"{where}.eps (--eps) must be in [0, 1] (pixel units, e.g. 8/255 or 0.1), got {shown(eps)}")

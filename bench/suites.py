@@ -171,9 +171,9 @@ def run_suite(
             why = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             if not isinstance(e, BenchError):
                 why = f"{type(e).__name__}: {why}"
-            for i, (cell, _) in enumerate(group):
-                if i not in done:
-                    _emit(events, notify, CellEvent(cell, "failed", why))
+            pending = [cell for i, (cell, _) in enumerate(group) if i not in done]
+            for cell in pending or [group[0][0]]:  # all cells stored: the sweeps failed, still reported
+                _emit(events, notify, CellEvent(cell, "failed", why if pending else f"sweeps: {why}"))
         finally:
             store.release(key, owner)
     return events
