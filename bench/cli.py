@@ -12,7 +12,7 @@ import click
 
 from bench.cli_common import progress as _progress
 from bench.cli_common import registry_option as _common
-from bench.cli_common import user_errors
+from bench.cli_common import results_db_options, user_errors
 from bench.errors import BenchError
 
 EPILOG = """\b
@@ -24,15 +24,45 @@ Examples:
 """
 
 
-def _eps(value: str | None) -> float | None:
+def _eps(value: str | None, flag: str = "--eps") -> float | None:
+    """A budget or step size in pixel units (``0.1``, ``8/255``); -0 becomes 0 (one stored row)."""
     if value is None:
         return None
-    from bench.specs import parse_number
+    from bench.specs import parse_number, shown
 
-    v = parse_number(value, "--eps")
+    v = parse_number(value, flag)
+    if flag == "--alpha" and not 0 < v <= 1:
+        raise BenchError(f"--alpha {shown(value)}: must be in (0, 1] (pixel units per step, e.g. 0.01)")
     if not 0 <= v <= 1:
-        raise BenchError(f"--eps {value}: must be in [0, 1] (pixel units, e.g. 8/255 or 0.1)")
+        raise BenchError(f"{flag} {shown(value)}: must be in [0, 1] (pixel units, e.g. 8/255 or 0.1)")
     return v
+
+
+def check_run_flags(o: dict) -> None:
+    """Bounds of ``bench run``'s numeric flags and --device, checked before any work (each names its flag)."""
+    from bench.specs import MAX_EOT, MAX_STEPS, check_seed
+
+    for name, v in (("--T", o["T"]), ("--epochs", o["epochs"]), ("--batch-size", o["batch_size"])):
+        if v is not None and v < 1 and not (name == "--epochs" and v == 0):
+            raise BenchError(f"{name} must be >= 1, got {v}")
+    if o["steps"] is not None and not 1 <= o["steps"] <= MAX_STEPS:
+        raise BenchError(f"--steps must be in [1, {MAX_STEPS}], got {o['steps']}")
+    if o["eot"] is not None and not 1 <= o["eot"] <= MAX_EOT:
+        raise BenchError(f"--eot must be in [1, {MAX_EOT}] (EOT samples per gradient), got {o['eot']}")
+    if o["n_eval"] is not None and o["n_eval"] < 1:
+        raise BenchError(f"--n-eval must be >= 1 (omit it for the whole test set), got {o['n_eval']}")
+    if o["gamma"] is not None and not o["gamma"] > 0:
+        raise BenchError(f"--gamma must be > 0, got {o['gamma']}")
+    if o["lr"] is not None and not 0 < o["lr"] < float("inf"):
+        raise BenchError(f"--lr must be a finite number > 0, got {o['lr']}")
+    if o["seed"] is not None:
+        check_seed(o["seed"], "--seed")
+    if o["device"] is not None:
+        from bench.train import check_device
+
+        check_device(o["device"])
+    if o.get("channels"):
+        os.environ["BENCH_CHANNELS"] = o["channels"]  # read by bench/data.py (suite cells and sweeps too)
 
 
 @click.group(epilog=EPILOG)
@@ -43,6 +73,14 @@ def main() -> None:
 
     Defaults follow the papers (docs/defenses.md); the embedded default dataset is scikit-learn's digits,
     so everything works offline. Registry: registry.yaml (override with --registry or $BENCH_REGISTRY).
+
+    \b
+    Environment: $BENCH_DB, $BENCH_RESULTS, $BENCH_CHECKPOINTS (where results live);
+    $BENCH_LOCK_TIMEOUT (seconds to wait for another process's database write lock, default 60);
+    $BENCH_TRAIN_LOCK_TIMEOUT (seconds to wait for another process training the same model, default 86400);
+    $BENCH_CHANNELS (first|last: channel axis of ambiguous .npz images, as --channels).
+    Every user error is one line `error: ...` and exit code 2; report, check, export and `ls runs`
+    open the database read-only and create nothing.
     """
 
 
@@ -73,8 +111,11 @@ def main() -> None:
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
               help="Shared checkpoint directory (default: $BENCH_CHECKPOINTS or RESULTS/checkpoints).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Where torchvision datasets live.")
-@click.option("--n-eval", type=int, default=None, help="Evaluate the first N test samples (default: all).")
-@click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
+@click.option("--n-eval", type=int, default=None,
+              help="Evaluate the first N test samples, 1 <= N <= the test set size (default: all).")
+@click.option("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda when available).")
+@click.option("--channels", type=click.Choice(["first", "last"]), default=None,
+              help="Channel axis of a 4-D .npz dataset ([N, C, H, W] or [N, H, W, C]) when its shape is ambiguous.")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=None, help="Checkpoints and SQLite DB [results].")
 @click.option("--db", default=None, help="SQLAlchemy URL (default: $BENCH_DB or sqlite:///RESULTS/bench.sqlite).")
 @click.option("--force", is_flag=True, help="Re-run evaluations already stored.")
@@ -92,21 +133,19 @@ def run(**o) -> None:
     from bench.runner import RunRequest, ensure_writable, resolve
     from bench.store import Store
 
+    check_run_flags(o)
     reg = load_registry(o["registry"], kinds=python_kinds())
     if o["suite"] or not o["defense"] or not o["attacks"]:
         from bench.cli_report import run_suite_command
 
         return run_suite_command(reg, o)
-    for name, v in (("--T", o["T"]), ("--epochs", o["epochs"]), ("--batch-size", o["batch_size"])):
-        if v is not None and v < 1 and not (name == "--epochs" and v == 0):
-            raise BenchError(f"{name} must be >= 1, got {v}")
     req = RunRequest(
         defense=o["defense"],
         attacks=tuple(o["attacks"]),
         dataset=o["dataset"],
         model=o["model"],
         train_overrides={k: o[k] for k in ("epochs", "batch_size", "T", "seed", "lr", "training")},
-        attack_overrides={"eps": _eps(o["eps"]), "alpha": _eps(o["alpha"]), "steps": o["steps"],
+        attack_overrides={"eps": _eps(o["eps"]), "alpha": _eps(o["alpha"], "--alpha"), "steps": o["steps"],
                           "grad_mode": o["grad_mode"], "eot": o["eot"], "surrogate": o["surrogate"], "gamma": o["gamma"]},
         checkpoint=o["checkpoint"],
         checkpoint_dir=o["checkpoint_dir"],
@@ -176,11 +215,15 @@ def validate(registry: str | None) -> None:
 
 
 @main.command(name="ls")
-@click.argument("what", type=click.Choice(["datasets", "models", "defenses", "attacks", "suites"]))
+@click.argument("what", type=click.Choice(["datasets", "models", "defenses", "attacks", "suites", "runs"]))
+@results_db_options
 @_common
 @user_errors
-def ls(what: str, registry: str | None) -> None:
-    """List the registry's datasets, models, defenses, attacks or suites."""
+def ls(what: str, registry: str | None, results_dir: str | None, db: str | None) -> None:
+    """List the registry's datasets, models, defenses, attacks or suites, or the stored runs (``runs``:
+    status trained / running / failed, with the reason of a failure; the database is opened read-only)."""
+    if what == "runs":
+        return _ls_runs(results_dir, db)
     from attacks import ATTACKS
     from bench.kinds import python_kinds
     from bench.registry import load_registry
@@ -229,6 +272,19 @@ def _built_randomized(reg, defense: str) -> bool:
     ds = reg.datasets["digits"]
     _, d = make_defense(reg, defense)
     return bool(build_model(ds, reg.models[ds.default_model], d, 2).randomized)
+
+
+def _ls_runs(results_dir: str | None, db: str | None) -> None:
+    from bench.cli_report import _store
+
+    store, _ = _store(db, results_dir, create=False)
+    click.echo(f"{'id':>4} {'status':<8} {'dataset':<10} {'model':<12} {'defense':<14} {'training':<8} {'T':>3} {'seed':>5} config")
+    for r in store.runs():
+        reason = f"  ({store.failure(r.id)})" if r.status == "failed" else ""
+        click.echo(
+            f"{r.id:>4} {r.status:<8} {r.dataset:<10} {r.model:<12} {r.defense:<14} {r.training:<8} {r.T:>3} "
+            f"{r.seed:>5} {r.config_hash[:12]}{reason}"
+        )
 
 
 from bench.cli_report import check, export, report  # noqa: E402  (leaderboard and CI gate commands)

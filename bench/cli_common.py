@@ -7,7 +7,9 @@ runs that module as ``__main__``; importing it again from a command module would
 from __future__ import annotations
 
 import functools
+import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -21,16 +23,103 @@ def fail(msg: str) -> None:
 
 
 def user_errors(fn):
-    """Turn BenchError into 'error: ...' + exit 2, never a traceback."""
+    """The one user-error boundary of every command: one line ``error: ...`` and exit 2, never a traceback.
+
+    Besides BenchError it maps what the environment and the user's files throw: OS errors (read-only or
+    missing paths, disk full), database errors (SQLAlchemy), unreadable images (PIL), archives (zip/npz),
+    text that is not UTF-8 or JSON, nesting too deep and memory exhausted by an input.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except BenchError as e:
-            fail(str(e))
+            fail(_one_line(str(e)))
+        except Exception as e:  # noqa: BLE001 - the boundary: mapped below or re-raised
+            msg = environment_error(e)
+            if msg is None:
+                raise
+            fail(msg)
 
     return wrapper
+
+
+def _one_line(text: str, limit: int = 500) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def environment_error(e: BaseException) -> str | None:
+    """A one-line message for an error caused by the environment or a user's file, None for a bug."""
+    import json
+    import zipfile
+
+    if isinstance(e, OSError):
+        what = e.strerror or str(e) or type(e).__name__
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        return _one_line(f"{what}{where}")
+    try:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if isinstance(e, SQLAlchemyError):
+            from bench.store import db_reason
+
+            return _one_line(f"database error: {db_reason(e)}")
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from PIL import Image, UnidentifiedImageError
+
+        if isinstance(e, (Image.DecompressionBombError, UnidentifiedImageError)):
+            return _one_line(f"unreadable image: {e}")
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(e, zipfile.BadZipFile):
+        return _one_line(f"not a valid zip/npz archive: {e}")
+    if isinstance(e, json.JSONDecodeError):
+        return _one_line(f"malformed JSON: {e}")
+    if isinstance(e, UnicodeError):
+        return _one_line(f"text is not UTF-8: {e}")
+    if isinstance(e, RecursionError):
+        return "input nested too deeply"
+    if isinstance(e, MemoryError):
+        return "out of memory reading the input"
+    return None
+
+
+def check_output_path(path: str | Path, what: str = "--out") -> Path:
+    """Fail before any work when ``path`` cannot be written (its directory missing, a file, read-only).
+
+    Nothing is created: the directory must exist (or be creatable, for a site directory) and be writable.
+    """
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    probe = parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise BenchError(f"{what} {p}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise BenchError(f"{what} {p}: directory {probe} is not writable")
+    if p.is_dir() and what != "--out-dir":
+        raise BenchError(f"{what} {p} is a directory; give a file name")
+    return p
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file renamed into place (removed on failure)."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def registry_option(fn):

@@ -14,22 +14,27 @@ from typing import Any
 
 import click
 
+from bench.cli_common import check_output_path, results_db_options, user_errors, write_text_atomic
 from bench.cli_common import progress as _progress
 from bench.cli_common import registry_option as _common
-from bench.cli_common import results_db_options, user_errors
 from bench.errors import BenchError
 
 DEFAULT_SUITE = "smoke"
 
 
 def _store(db: str | None, results_dir: str | None, create: bool = True):
-    from bench.runner import ensure_writable
+    """The results store. ``create=False`` (report, check, export): nothing is created anywhere, the
+    results directory need not be writable, and the database is opened read-only."""
     from bench.store import Store
 
     results = Path(results_dir or os.environ.get("BENCH_RESULTS", "results"))
-    if create:
-        ensure_writable(results)
-    return Store(db or os.environ.get("BENCH_DB") or f"sqlite:///{results / 'bench.sqlite'}"), results
+    url = db or os.environ.get("BENCH_DB") or f"sqlite:///{results / 'bench.sqlite'}"
+    if not create:
+        return Store(url, readonly=True), results
+    from bench.runner import ensure_writable
+
+    ensure_writable(results)
+    return Store(url), results
 
 
 def run_suite_command(reg, o: dict[str, Any]) -> None:
@@ -83,16 +88,18 @@ def run_suite_command(reg, o: dict[str, Any]) -> None:
         click.echo(f"skipped {n:>3} cells: {reason}")
     failed = [ev for ev in events if ev.status == "failed"]
     for ev in failed:
-        click.echo(f"failed  {ev.cell.row_label} / {ev.cell.col_label}: {ev.message}", err=True)
+        click.echo(f"FAILED  {ev.cell.row_label} x {ev.cell.col_label}: {ev.message}")
     if not quiet:
         for line in results_table(reg, suite, store):
             click.echo(line)
+    extra = f", {counts['failed']} failed" if failed else ""
+    extra += f", {counts['claimed']} claimed by another process" if counts["claimed"] else ""
     click.echo(
-        f"suite {suite.name}: {counts['ran']} cells run, {counts['cached']} cached, {counts['skipped']} skipped, "
-        f"{counts['failed']} failed of {len(suite.cells)} in {time.perf_counter() - t0:.1f}s (db {store.display_url})"
+        f"suite {suite.name}: {counts['ran']} cells run, {counts['cached']} cached, {counts['skipped']} skipped"
+        f"{extra} of {len(suite.cells)} in {time.perf_counter() - t0:.1f}s (db {store.display_url})"
     )
     if failed:
-        raise SystemExit(1)
+        raise BenchError(f"{len(failed)} of {len(suite.cells)} cells failed (listed above); first: {failed[0].message}")
 
 
 def _hms(seconds: float) -> str:
@@ -243,8 +250,9 @@ def report(out: str, results_dir: str | None, db: str | None, registry: str | No
     from bench.registry import load_registry
     from bench.report import build_site
 
+    check_output_path(Path(out) / "index.html", "--out")
     reg = load_registry(registry, kinds=None)  # read side: no torch
-    store, _ = _store(db, results_dir)
+    store, _ = _store(db, results_dir, create=False)
     pages = build_site(reg, store, Path(out))
     click.echo(
         f"wrote {sum(p.suffix == '.html' for p in pages)} pages and {sum(p.suffix != '.html' for p in pages)} other files to {out}/ (open {Path(out) / 'index.html'})"
@@ -281,17 +289,30 @@ def check(
     Each cell's clean and robust accuracy may move by at most max(floor, k * sqrt(p (1 - p) / n)) (p the
     baseline accuracy, n its sample count). A drop beyond it fails; a rise of robust accuracy beyond it
     fails too (it usually means a weaker attack); a rise of clean accuracy is a warning. Invariants: APGD <=
-    PGD, worst <= every attack, eps=0 of the PGD sweep equals clean. Regenerate on purpose with --update.
+    PGD and the standard protocol and worst <= every bounded attack (matched by the stored attack configs),
+    eps=0 of the PGD sweep equals clean. Regenerate on purpose with --update.
     """
+    import math
+
+    from bench.measured import measure_suite
     from bench.registry import load_registry
     from bench.regress import Tolerance, compare, load_baseline, make_baseline, write_baseline
-    from bench.measured import measure_suite
 
+    for flag, v in (("--k", k), ("--floor", floor)):
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise BenchError(f"{flag} must be a finite number >= 0, got {v}")
+    path = Path(baseline)
+    if update:
+        check_output_path(path, "--baseline")
+    else:
+        from bench.specs import read_text_bounded
+
+        if path.exists():
+            read_text_bounded(path, "baseline")  # bounded size, UTF-8: else one line, before any work
     reg = load_registry(registry, kinds=None)  # read side: no torch
     s = reg.get("suites", suite, "--suite")
-    store, _ = _store(db, results_dir)
+    store, _ = _store(db, results_dir, create=False)
     measured = measure_suite(reg, s, store)
-    path = Path(baseline)
     if update:
         tol = Tolerance(k if k is not None else 3.0, floor if floor is not None else 0.01)
         base = make_baseline(s, measured, tol)
@@ -334,8 +355,10 @@ def export(
     from bench.export import evaluation_rows, suite_rows, write_rows
     from bench.registry import load_registry
 
+    if out:
+        check_output_path(out, "--out")
     reg = load_registry(registry, kinds=None)  # read side: no torch
-    store, _ = _store(db, results_dir)
+    store, _ = _store(db, results_dir, create=False)
     rows = (
         suite_rows(reg, reg.get("suites", suite, "--suite"), store)
         if suite
@@ -343,7 +366,7 @@ def export(
     )
     text = write_rows(rows, fmt)
     if out:
-        Path(out).write_text(text)
+        write_text_atomic(out, text)
         click.echo(f"wrote {len(rows)} rows to {out}", err=True)
     else:
         click.echo(text, nl=False)

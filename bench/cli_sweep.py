@@ -83,6 +83,14 @@ def sweep(**o) -> None:
     for name in ("num_cpus", "num_gpus", "max_retries"):
         if o[name] < 0:
             raise BenchError(f"--{name.replace('_', '-')} must be >= 0, got {o[name]}")
+    if o["device"]:
+        from bench.train import check_device
+
+        check_device(o["device"])
+    if o["executor"] == "ray" and o["address"]:
+        from bench.sweep import check_reachable
+
+        check_reachable(o["address"])  # seconds, before planning: ray.init retries for minutes
     reg = load_registry(o["registry"], kinds=python_kinds())
     results = Path(o["results_dir"] or os.environ.get("BENCH_RESULTS", "results")).resolve()
     ensure_writable(results)

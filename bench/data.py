@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,24 +49,58 @@ def to_float(x: Tensor) -> Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
+MAX_SIDE = 1024  # largest image side accepted from a user's files (the papers' models use 8..224 px)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def channel_layout() -> str:
+    """``$BENCH_CHANNELS`` (set by ``bench run --channels``): "first", "last" or "" (infer)."""
+    v = os.environ.get("BENCH_CHANNELS", "").strip().lower()
+    if v not in ("", "first", "last"):
+        raise BenchError(f"$BENCH_CHANNELS must be 'first' or 'last', got {v[:20]!r}")
+    return v
+
+
 def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
+    """[N, H, W] -> [N, 1, H, W]; 4-D arrays by ``--channels``, else by the one axis (1 or -1) of size
+    1 or 3. Both or neither (e.g. [N, 8, 8, 4], [N, 3, 32, 3]): ambiguous, so the user must say."""
     if x.ndim == 3:
         return x[:, None]
     if x.ndim != 4:
         raise BenchError(f"{where}: images must be [N, H, W], [N, C, H, W] or [N, H, W, C], got shape {x.shape}")
-    if x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
+    layout = channel_layout()
+    first, last = x.shape[1] in (1, 3), x.shape[-1] in (1, 3)
+    if layout == "last" or (not layout and last and not first):
         return x.transpose(0, 3, 1, 2)
-    return x
+    if layout == "first" or (not layout and first and not last):
+        return x
+    raise BenchError(
+        f"{where}: cannot tell the channel axis of shape {tuple(x.shape)} (1 or 3 channels expected first or last); "
+        "pass --channels first ([N, C, H, W]) or --channels last ([N, H, W, C])"
+    )
+
+
+def _check_size(shape: tuple[int, ...], where: str) -> None:
+    if len(shape) >= 2 and max(shape[-2:]) > MAX_SIDE:
+        raise BenchError(f"{where}: images of {shape[-2]}x{shape[-1]} px exceed the {MAX_SIDE} px limit; resize them")
 
 
 def _as_images(x: np.ndarray, where: str) -> Tensor:
-    x = _to_nchw(np.asarray(x), where)
+    x = np.asarray(x)
+    if x.dtype == object or x.dtype.kind not in "uif":
+        raise BenchError(f"{where}: images must be a numeric array (uint8 or float in [0, 1]), got dtype {x.dtype}")
+    x = _to_nchw(x, where)
+    if x.shape[0] == 0:
+        raise BenchError(f"{where}: has 0 images")
+    _check_size(x.shape, where)
     if x.dtype == np.uint8:
         return torch.from_numpy(np.ascontiguousarray(x))
     if not np.issubdtype(x.dtype, np.floating):
         raise BenchError(f"{where}: images must be uint8 or float in [0, 1], got dtype {x.dtype}")
-    if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
-        raise BenchError(f"{where}: float images must be finite and in [0, 1] (got range {x.min()}..{x.max()})")
+    if not np.isfinite(x).all():
+        raise BenchError(f"{where}: float images hold NaN or inf; pixels must be finite and in [0, 1]")
+    if x.min() < 0 or x.max() > 1:
+        raise BenchError(f"{where}: float images must be in [0, 1] (got range {x.min():.4g}..{x.max():.4g})")
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
 
 
@@ -114,36 +151,90 @@ def _torchvision_split(spec: DatasetSpec, root: Path, train: bool) -> Split:
 def load_npz(spec: DatasetSpec, path: Path) -> Data:
     """A user's ``.npz`` with ``x_train y_train x_test y_test`` (uint8 or float in [0, 1], NHWC or NCHW)."""
     try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise BenchError(f"cannot read {path}: {e}; expected an .npz with x_train y_train x_test y_test") from None
-    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
-    if missing:
-        raise BenchError(f"{path}: missing arrays {missing}; found {z.files}")
-    tr = _as_images(z["x_train"], f"{path}: x_train")
-    te = _as_images(z["x_test"], f"{path}: x_test")
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
+            if missing:
+                raise BenchError(f"{path}: missing arrays {missing}; found {z.files[:10]}")
+            arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    except BenchError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        why = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise BenchError(
+            f"cannot read {path}: {why}; expected an .npz of numeric arrays x_train y_train x_test y_test"
+        ) from None
+    tr = _as_images(arrays["x_train"], f"{path}: x_train")
+    te = _as_images(arrays["x_test"], f"{path}: x_test")
     return Data(
         spec,
-        Split(tr, _as_labels(z["y_train"], len(tr), spec.classes, f"{path}: y_train")),
-        Split(te, _as_labels(z["y_test"], len(te), spec.classes, f"{path}: y_test")),
+        Split(tr, _as_labels(arrays["y_train"], len(tr), spec.classes, f"{path}: y_train")),
+        Split(te, _as_labels(arrays["y_test"], len(te), spec.classes, f"{path}: y_test")),
     )
 
 
-def load_imagefolder(spec: DatasetSpec, root: Path) -> Data:
-    """An ImageFolder tree ``root/{train,test}/<class>/*.png``; all images must share one size."""
-    from torchvision.datasets import ImageFolder
+def _image_files(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
+
+def _read_image(p: Path, mode: str) -> np.ndarray:
+    """One image as an array, with its size checked from the header before any pixel is decoded."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as img:
+                w, h = img.size
+                if max(w, h) > MAX_SIDE:
+                    raise BenchError(f"{p}: image of {w}x{h} px exceeds the {MAX_SIDE} px limit; resize it")
+                return np.asarray(img.convert(mode))
+    except BenchError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        if not p.exists():
+            raise BenchError(f"{p}: file missing (dangling symbolic link?)") from None
+        why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise BenchError(f"{p}: unreadable image ({why})") from None
+
+
+def load_imagefolder(spec: DatasetSpec, root: Path) -> Data:
+    """An ImageFolder tree ``root/{train,test}/<class>/*.png``; all images must share one size.
+
+    Classes are the sub-directories of ``train/`` (sorted names -> labels 0..K-1); ``test/`` classes are
+    mapped by name, so a test split with fewer classes keeps the right labels; a test class that train
+    lacks, an empty class directory and an unreadable image are errors naming the path.
+    """
+    for name in ("train", "test"):
+        if not (root / name).is_dir():
+            raise BenchError(f"{root}: expected sub-directories train/ and test/ (ImageFolder layout), missing {name}/")
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise BenchError(f"{root / 'train'}: no class sub-directories (ImageFolder layout train/<class>/*.png)")
+    index = {c: i for i, c in enumerate(classes)}
+    mode = "L" if spec.shape[0] == 1 else "RGB"
     splits = []
     for name in ("train", "test"):
         d = root / name
-        if not d.is_dir():
-            raise BenchError(f"{root}: expected sub-directories train/ and test/ (ImageFolder layout), missing {name}/")
-        ds = ImageFolder(str(d))
-        mode = "L" if spec.shape[0] == 1 else "RGB"
-        imgs = [np.asarray(ds.loader(p).convert(mode)) for p, _ in ds.samples]
-        if not imgs or len({i.shape for i in imgs}) != 1:
-            raise BenchError(f"{d}: images must exist and all have the same size")
-        splits.append(Split(_as_images(np.stack(imgs), str(d)), torch.tensor(ds.targets, dtype=torch.int64)))
+        found = sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+        unknown_cls = [c for c in found if c not in index]
+        if unknown_cls:
+            raise BenchError(
+                f"{d}: classes {unknown_cls[:5]} are not in train/ (train classes: {', '.join(classes[:20])})"
+            )
+        imgs, labels = [], []
+        for c in found:
+            files = _image_files(d / c)
+            if not files:
+                raise BenchError(f"{d / c}: empty class directory (no {', '.join(IMAGE_SUFFIXES[:3])} ... images)")
+            for f in files:
+                imgs.append(_read_image(f, mode))
+                labels.append(index[c])
+        if not imgs:
+            raise BenchError(f"{d}: no images")
+        if len({i.shape for i in imgs}) != 1:
+            sizes = sorted({i.shape for i in imgs})[:3]
+            raise BenchError(f"{d}: images must all have the same size, found {sizes} ...")
+        splits.append(Split(_as_images(np.stack(imgs), str(d)), torch.tensor(labels, dtype=torch.int64)))
     return Data(spec, splits[0], splits[1])
 
 

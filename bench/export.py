@@ -206,5 +206,19 @@ def write_rows(rows: list[dict[str, Any]], fmt: str) -> str:
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: "" if v is None else v for k, v in r.items()})
+        w.writerow({k: csv_cell(v) for k, v in r.items()})
     return buf.getvalue()
+
+
+FORMULA_LEAD = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """One CSV cell: None -> empty; a string a spreadsheet would run as a formula (leading ``=``, ``+``,
+    ``-``, ``@``, tab or CR; OWASP "CSV injection") gets a leading ``'``. Numbers stay numbers (a
+    negative number is data, not a formula)."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_LEAD):
+        return "'" + value
+    return value

@@ -19,12 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.errors import BenchError, did_you_mean, unknown
 from bench.papers import Paper, check_ref, load_papers
 from bench.registry_base import Registry
-from bench.specs import DatasetSpec, Entry, ModelSpec, TrainSpec, from_mapping
+from bench.specs import DatasetSpec, Entry, ModelSpec, TrainSpec, from_mapping, load_yaml_file
 from bench.suite_spec import Suite, load_suite
 
 __all__ = ["DEFAULT_PATH", "BenchRegistry", "Kinds", "Registry", "load_registry"]  # Registry: re-exported
@@ -124,14 +122,7 @@ def load_registry(path: str | os.PathLike | None = None, *, kinds: Kinds | None)
     everything else without importing torch.
     """
     p = Path(path or os.environ.get("BENCH_REGISTRY") or DEFAULT_PATH)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise BenchError(f"cannot read registry {p}: {e.strerror}; pass --registry PATH") from None
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise BenchError(f"{p}: malformed YAML: {str(e).splitlines()[0]}") from None
+    raw = load_yaml_file(p, "registry") or {}  # bounded size/depth, no aliases, UTF-8 (bench/specs.py)
     if not isinstance(raw, dict):
         raise BenchError(f"{p}: top level must be a mapping with keys {', '.join(SECTIONS)}")
     for key in raw:

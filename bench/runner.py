@@ -31,12 +31,14 @@ from bench.evaluate import eval_size, evaluate_attack
 from bench.registry import BenchRegistry
 from bench.snn.classifier import SNNClassifier
 from bench.specs import ATSpec, DatasetSpec, Entry, ModelSpec, TrainSpec, from_mapping, json_ready, to_dict
+from bench.specs import check_attack_params  # issue 16: attack bounds
 from bench.store import EvalRecord, FlagRecord, RunInfo, Store
 from bench.train import (
     apply_state_dict,
     build_model,
     checkpoint_dir,
     checkpoint_lock,
+    failed_run_guard,
     load_checkpoint,
     load_verified,
     save_final,
@@ -118,6 +120,7 @@ def make_attack(reg: BenchRegistry, name: str, dataset: DatasetSpec, overrides: 
     fields = {f.name for f in dataclasses.fields(cls.Params)}
     params = {**entry.params, **{k: v for k, v in overrides.items() if k in fields and v is not None}}
     p = from_mapping(cls.Params, params, f"attacks.{name}.params")
+    check_attack_params(p, f"attacks.{name}.params")  # steps >= 1, alpha > 0, bounded eot/seed (bench/specs.py)
     eps = getattr(p, "eps", None)
     if eps is not None and not 0 <= eps <= 1:
         raise BenchError(f"eps {eps} is outside [0, 1]; eps is in pixel units (e.g. 8/255 for CIFAR, 0.1 for digits)")
@@ -216,6 +219,8 @@ class Prepared:
 def prepare(plan: Plan, store: Store, results_dir: Path, progress: Callable | None = None) -> Prepared:
     """Load data; load the foreign/cached checkpoint or train (resuming a partial run); register the run."""
     data = load_data(plan.dataset, plan.request.data_root)
+    if plan.n_eval > len(data.test):  # n_eval 0 = all; above the test set would store a duplicate "all"
+        raise BenchError(f"--n-eval {plan.n_eval} exceeds the test set of {plan.dataset.name} ({len(data.test)} samples)")
     with torch.random.fork_rng(devices=[plan.device] if plan.device.type == "cuda" else []):
         torch.manual_seed(plan.train.seed)
         model = build_model(plan.dataset, plan.model, plan.defense, plan.train.T)
@@ -235,8 +240,9 @@ def prepare(plan: Plan, store: Store, results_dir: Path, progress: Callable | No
                 else:
                     store.upsert_run(_run_info(plan))  # status "running" until the checkpoint exists
                     partial = ck_dir / f"{plan.config_hash[:32]}.partial.pt"
-                    out = train(model, plan.defense, data, plan.train, partial, plan.device, progress)
-                    save_final(model.state_dict(), plan.config_hash, final)
+                    with failed_run_guard(store, plan.config_hash):  # an error marks the run "failed"
+                        out = train(model, plan.defense, data, plan.train, partial, plan.device, progress)
+                        save_final(model.state_dict(), plan.config_hash, final)
                     partial.unlink(missing_ok=True)
                     trained, seconds, resumed = True, out.seconds, out.resumed_from
     model.to(plan.device).eval()

@@ -12,17 +12,35 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from bench.errors import BenchError, did_you_mean
 
 _FRACTION = re.compile(r"^\s*([0-9.eE+-]+)\s*/\s*([0-9.eE+-]+)\s*$")
+SHOWN = 60  # characters of a user's value echoed in an error message, at most
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` cut to :data:`SHOWN` characters: error messages never echo unbounded input.
+
+    Containers are described by type and size instead of printed (a YAML alias bomb expands to billions
+    of elements; the repr of it alone would run out of memory).
+    """
+    if isinstance(value, (dict, list, tuple, set)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    if isinstance(value, str) and len(value) > 4 * SHOWN:
+        value = value[: 4 * SHOWN]
+    text = repr(value)
+    return text if len(text) <= SHOWN else text[: SHOWN - 3] + "..."
 
 
 def parse_number(value: Any, where: str) -> float:
     """Parse a YAML number, accepting fractions such as ``"8/255"``; rejects bools, NaN and inf."""
     if isinstance(value, bool):
-        raise BenchError(f"{where}: expected a number, got {value!r}")
+        raise BenchError(f"{where}: expected a number, got {shown(value)}")
     if isinstance(value, (int, float)):
         out = float(value)
     elif isinstance(value, str):
@@ -30,12 +48,14 @@ def parse_number(value: Any, where: str) -> float:
         try:
             out = float(m.group(1)) / float(m.group(2)) if m else float(value)
         except (ValueError, ZeroDivisionError):
-            raise BenchError(f"{where}: {value!r} is not a number (use e.g. 0.1 or 8/255)") from None
+            raise BenchError(f"{where}: {shown(value)} is not a number (use e.g. 0.1 or 8/255)") from None
+        except OverflowError:
+            raise BenchError(f"{where}: {shown(value)} is not a finite number") from None
     else:
-        raise BenchError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        raise BenchError(f"{where}: expected a number, got {type(value).__name__} {shown(value)}")
     if not math.isfinite(out):
-        raise BenchError(f"{where}: {value!r} is not a finite number")
-    return out
+        raise BenchError(f"{where}: {shown(value)} is not a finite number")
+    return out + 0.0  # -0.0 + 0.0 == +0.0: eps 0 and -0 are one value, hence one stored row
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -53,24 +73,24 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise BenchError(f"{where}: expected an integer, got {value!r}")
+            raise BenchError(f"{where}: expected an integer, got {shown(value)}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise BenchError(f"{where}: expected true/false, got {value!r}")
+            raise BenchError(f"{where}: expected true/false, got {shown(value)}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise BenchError(f"{where}: expected a string, got {value!r}")
+            raise BenchError(f"{where}: expected a string, got {shown(value)}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise BenchError(f"{where}: expected a list, got {value!r}")
+            raise BenchError(f"{where}: expected a list, got {shown(value)}")
         elem = args[0] if args else Any
         return tuple(_coerce(v, elem, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise BenchError(f"{where}: expected a mapping, got {value!r}")
+            raise BenchError(f"{where}: expected a mapping, got {shown(value)}")
         return dict(value)
     return value
 
@@ -80,13 +100,13 @@ def from_mapping(cls: type, data: dict[str, Any] | None, where: str) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise BenchError(f"{where}: expected a mapping, got {data!r}")
+        raise BenchError(f"{where}: expected a mapping, got {shown(data)}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            raise BenchError(f"{where}: unknown key {key!r}; {did_you_mean(str(key), names)}")
+            raise BenchError(f"{where}: unknown key {shown(key)}; {did_you_mean(str(key)[:SHOWN], names)}")
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
     required = [
         f.name
@@ -155,6 +175,7 @@ class TrainSpec:
             raise BenchError(f"training: {self.training!r} is not a mode; valid: at, standard")
         if not (self.lr > 0):
             raise BenchError(f"lr must be > 0, got {self.lr}")
+        check_seed(self.seed, "seed")
 
 
 @dataclass(frozen=True)
@@ -200,3 +221,127 @@ class Entry:
     kind: str
     params: dict = field(default_factory=dict)
     description: str = ""
+
+
+# --- attack parameters ---------------------------------------------------------------------------------
+MAX_SEED = 2**32 - 1  # numpy's and CUDA's seed range; torch accepts more, but a seed must fit everywhere
+MAX_EOT = 1000  # EOT samples per gradient (the papers use 10-30); beyond this an evaluation never ends
+MAX_STEPS = 100_000  # attack iterations
+
+
+def check_seed(value: int, where: str) -> int:
+    """A seed in [0, 2**32 - 1] (what every RNG in the stack accepts)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise BenchError(f"{where} must be an integer in [0, {MAX_SEED}], got {shown(value)}")
+    return value
+
+
+def check_attack_params(params: Any, where: str) -> None:
+    """Bounds shared by every attack's ``Params`` (fields it lacks are skipped); names ``where.field``.
+
+    steps in [1, MAX_STEPS], alpha > 0, eps in [0, 1] (pixel units), eot in [1, MAX_EOT], gamma > 0,
+    seed in [0, 2**32 - 1]. A zero or negative step count or step size would store an attack that never
+    moves the input (clean accuracy reported as robust).
+    """
+    get = lambda k: getattr(params, k, None)  # noqa: E731
+    steps, alpha, eps, eot, gamma, seed = (get(k) for k in ("steps", "alpha", "eps", "eot", "gamma", "seed"))
+    if steps is not None and not 1 <= steps <= MAX_STEPS:
+        raise BenchError(f"{where}.steps (--steps) must be in [1, {MAX_STEPS}], got {shown(steps)}")
+    if alpha is not None and not (alpha > 0 or (alpha == 0 and eps == 0)):  # eps 0 (a sweep's origin): no step
+        raise BenchError(f"{where}.alpha (--alpha) must be > 0, got {shown(alpha)}")
+    if eps is not None and not 0 <= eps <= 1:
+        raise BenchError(f"{where}.eps (--eps) must be in [0, 1] (pixel units, e.g. 8/255 or 0.1), got {shown(eps)}")
+    if eot is not None and not 1 <= eot <= MAX_EOT:
+        raise BenchError(f"{where}.eot (--eot) must be in [1, {MAX_EOT}], got {shown(eot)}")
+    if gamma is not None and not gamma > 0:
+        raise BenchError(f"{where}.gamma (--gamma) must be > 0, got {shown(gamma)}")
+    if seed is not None:
+        check_seed(seed, f"{where}.seed")
+
+
+# --- bounded YAML ---------------------------------------------------------------------------------------
+MAX_YAML_BYTES = 4 << 20  # a registry of every paper table is ~30 KB; 4 MB is generous
+MAX_YAML_DEPTH = 64  # nesting of mappings/lists (the real registry uses 6)
+
+
+def read_text_bounded(path: str | Path, what: str, limit: int = MAX_YAML_BYTES) -> str:
+    """Read a small UTF-8 text file (registry, baseline): at most ``limit`` bytes, else a BenchError.
+
+    Reads ``limit + 1`` bytes at most, so ``/dev/zero`` or a FIFO returns at once instead of filling memory.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise BenchError(f"{what} {p} is a directory, not a file")
+    try:
+        with open(p, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise BenchError(f"cannot read {what} {p}: {e.strerror or type(e).__name__}") from None
+    if len(data) > limit:
+        raise BenchError(f"{what} {p} is larger than {limit >> 20} MB; not a {what}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BenchError(f"{what} {p} is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r})") from None
+
+
+MAX_YAML_NODES = 1_000_000  # scalars + collections after expanding aliases (the real registry: ~5,000)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` with a nesting limit (:data:`MAX_YAML_DEPTH`), checked while composing."""
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        self._bench_depth = getattr(self, "_bench_depth", 0) + 1
+        try:
+            if self._bench_depth > MAX_YAML_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise BenchError(f"line {line}: YAML nested deeper than {MAX_YAML_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._bench_depth -= 1
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Nodes in the document once every alias is expanded (a shared node counts once per use), computed
+    on the composed graph in linear time, before any Python object is built."""
+    key = id(node)
+    if key not in memo:
+        memo[key] = 1  # a (malformed) cycle counts once instead of recursing forever
+        if isinstance(node, yaml.SequenceNode):
+            memo[key] = 1 + sum(_expanded_size(v, memo) for v in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            memo[key] = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    return memo[key]
+
+
+def safe_yaml(text: str, where: str) -> Any:
+    """Parse YAML with safe tags only, bounded size, depth and alias expansion ("billion laughs":
+    :data:`MAX_YAML_NODES` after expansion). Every failure is one BenchError line prefixed by ``where``
+    (never the document's content)."""
+    if len(text) > MAX_YAML_BYTES:
+        raise BenchError(f"{where}: larger than {MAX_YAML_BYTES >> 20} MB")
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {})
+        if size > MAX_YAML_NODES:
+            raise BenchError(
+                f"{where}: YAML aliases expand to {size:.3g} nodes (limit {MAX_YAML_NODES:,}); write the values out"
+            )
+        return loader.construct_document(node)
+    except BenchError as e:
+        raise BenchError(f"{where}: {e}" if not str(e).startswith(where) else str(e)) from None
+    except yaml.YAMLError as e:
+        raise BenchError(f"{where}: malformed YAML: {str(e).splitlines()[0][:200]}") from None
+    except RecursionError:
+        raise BenchError(f"{where}: YAML nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def load_yaml_file(path: str | Path, what: str = "registry") -> Any:
+    """Read and parse a YAML file with the bounds of :func:`read_text_bounded` and :func:`safe_yaml`."""
+    return safe_yaml(read_text_bounded(path, what), str(path))

@@ -160,6 +160,17 @@ class Artifact(Base):
     json: Mapped[str] = mapped_column(Text)
 
 
+class Claim(Base):
+    """A unit of work (a suite's model and its cells) taken by one process, so that two suites sharing a
+    results database compute it once. Added by ``create_all`` on open (no schema version change: older
+    snnbench versions ignore the table)."""
+
+    __tablename__ = "claim"
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255))
+    claimed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+
+
 @dataclass(frozen=True)
 class EvalRecord:
     """One evaluation as produced by bench/evaluate.py."""
@@ -211,17 +222,38 @@ def unpack(data: bytes, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=n).astype(bool)
 
 
+def lock_timeout() -> float:
+    """Seconds a command waits for another process's database write lock before it gives up with a
+    message: ``$BENCH_LOCK_TIMEOUT``, default 60 (writes are short; a longer wait means a stuck process)."""
+    import os
+
+    try:
+        v = float(os.environ.get("BENCH_LOCK_TIMEOUT", "60"))
+    except ValueError:
+        raise BenchError("$BENCH_LOCK_TIMEOUT must be a number of seconds") from None
+    return min(max(v, 0.1), 86400.0)
+
+
 def _sqlite_connect(dbapi_conn, _record) -> None:
     # Autocommit at the driver level: SQLAlchemy's "begin" event below emits BEGIN itself, so write
     # transactions can be BEGIN IMMEDIATE (the SQLAlchemy pysqlite recipe for serializable transactions).
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA busy_timeout=30000")  # first: the WAL switch below may wait for a lock
+    # first: the WAL switch may wait for a lock. Short: Store._retry re-runs the transaction (with a
+    # message) until lock_timeout() has passed.
+    cur.execute(f"PRAGMA busy_timeout={int(1000 * min(2.0, lock_timeout()))}")
     cur.execute("PRAGMA journal_mode=WAL")
     # WAL + NORMAL: a commit survives a killed process (it is in the WAL before COMMIT returns); only a
     # power loss may drop the last commits, never corrupt the file (sqlite.org/pragma.html#pragma_synchronous).
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_connect_ro(dbapi_conn, _record) -> None:
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout={int(1000 * lock_timeout())}")
     cur.close()
 
 
@@ -238,6 +270,18 @@ def _hide_password(url: str) -> str:
         return url.rsplit("@", 1)[-1] if "@" in url else url
 
 
+def db_reason(e: Exception) -> str:
+    """The first line of a database error's cause, without SQL or parameters (one-line messages)."""
+    orig = getattr(e, "orig", None) or e
+    text = str(orig).strip().splitlines()
+    return text[0][:200] if text else type(orig).__name__
+
+
+def _locked(e: DBAPIError) -> bool:
+    msg = str(e.orig).lower()
+    return isinstance(e, OperationalError) and ("locked" in msg or "busy" in msg)
+
+
 def _retryable(e: DBAPIError) -> bool:
     """A transaction that lost a race with another writer (worth re-running from the start)."""
     if isinstance(e, IntegrityError):
@@ -251,41 +295,70 @@ def _retryable(e: DBAPIError) -> bool:
 class Store:
     """Results database behind any SQLAlchemy URL (safe for many concurrent writer processes)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, readonly: bool = False) -> None:
+        """Open (and create or migrate, unless ``readonly``) the database at ``url``.
+
+        ``readonly``: for report/check/export. A SQLite file must exist (nothing is created) and is opened
+        with ``mode=ro``; other databases are opened as they are, and the schema is only checked.
+        """
         self.display_url = _hide_password(url)
+        self.readonly = readonly
+        engine_url = url
+        if readonly and url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            path = url[len("sqlite:///"):].split("?", 1)[0]
+            import os
+            from urllib.parse import quote
+
+            if not os.path.isfile(path):
+                raise BenchError(
+                    f"no results database at {path}; run `bench run` first, or pass --db / --results-dir"
+                )
+            engine_url = f"sqlite:///file:{quote(os.path.abspath(path))}?mode=ro&uri=true"
         try:
-            self.engine: Engine = create_engine(url, pool_pre_ping=True)
+            self.engine: Engine = create_engine(engine_url, pool_pre_ping=True)
         except (ArgumentError, SQLAlchemyError, ImportError, ValueError) as e:
             raise BenchError(
                 f"--db {self.display_url!r}: not a usable SQLAlchemy URL ({e}); e.g. sqlite:///results/bench.sqlite"
             ) from None
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "connect", _sqlite_connect_ro if readonly else _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
         self._writer = self.engine.execution_options(bench_write=True)
         self.url = url
         self._jitter = random.Random()  # private stream: never touch the global RNG
         self.retries = 0  # transactions re-run after losing a race (diagnostics, tests)
         try:
-            self._retry(self._init_schema)
-        except DBAPIError as e:
-            raise BenchError(
-                f"cannot open database {self.display_url}: {str(e.orig).strip().splitlines()[0]}"
-            ) from None
+            self._retry(self._check_schema if readonly else self._init_schema)
+        except (DBAPIError, SQLAlchemyError) as e:
+            raise BenchError(f"cannot open database {self.display_url}: {db_reason(e)}") from None
 
     # --- transactions -------------------------------------------------------------------------------
     def _retry(self, fn: Callable[[], R]) -> R:
-        for attempt in range(WRITE_ATTEMPTS):
+        """Run ``fn``; re-run it when it loses a race (up to WRITE_ATTEMPTS times) or finds the database
+        locked by another process (logged once, retried until :func:`lock_timeout` seconds have passed,
+        then a BenchError saying what it waited for)."""
+        deadline = time.monotonic() + lock_timeout()
+        attempt, told = 0, False
+        while True:
             try:
                 return fn()
             except DBAPIError as e:
-                if attempt == WRITE_ATTEMPTS - 1 or not _retryable(e):
+                locked = _locked(e)
+                if locked and time.monotonic() >= deadline:
+                    raise BenchError(
+                        f"database {self.display_url} is locked by another process: waited {lock_timeout():.0f}s "
+                        "for its write lock (set $BENCH_LOCK_TIMEOUT to wait longer)"
+                    ) from None
+                attempt += 1
+                if (attempt >= WRITE_ATTEMPTS and not locked) or not _retryable(e):
                     raise
+                if locked and not told:
+                    log.warning("waiting for another process's write lock on %s (up to %.0fs)", self.display_url, lock_timeout())
+                    told = True
                 self.retries += 1
                 log.debug("retrying a write that lost a race (%s)", type(e.orig).__name__)
-                time.sleep(min(2.0, 0.02 * 2**attempt) * (0.5 + self._jitter.random()))
-        raise AssertionError("unreachable")
+                time.sleep(min(2.0, 0.02 * 2 ** min(attempt, 10)) * (0.5 + self._jitter.random()))
 
     def _write(self, fn: Callable[[Session], R]) -> R:
         """Run ``fn(session)`` in one write transaction, retried from the start when it loses a race."""
@@ -320,6 +393,20 @@ class Store:
             Base.metadata.create_all(conn)
             if conn.execute(select(Meta.key).where(Meta.key == "schema_version")).first() is None:
                 conn.execute(Meta.__table__.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+
+    def _check_schema(self) -> None:
+        """Read-only open: the schema must exist at this version (nothing is created or migrated)."""
+        with self.engine.connect() as conn:
+            names = set(inspect(conn).get_table_names())
+            if "meta" not in names:
+                raise BenchError(f"database {self.display_url} is not an snnbench results database (no meta table)")
+            row = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar()
+            found = int(row) if row is not None and str(row).isdigit() else -1
+            if found != SCHEMA_VERSION:
+                raise BenchError(
+                    f"database {self.display_url} has schema version {found}, this snnbench reads {SCHEMA_VERSION}; "
+                    "run any `bench run` on it once to migrate, or upgrade snnbench"
+                )
 
     def _migrate(self, conn: Connection, found: int) -> None:
         """Apply MIGRATIONS[found], MIGRATIONS[found + 1], ... in the caller's transaction, or refuse."""
@@ -360,6 +447,8 @@ class Store:
                     seed=info.seed,
                 )
                 s.add(row)
+            if row.status == "failed":  # retried: running again (the reason stays as an artifact)
+                row.status = "running"
             row.git_sha, row.device = info.git_sha, info.device
             row.versions_json, row.host = json.dumps(info.versions, sort_keys=True), info.host
             s.flush()  # a concurrent insert of the same hash fails here -> retried, then found above
@@ -390,6 +479,51 @@ class Store:
                 row.resumed_from = int(resumed_from)
 
         self._write(tx)
+
+    def fail_run(self, config_hash: str, reason: str) -> None:
+        """Mark the run of ``config_hash`` "failed" (when it exists and is not trained) with ``reason``
+        (artifact ``failure``), so that no row stays "running" after an error; shown by ``bench ls runs``."""
+        reason = reason.strip().splitlines()[0][:500] if reason.strip() else "failed"
+
+        def tx(s: Session) -> None:
+            row = s.scalar(select(Run).where(Run.config_hash == config_hash))
+            if row is None or row.status == "trained":
+                return
+            row.status = "failed"
+            art = s.scalar(select(Artifact).where(Artifact.run_id == row.id, Artifact.kind == "failure"))
+            if art is None:
+                art = Artifact(run_id=row.id, kind="failure", key="", json="")
+                s.add(art)
+            art.json = json.dumps({"reason": reason, "at": _now().isoformat(timespec="seconds")})
+
+        self._write(tx)
+
+    def failure(self, run_id: int) -> str:
+        """The reason stored by :meth:`fail_run` ("" when none)."""
+        art = self.artifacts(run_id, "failure").get("", {})
+        return str(art.get("reason", "")) if isinstance(art, dict) else ""
+
+    def claim(self, key: str, owner: str, stale_after: float = 6 * 3600) -> bool:
+        """Take ``key`` for ``owner`` unless another owner holds a fresh claim (younger than
+        ``stale_after`` seconds; an older one is taken over: its process probably died). True when taken."""
+
+        def tx(s: Session) -> bool:
+            row = s.get(Claim, key)
+            now = _now()
+            if row is not None and row.owner != owner and (now - row.claimed_at).total_seconds() < stale_after:
+                return False
+            if row is None:
+                s.add(Claim(key=key, owner=owner, claimed_at=now))
+            else:
+                row.owner, row.claimed_at = owner, now
+            s.flush()
+            return True
+
+        return self._write(tx)
+
+    def release(self, key: str, owner: str) -> None:
+        """Drop ``owner``'s claim on ``key`` (work done or failed)."""
+        self._write(lambda s: s.execute(delete(Claim).where(Claim.key == key, Claim.owner == owner)))
 
     def run_by_hash(self, config_hash: str) -> Run | None:
         with Session(self.engine) as s:

@@ -28,8 +28,9 @@ from bench.suite_spec import CLEAN, Cell, Suite
 
 @dataclass(frozen=True, kw_only=True)
 class CellEvent:
-    """What happened to one cell: ``ran``, ``cached``, ``skipped`` or ``failed`` (with the reason); for
-    ran/cached cells the stored accuracies; ``index`` of ``total`` cells, ``elapsed`` seconds so far."""
+    """What happened to one cell: ``ran``, ``cached``, ``skipped``, ``failed`` (with the reason) or
+    ``claimed`` (another process sharing the database is computing it); for ran/cached cells the stored
+    accuracies; ``index`` of ``total`` cells, ``elapsed`` seconds so far."""
 
     cell: Cell
     status: str
@@ -134,8 +135,15 @@ def run_suite(
     by_run: dict[str, list[tuple[Cell, Plan]]] = {}
     for cell, plan in plans:
         by_run.setdefault(plan.config_hash, []).append((cell, plan))
+    owner = claim_owner()
     for group in by_run.values():
         cells, group_plans = [c for c, _ in group], [p for _, p in group]
+        key = f"suite-model:{group_plans[0].config_hash}"
+        if not store.claim(key, owner):  # another suite on this database is computing this model's cells
+            for cell in cells:
+                emit(CellEvent(cell=cell, status="claimed", message="being computed by another process",
+                               index=len(events) + 1, total=total, elapsed=time.perf_counter() - t0))
+            continue
 
         def on_plan(i: int, ran: bool, prep, cells=cells, group_plans=group_plans) -> None:
             store.put_artifact(prep.run_id, CELL_INDEX, index_key(suite, cells[i]), {
@@ -150,13 +158,27 @@ def run_suite(
         try:
             evaluate_model(reg, group_plans, store, results_dir, force=opts.force, progress=progress,
                            eps_sweep=opts.eps_sweep, sweeps=suite.sweeps or None, on_plan=on_plan)
-        except BenchError as e:
+        except Exception as e:  # record the failure, go on with the next model; the CLI exits non-zero
+            why = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            if not isinstance(e, BenchError):
+                why = f"{type(e).__name__}: {why}"
             reported = {id(ev.cell) for ev in events[done:]}
-            for cell in cells:
-                if id(cell) not in reported:
-                    emit(CellEvent(cell=cell, status="failed", message=str(e), index=len(events) + 1,
-                                   total=total, elapsed=time.perf_counter() - t0))
+            pending = [cell for cell in cells if id(cell) not in reported]
+            for cell in pending or cells[:1]:  # every cell stored: the checks or sweeps failed, still reported
+                emit(CellEvent(cell=cell, status="failed", message=why if pending else f"checks/sweeps: {why}",
+                               index=len(events) + 1, total=total, elapsed=time.perf_counter() - t0))
+        finally:
+            store.release(key, owner)
     return events
+
+
+def claim_owner() -> str:
+    """Who holds a claim: host, process id and a random tag (unique across concurrent suites)."""
+    import os
+    import platform
+    import uuid
+
+    return f"{platform.node()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _lookup(store: Store, plan: Plan) -> tuple[float, float] | None:

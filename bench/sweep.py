@@ -111,7 +111,9 @@ def run_task(cfg: SweepConfig, task: SweepTask) -> TaskResult:
     except BenchError as e:
         return TaskResult(task, False, error=str(e), host=platform.node(), seconds=time.perf_counter() - t0)
     out = tuple((e.cell.key, e.status, e.message) for e in events)
-    return TaskResult(task, True, out, host=platform.node(), seconds=time.perf_counter() - t0)
+    failed = [e for e in events if e.status == "failed"]
+    err = f"{len(failed)} cells failed: {failed[0].message}" if failed else ""
+    return TaskResult(task, not failed, out, error=err, host=platform.node(), seconds=time.perf_counter() - t0)
 
 
 def run_local(
@@ -153,6 +155,28 @@ class RayOptions:
     max_retries: int = 3  # re-runs of a task whose worker died
 
 
+RAY_CONNECT_TIMEOUT = 5.0  # seconds to wait for a Ray head's port to accept a connection
+
+
+def check_reachable(address: str, timeout: float = RAY_CONNECT_TIMEOUT) -> None:
+    """Fail within ``timeout`` seconds when a ``host:port`` / ``ray://host:port`` address does not answer
+    (``ray.init`` itself retries for minutes). ``auto`` and addresses without a port are left to Ray."""
+    import socket
+
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        raise BenchError(
+            f"--address {address}: no Ray head answers there ({e.strerror or type(e).__name__} within "
+            f"{timeout:.0f}s); start one with `ray start --head` or check the address"
+        ) from None
+
+
 def run_ray(
     cfg: SweepConfig,
     tasks: list[SweepTask],
@@ -166,6 +190,8 @@ def run_ray(
     except ImportError:
         raise BenchError('--executor ray: Ray is not installed; pip install "snnbench[sweep]"') from None
     started = not ray.is_initialized()
+    if started and opts.address:
+        check_reachable(opts.address)
     if started:
         try:
             ray.init(
