@@ -1,4 +1,4 @@
-"""Attack kinds on a uniform base (DESIGN.md: ``AttackSpec`` with capability flags).
+"""Attack kinds on a uniform base (docs/design.md: ``AttackSpec`` with capability flags).
 
 An attack instance is built from its YAML ``params`` (a frozen dataclass) and the dataset's threat model
 (default eps/alpha). ``generate(model, x, y)`` returns adversarial images for one batch; the evaluator
@@ -7,7 +7,7 @@ checks every result stays inside [0, 1] and, for L-inf attacks (``norm == "linf"
 Gradient mode (``bptt``/``bptr``/``bptr_rga``) and the attacker's surrogate are options of every gradient
 attack, not separate attacks: the model is wrapped in an :class:`~bench.snn.classifier.AttackerView`.
 EOT is an option too: every input gradient is the mean over ``eot_samples`` stochastic forward passes,
-batched in one forward (:func:`attacks.eot.loss_grad`); it is on automatically (10 samples, spec 4.3)
+batched in one forward (:func:`attacks.eot.loss_grad`); it is on automatically (10 samples, docs/defenses.md 4.3)
 for models whose parts declare ``randomized``.
 
 Capability attributes (class variables), the one place that says what an attack is. They are stored in
@@ -112,7 +112,7 @@ class Attack:
             raise BenchError(f"eot must be >= 1 (1 = no EOT), got {eot}")
 
     def eot_samples(self, model: SNNClassifier) -> int:
-        """EOT samples: explicit value, else >= 10 for randomized models (spec 4.3), else 1."""
+        """EOT samples: explicit value, else >= 10 for randomized models (docs/defenses.md 4.3), else 1."""
         if not self.uses_gradient:
             return 1
         eot = getattr(self.params, "eot", None)

@@ -1,6 +1,6 @@
 """Losses and batched Expectation over Transformation (EOT) for gradient attacks.
 
-EOT (Athalye et al. 2018; spec 4.3): for a model that samples at inference (Poisson coding, noisy neurons,
+EOT (Athalye et al. 2018; docs/defenses.md 4.3): for a model that samples at inference (Poisson coding, noisy neurons,
 stochastic gates) the attacker follows the gradient of the *expected* loss,
 ``grad_x E_r[L(f_r(x), y)] ~ (1/N) sum_n grad_x L(f_{r_n}(x), y)``. The N draws are taken in one forward
 pass on the batch repeated N times (``[N*B, ...]``), not in a Python loop; the model's randomness must be
@@ -29,7 +29,7 @@ def margin(logits: Tensor, y: Tensor) -> Tensor:
 
     The true class is masked with -inf, not multiplied by a one-hot mask: torchattacks' ``CW.f`` takes
     ``max((1 - onehot) * Z)``, which returns 0 instead of the runner-up when every logit is negative
-    (spec/ecosystem.md 2.2), and SNN logits (mean membrane/spike counts) can be negative.
+    (docs/ecosystem.md 2.2), and SNN logits (mean membrane/spike counts) can be negative.
     """
     true = logits.gather(1, y[:, None]).squeeze(1)
     other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)

@@ -1,4 +1,4 @@
-"""White-box gradient attacks (spec/defenses.md 4.2) on the attacker's view of the SNN.
+"""White-box gradient attacks (docs/defenses.md 4.2) on the attacker's view of the SNN.
 
 All share one gradient seam, :func:`attacks.eot.loss_grad` (fixed gradient mode and surrogate, batched
 EOT), so BPTT/BPTR, the attacker's surrogate and EOT are options of every attack here. The loops follow
@@ -64,7 +64,7 @@ class RFGSM(Attack):
     """R+FGSM, single step (Tramèr et al. 2018; RAT §2.2; SNN-RAT/FEEL ``attack/rfgsm.py``):
     ``x0 = clip(x + a sign(N(0, I)))``, ``x' = clip(x0 + (eps - a) sign(grad L(x0)))`` with ``a = eps/2``.
 
-    Not torchattacks' ``RFGSM``, which is iterative in 3.5.1 (spec 4.2). ``alpha`` None means eps/2 (the
+    Not torchattacks' ``RFGSM``, which is iterative in 3.5.1 (docs/defenses.md 4.2). ``alpha`` None means eps/2 (the
     paper), not the dataset's PGD step size.
     """
 
@@ -114,7 +114,7 @@ class CWLinf(_Iterative):
     """C&W loss under an L-inf budget: PGD (random start, ``steps`` x alpha) that increases the margin
     ``max_{i != y} Z_i - Z_y`` on the mean-over-T logits (Madry et al.'s "CW-inf"; the issue's choice).
 
-    Deviation from FEEL (spec 4.2), whose CW is the L2 tanh-space C&W with c = 0.5 and 10 Adam steps
+    Deviation from FEEL (docs/defenses.md 4.2), whose CW is the L2 tanh-space C&W with c = 0.5 and 10 Adam steps
     (unbounded, not comparable at a fixed eps); that variant is ``cw_l2``. ``kappa`` caps the
     margin as in C&W's ``max(., -kappa)``; None (default) keeps pushing after the label flips, which matters
     for randomized models where one draw's flip is not a success. Own margin, not torchattacks' ``CW.f``

@@ -1,4 +1,4 @@
-"""Reliability (gradient-masking) checks, stored as flags (spec/defenses.md 4.4, AutoAttack ``checks.py``).
+"""Reliability (gradient-masking) checks, stored as flags (docs/defenses.md 4.4, AutoAttack ``checks.py``).
 
 Each check returns :class:`~bench.store.FlagRecord` values (scope = an attack name or ``"run"``); the
 runner stores them and ``bench run`` prints them under its table. They are warnings about the evaluation,

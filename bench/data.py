@@ -240,7 +240,7 @@ def load_imagefolder(spec: DatasetSpec, root: Path) -> Data:
 
 def infer_custom_spec(path: Path, base: DatasetSpec) -> DatasetSpec:
     """Describe a user's npz/ImageFolder data: shape, classes, mean/std from the training split, and the
-    threat model of its kind (0.1 for gray images, 8/255 for colour, DESIGN.md 'Threat model')."""
+    threat model of its kind (0.1 for gray images, 8/255 for colour, docs/design.md 'Threat model')."""
     source = "npz" if path.suffix == ".npz" else "imagefolder"
     probe = dataclasses.replace(base, name="custom", source=source, path=str(path), classes=10**9)
     data = load_npz(probe, path) if source == "npz" else load_imagefolder(probe, path)

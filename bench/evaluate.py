@@ -4,7 +4,7 @@ Every adversarial batch is checked to lie inside [0, 1] and, for L-inf attacks, 
 the clean input (an attack that leaves either is a bug, so this raises instead of storing a number);
 labels are passed by copy so an attack cannot change them.
 
-Randomized models (spec 4.3) are scored over ``draws`` independent inference passes (5 by default):
+Randomized models (docs/defenses.md 4.3) are scored over ``draws`` independent inference passes (5 by default):
 the stored per-sample boolean means *correct in every draw* (worst case over draws, the conservative
 choice), and the expected accuracy (mean over draws) is returned beside it. Scoring draws are seeded, so
 a rerun gives the same numbers. Deterministic models are scored once.

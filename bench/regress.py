@@ -1,6 +1,6 @@
 """``bench check``: accuracy regression gate against a committed baseline, plus invariants.
 
-Tolerance per cell and metric (spec/ecosystem.md 5.6): ``max(floor, k * sqrt(p (1 - p) / n))`` with ``p``
+Tolerance per cell and metric (docs/ecosystem.md 5.6): ``max(floor, k * sqrt(p (1 - p) / n))`` with ``p``
 the baseline accuracy and ``n`` its sample count (k = 3, floor = 0.01 by default, stored in the baseline).
 The real bound of the CI gate: the smoke suite's cells use n = 120, where the tolerance is at most 13.7
 points (p = 0.5) and 8.2 points at p = 0.1 or 0.9; so a 10-point drop fails for accuracies below 16% or

@@ -139,7 +139,7 @@ def json_ready(obj: Any) -> Any:
 class ATSpec:
     """PGD adversarial training (FEEL/MPD-SGR convention: eps 2/255, 2 steps, alpha 1/255 on CIFAR).
 
-    ``eps``/``alpha`` None mean the dataset's training budget (DESIGN.md threat model per dataset).
+    ``eps``/``alpha`` None mean the dataset's training budget (docs/design.md threat model per dataset).
     """
 
     eps: float | None = None
@@ -150,7 +150,7 @@ class ATSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """Shared training loop settings (spec 1.5 defaults: SGD 0.1, momentum 0.9, wd 5e-4, cosine)."""
+    """Shared training loop settings (docs/defenses.md 1.5 defaults: SGD 0.1, momentum 0.9, wd 5e-4, cosine)."""
 
     epochs: int = 200
     batch_size: int = 64

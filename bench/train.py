@@ -1,6 +1,6 @@
 """Model construction, the shared training loop, and checkpoints.
 
-One training step for every defense (DESIGN.md), read top to bottom:
+One training step for every defense (docs/design.md), read top to bottom:
 perturb (AT) -> forward (recording potentials if the defense asks) -> CE + regulariser -> backward ->
 SGD step -> after_step hook. Checkpoints are written atomically after every epoch (``<hash>.partial.pt``
 with optimiser, scheduler and RNG states) so that a killed run resumes where it stopped and ends with the

@@ -1,4 +1,4 @@
-"""Defense hooks shared by every recipe (DESIGN.md 'Defense hooks').
+"""Defense hooks shared by every recipe (docs/design.md 'Defense hooks').
 
 The runner owns one training step for all defenses; a recipe overrides small hooks:
 
@@ -54,7 +54,7 @@ class StepState:
 
 
 class Defense:
-    """Base recipe = vanilla surrogate-gradient BPTT training (spec 2.1), plus PGD AT when asked."""
+    """Base recipe = vanilla surrogate-gradient BPTT training (docs/defenses.md 2.1), plus PGD AT when asked."""
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""

@@ -1,4 +1,4 @@
-"""DLIF / Robust Stable SNN (Ding, Pan, Liu, Yu, Huang, ICML 2024; spec/defenses.md 2.8)."""
+"""DLIF / Robust Stable SNN (Ding, Pan, Liu, Yu, Huang, ICML 2024; docs/defenses.md 2.8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""FEEL-SNN: frequency encoding + evolutionary leak (Xu et al., NeurIPS 2024; spec/defenses.md 2.4)."""
+"""FEEL-SNN: frequency encoding + evolutionary leak (Xu et al., NeurIPS 2024; docs/defenses.md 2.4)."""
 
 from __future__ import annotations
 

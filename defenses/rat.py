@@ -1,4 +1,4 @@
-"""SNN-RAT: regularized adversarial training (Ding et al., NeurIPS 2022; spec/defenses.md 2.2)."""
+"""SNN-RAT: regularized adversarial training (Ding et al., NeurIPS 2022; docs/defenses.md 2.2)."""
 
 from __future__ import annotations
 

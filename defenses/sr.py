@@ -1,4 +1,4 @@
-"""SR: sparse-gradient regularisation (Liu, Bu, Ding, Hao, Huang, Yu, ICML 2024; spec/defenses.md 2.5)."""
+"""SR: sparse-gradient regularisation (Liu, Bu, Ding, Hao, Huang, Yu, ICML 2024; docs/defenses.md 2.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""StoG: stochastic gating of spikes (Ding, Yu, Huang, Liu, AAAI 2024; spec/defenses.md 2.3)."""
+"""StoG: stochastic gating of spikes (Ding, Yu, Huang, Liu, AAAI 2024; docs/defenses.md 2.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Vanilla surrogate-gradient BPTT training (spec/defenses.md 2.1)."""
+"""Vanilla surrogate-gradient BPTT training (docs/defenses.md 2.1)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from defenses.base import DEFENSES, Defense
 class Vanilla(Defense):
     """Plain CE on mean-over-T logits, SGD 0.1 / momentum 0.9 / wd 5e-4 / cosine (SNN-RAT ``main_train.py``
     with ``--special l2``). Under ``training: at`` it is the papers' "AT" baseline: PGD eps 2/255 (CIFAR),
-    2 steps, alpha eps/2, random start, BPTT (FEEL/MPD-SGR convention, spec 1.6).
+    2 steps, alpha eps/2, random start, BPTT (FEEL/MPD-SGR convention, docs/defenses.md 1.6).
 
     Deviation: the reference code keeps the checkpoint with the best *test* accuracy; we keep the last
     epoch, so no test information leaks into model selection. Deterministic at inference; no EOT needed.

@@ -4,11 +4,11 @@ Usage: python scripts/project_cost.py perf/gpu_h100_bench_b256.json [precision]
 
 Model: 7 defenses x {standard, AT} = 14 VGG-11 (T=8) models, 200 epochs of the 50k CIFAR-10 training images;
 AT adds PGD-2 (2 input-gradient steps) per batch; evaluation on the 10k test images with FGSM (1 step),
-PGD-7 and BIM-7 (15 input-gradient steps), EOT x10 for the randomized defenses (StoG; TGO per spec 2.7).
+PGD-7 and BIM-7 (15 input-gradient steps), EOT x10 for the randomized defenses (StoG; TGO per docs/defenses.md 2.7).
 One input-gradient step costs 1/(7 r_pgd7) s per image. Rates per defense (the workload whose tensors it
 uses): vanilla/RAT, DLIF, SR -> ``vanilla``; MPD-SGR -> ``mpd``; TGO and StoG (a random draw per neuron and
 step) -> ``tgo``; FEEL (per-step learnable leak, not fused) -> the plain ``torch`` path. Measured at
-B=256; the recipes' B=64 runs about 10% slower at the ANN limit (anchors.md: 3394-3424 vs 3744-3750 img/s),
+B=256; the recipes' B=64 runs about 10% slower at the ANN limit (docs/perf-anchors.md: 3394-3424 vs 3744-3750 img/s),
 which is applied as a factor 1.1.
 """
 

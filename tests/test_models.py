@@ -1,4 +1,4 @@
-"""Architectures build on their input sizes and produce [B, K] logits; layouts follow spec 1.4."""
+"""Architectures build on their input sizes and produce [B, K] logits; layouts follow docs/defenses.md 1.4."""
 
 from __future__ import annotations
 

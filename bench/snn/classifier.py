@@ -1,4 +1,4 @@
-"""``SNNClassifier``: image in [0, 1] -> logits averaged over T (the SNN contract of DESIGN.md).
+"""``SNNClassifier``: image in [0, 1] -> logits averaged over T (the SNN contract of docs/design.md).
 
 Normalisation happens inside the model, so attacks work in [0, 1] pixel space. Neuron state is local to
 each call (membranes start at 0), so two calls on the same input give the same logits for deterministic

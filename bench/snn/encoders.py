@@ -17,7 +17,7 @@ ENCODERS: Registry[type[nn.Module]] = Registry("encoder")
 
 @ENCODERS.register("direct")
 class DirectEncoder(nn.Module):
-    """Direct (constant) coding: the normalised image repeated T times (spec 1.3)."""
+    """Direct (constant) coding: the normalised image repeated T times (docs/defenses.md 1.3)."""
 
     uses_normalization = True
     randomized = False

@@ -1,4 +1,4 @@
-"""Spiking architectures (spec/defenses.md 1.4), registered by name.
+"""Spiking architectures (docs/defenses.md 1.4), registered by name.
 
 Every architecture works on time-merged tensors ``[T*B, ...]``: convolutions, BatchNorm (statistics shared
 over time and batch, as ``MergeTemporalDim`` in the SNN-RAT code) and pooling see T*B images; spiking layers

@@ -1,6 +1,6 @@
 """Multi-step LIF/IF neurons, plain torch: the reference path.
 
-Dynamics (spec/defenses.md 1.1; TGO Eq. 1-3 with a general reset), per layer and time step t = 1..T:
+Dynamics (docs/defenses.md 1.1; TGO Eq. 1-3 with a general reset), per layer and time step t = 1..T:
 
     V[t] = tau * U[t-1] + I[t]                  # charge; tau = 1 is the IF neuron of the Ding et al. code
     S[t] = H(V[t] - V_th)                       # fire; surrogate gradient in backward
@@ -10,7 +10,7 @@ Dynamics (spec/defenses.md 1.1; TGO Eq. 1-3 with a general reset), per layer and
 ``V[t]`` (the pre-spike, pre-reset potential) is what MPD-SGR and TGO regularise; set ``record = True`` to
 keep it (with its graph) in ``self.v_pre`` as a ``[T, B, ...]`` tensor.
 
-Gradient modes (spec 4.1), chosen by the attacker's view of the model:
+Gradient modes (docs/defenses.md 4.1), chosen by the attacker's view of the model:
 - ``bptt``: surrogate gradient through time (spikes, membrane carry-over and reset).
 - ``bptr``: backward through firing rate as in the SNN-RAT/StoG ``RateBp``: forward spikes unchanged,
   ``dL/dI[t] = dL/dS[t] * 1[mean_t S > 0]``.
@@ -37,7 +37,7 @@ RESETS = ("hard", "soft")
 
 @dataclass(frozen=True)
 class NeuronSpec:
-    """Neuron hyper-parameters; defaults are the Ding et al. code (spec 1.5 / section 5)."""
+    """Neuron hyper-parameters; defaults are the Ding et al. code (docs/defenses.md 1.5 / section 5)."""
 
     tau: float = 1.0
     v_th: float = 1.0
@@ -105,7 +105,7 @@ class LIFNeuron(nn.Module):
     Subclasses (defenses) override :meth:`leak` (FEEL's per-step, per-neuron leak) or
     :meth:`membrane_noise` (TGO's noisy LIF). ``randomized`` subclasses keep their randomness in eval mode
     when ``stochastic_at_inference`` is set: attack libraries call ``model.eval()``, which must not silently
-    switch a defense off (spec/ecosystem.md 2.3).
+    switch a defense off (docs/ecosystem.md 2.3).
     """
 
     randomized = False

@@ -1,7 +1,7 @@
 """Surrogate gradients for the Heaviside spike function.
 
 Forward is always H(z) = 1[z >= 0] with z = V - V_th; backward replaces dH/dz by h(z), a pseudo-derivative
-of width ``gamma``. Formulas follow spec/defenses.md section 1.2 (triangle "ZIF" of the Ding et al. code,
+of width ``gamma``. Formulas follow docs/defenses.md section 1.2 (triangle "ZIF" of the Ding et al. code,
 sigmoid and atan of the SR code) and MPD-SGR Table 4 (rectangle of Wu et al. 2018, SuperSpike of Zenke &
 Ganguli 2018).
 """
