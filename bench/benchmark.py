@@ -125,13 +125,14 @@ def default_dataset(device: str | None) -> str:
 
 def resolve(spec: BenchSpec, reg: BenchRegistry | None = None) -> tuple[ModelSpec, DatasetSpec, int, int]:
     """(model, dataset, T, B) from the validated registry (``spec.registry`` or the default one)."""
+    from bench.kinds import python_kinds
     from bench.registry import load_registry
 
     _check("--workload", spec.workloads, WORKLOADS)
     _check("--eval", spec.evals, EVALS)
     _check("--path", spec.paths, PATHS)
     _check("--precision", spec.precisions, PRECISIONS)
-    reg = reg or load_registry(spec.registry)
+    reg = reg or load_registry(spec.registry, kinds=python_kinds())
     name = spec.dataset or default_dataset(spec.device)
     ds = reg.get("datasets", name, "--dataset")
     model = reg.get("models", spec.model or ds.default_model, "--model")
@@ -441,9 +442,10 @@ def run_benchmark(
 ) -> BenchResult:
     """Measure every (workload, path, precision) of ``spec`` in this process; the ANN once per precision;
     then every evaluation workload per path and precision."""
+    from bench.kinds import python_kinds
     from bench.registry import load_registry
 
-    reg = reg or load_registry(spec.registry)
+    reg = reg or load_registry(spec.registry, kinds=python_kinds())
     model, ds, T, B = resolve(spec, reg)
     device = torch.device(spec.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():

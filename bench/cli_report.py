@@ -193,9 +193,17 @@ class _LineBar:
         done = self.n - self.start
         rate = done / max(now - self.t0, 1e-9)
         eta = _hms((self.total - self.n) / rate) if rate > 0 else "?"
+        post = f" ({self.postfix})" if getattr(self, "postfix", "") else ""
         click.echo(
-            f"    {self.desc}: {self.n}/{self.total}, elapsed {_hms(now - self.t0)}, ETA {eta}", err=True
+            f"    {self.desc}: {self.n}/{self.total}, elapsed {_hms(now - self.t0)}, ETA {eta}{post}", err=True
         )
+
+    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
+        """tqdm's API (training reports its loss this way); a log line shows it with the next update."""
+        self.postfix = ", ".join(f"{k}={v}" for k, v in kwargs.items()) if kwargs else str(args[0] if args else "")
+
+    def set_description(self, desc: str = "", *args: Any, **kwargs: Any) -> None:
+        self.desc = desc
 
     def close(self) -> None:
         now = time.perf_counter()

@@ -58,7 +58,7 @@ def rm(
         raise BenchError("--dataset narrows --defense; give --defense too")
     if not run_ids and not defense:
         raise BenchError("give --run ID (repeatable) or --defense NAME; nothing selected")
-    store, _ = _store(db, results_dir, create=False)
+    store, _ = _store(db, results_dir)  # rm writes: a writable store (not the read commands' read-only one)
     runs = {r.id: r for r in store.runs()}
     missing = [i for i in run_ids if i not in runs]
     if missing:

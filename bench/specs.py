@@ -321,7 +321,10 @@ def safe_yaml(text: str, where: str) -> Any:
     (never the document's content)."""
     if len(text) > MAX_YAML_BYTES:
         raise BenchError(f"{where}: larger than {MAX_YAML_BYTES >> 20} MB")
-    loader = _BoundedLoader(text)
+    try:
+        loader = _BoundedLoader(text)  # the reader checks the characters already here
+    except yaml.YAMLError as e:
+        raise BenchError(f"{where}: malformed YAML: {str(e).splitlines()[0][:200]}") from None
     try:
         node = loader.get_single_node()
         if node is None:

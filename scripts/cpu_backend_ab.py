@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from bench import benchmark
+from bench.kinds import python_kinds
 from bench.registry import load_registry
 from bench.snn.fused import set_backend
 
@@ -25,7 +26,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    reg = load_registry()
+    reg = load_registry(kinds=python_kinds())
     spec = benchmark.BenchSpec(dataset=a.dataset, batch_size=a.batch_size, workloads=(a.workload,))
     model, ds, T, B = benchmark.resolve(spec, reg)
     torch.manual_seed(0)

@@ -19,6 +19,7 @@ import yaml
 from torch import nn
 
 from bench.data import to_float
+from bench.kinds import python_kinds
 from bench.registry import DEFAULT_PATH, load_registry
 from bench.runner import RunRequest, prepare, resolve
 from bench.store import Store
@@ -40,7 +41,7 @@ def potentials(model, x: torch.Tensor, window: float) -> dict[str, float]:
 
 
 def diagnose(reg_path: Path, name: str, results: Path, seed: int, window: float) -> dict[str, float]:
-    reg = load_registry(reg_path)
+    reg = load_registry(reg_path, kinds=python_kinds())
     plan = resolve(reg, RunRequest(defense=name, train_overrides={"seed": seed}, device="cpu"))
     store = Store(f"sqlite:///{results / 'bench.sqlite'}")
     prep = prepare(plan, store, results)

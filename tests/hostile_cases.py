@@ -168,7 +168,9 @@ def plan_for(ctx: Ctx, *extra: str, registry: str | None = None):
     for k, v in zip(extra[::2], extra[1::2], strict=True):
         overrides[k.lstrip("-").replace("-", "_")] = float(v) if k == "--lr" else int(v)
     req = RunRequest(defense="vanilla", attacks=("fgsm",), train_overrides=overrides, n_eval=20, device="cpu")
-    return resolve(load_registry(registry), req)
+    from bench.kinds import python_kinds
+
+    return resolve(load_registry(registry, kinds=python_kinds()), req)
 
 
 def model_state(ctx: Ctx) -> dict:
@@ -251,7 +253,9 @@ def failing_suite(ctx: Ctx) -> list[str]:
     from bench.registry import load_registry
     from bench.suites import plan_cell
 
-    r = load_registry(reg)
+    from bench.kinds import python_kinds
+
+    r = load_registry(reg, kinds=python_kinds())
     bad = plan_cell(r, r.suites["two"], r.suites["two"].cells[0], "cpu")
     d = ctx.results / "checkpoints"
     d.mkdir(parents=True, exist_ok=True)
@@ -437,7 +441,7 @@ CASES: list[Case] = [
     Case("check_update_unwritable", "traceback",
          lambda c: _check_args(c, "--update", "--baseline", _under_file(c, "b.json"))),
     Case("bench_json_unwritable", "traceback",
-         lambda c: ["bench", "--device", "cpu", "--iters", "1", "--warmup", "0", "--json", _under_file(c, "b.json")]),
+         lambda c: ["perf", "--device", "cpu", "--iters", "1", "--warmup", "0", "--json", _under_file(c, "b.json")]),
     Case("malformed_json_row", "traceback", malformed_row, expect="ok_or_error", post=lambda c: None),
     # --- read-only commands create nothing ---------------------------------------------------------------
     Case("export_creates_nothing", "readonly", lambda c: ["export"], fragment="bench.sqlite"),

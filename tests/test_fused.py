@@ -150,7 +150,7 @@ def test_fused_bptr_modes_keep_forward_and_rate_gradient(trained_vanilla):
 def _tgo_hinge(n):
     from defenses.tgo import near_threshold_hinge
 
-    return near_threshold_hinge(n, 0.5)
+    return near_threshold_hinge(n, 0.5, 1)
 
 
 def _mpd_overlap(n):
