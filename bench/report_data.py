@@ -402,7 +402,7 @@ def leaderboard(reg: BenchRegistry, store: Store) -> tuple[list[ThreatModel], li
                     prov,
                 )
             )
-        if not standard:
+        if not standard and (evals or bad):  # a run with no evaluation at all (a transfer substitute) is no model row
             others.append(_other(reg, store, run, evals, flags, prov, bad))
     out = sorted(
         tables.values(), key=lambda t: (t.dataset, t.norm, t.eps, t.protocol, t.budget != "full", t.budget)

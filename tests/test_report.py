@@ -118,6 +118,9 @@ def test_ranks_by_standard_protocol_only_with_overlaps_as_rank_ranges(tmp_path, 
     assert [s["name"] for s in t.rows[0].stages] == ["apgd-ce", "square"]
     # feel's 75% PGD number is not ranked: it was never evaluated with the standard protocol
     assert [o.defense for o in others] == ["feel"] and others[0].strongest.value == 0.75
+    # a run with no evaluation (a transfer substitute) is not a model row at all
+    plant_run(store, "vanilla", seed=43)
+    assert [o.defense for o in leaderboard(reg, store)[1]] == ["feel"]
 
 
 def test_site_says_when_two_models_intervals_overlap(tmp_path, reg):
