@@ -193,8 +193,8 @@ def comparison_flags(evals: Sequence[EvalSummary], tol: float) -> list[FlagRecor
                     )
                 )
         if e.protocol:
-            others = [o for o in evals if o.counts and not o.protocol and o.n == e.n and o.eps <= e.eps + EPS_TOL
-                      and not o.name.startswith(e.name + "/")]
+            others = [o for o in evals if o.counts and not o.protocol and not o.stage and o.n == e.n
+                      and o.eps <= e.eps + EPS_TOL]
             if others:
                 ref = min(others, key=lambda o: o.robust)
                 d = e.robust - ref.robust

@@ -381,8 +381,11 @@ def leaderboard(reg: BenchRegistry, store: Store) -> tuple[list[ThreatModel], li
                 )
                 if key not in standard or e.n > standard[key][0].n:
                     standard[key] = (e, cfg)
+        protocols = {e.attack for e, _ in standard.values()}
         for key, (e, cfg) in standard.items():
             tm = tables.setdefault(key, ThreatModel(*key))
+            others_p = protocols - {e.attack}  # a flag of another protocol run (e.g. its smoke budget) is not this row's
+            row_flags = [f for f in flags if not any(f.endswith(f"({p})") or f"({p}/" in f for p in others_p)]
             tm.rows.append(
                 LeaderRow(
                     run.id,
@@ -398,7 +401,7 @@ def leaderboard(reg: BenchRegistry, store: Store) -> tuple[list[ThreatModel], li
                     attack_label(e.attack, cfg, e.eot),
                     e.seconds,
                     _stages(store, run.id, e.attack),
-                    flags + [f"unreadable evaluation ({b})" for b in bad],
+                    row_flags + [f"unreadable evaluation ({b})" for b in bad],
                     prov,
                 )
             )

@@ -478,3 +478,18 @@ def test_swap_without_renameat2_still_replaces_the_site(tmp_path, monkeypatch):
     report_mod._swap_in(tmp, out)
     assert sorted(p.name for p in out.iterdir()) == ["index.html"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+
+
+def test_a_smoke_budget_flag_does_not_mark_the_full_budget_row(tmp_path, reg):
+    """One model evaluated at both budgets: the smoke protocol's own failed flag (weaker than a stored
+    attack) marks the smoke row only; the full-budget row of the same run stays reliable."""
+    from bench.store import FlagRecord
+
+    store = Store(f"sqlite:///{tmp_path / 'budgets.sqlite'}")
+    r = plant_run(store, "tgo")
+    plant_eval(store, r, "standard_smoke", 120, 110, 42, kind="standard", budget="smoke")
+    plant_eval(store, r, "standard", 120, 110, 35, kind="standard", budget="full")
+    store.record_flags(r, [FlagRecord("standard_smoke", "protocol_le_attacks", False, 0.05, "weaker than apgd")])
+    tables, _ = leaderboard(reg, store)
+    rows = {t.budget: t.rows[0] for t in tables}
+    assert rows["smoke"].unreliable and not rows["full"].unreliable
