@@ -42,11 +42,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from bench.errors import BenchError, did_you_mean
+from bench.snn.classifier import record_neurons
 from bench.snn.neuron import GRAD_MODES, LIFNeuron, RateMask
 from bench.snn.surrogate import SURROGATES
 
@@ -132,15 +134,20 @@ def _sj_find(model: nn.Module) -> list[nn.Module]:
 
 
 @contextmanager
-def _sj_surrogate(neurons: list[nn.Module], surrogate: str, gamma: float) -> Iterator[None]:
-    saved = [n.surrogate_function for n in neurons]
+def _replaced(neurons: list[nn.Module], attr: str, make: Callable[[Any], Any]) -> Iterator[None]:
+    """Set ``n.<attr> = make(original)`` on every neuron for the block, then put the originals back."""
+    saved = [getattr(n, attr) for n in neurons]
     for n, orig in zip(neurons, saved, strict=True):
-        n.surrogate_function = SurrogateModule(orig, surrogate, gamma)
+        setattr(n, attr, make(orig))
     try:
         yield
     finally:
         for n, orig in zip(neurons, saved, strict=True):
-            n.surrogate_function = orig
+            setattr(n, attr, orig)
+
+
+def _sj_surrogate(neurons: list[nn.Module], surrogate: str, gamma: float):
+    return _replaced(neurons, "surrogate_function", lambda orig: SurrogateModule(orig, surrogate, gamma))
 
 
 def _rate_forward(node: nn.Module) -> Callable[..., Tensor]:
@@ -189,16 +196,8 @@ def _snntorch_find(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, SpikingNeuron) and hasattr(m, "spike_grad")]
 
 
-@contextmanager
-def _snntorch_surrogate(neurons: list[nn.Module], surrogate: str, gamma: float) -> Iterator[None]:
-    saved = [n.spike_grad for n in neurons]
-    for n, orig in zip(neurons, saved, strict=True):
-        n.spike_grad = swapped(orig, surrogate, gamma)
-    try:
-        yield
-    finally:
-        for n, orig in zip(neurons, saved, strict=True):
-            n.spike_grad = orig
+def _snntorch_surrogate(neurons: list[nn.Module], surrogate: str, gamma: float):
+    return _replaced(neurons, "spike_grad", lambda orig: swapped(orig, surrogate, gamma))
 
 
 def _snntorch_reset(neurons: list[nn.Module]) -> None:
@@ -331,16 +330,9 @@ class ForeignModel(nn.Module):
             return "snntorch neurons and single-step spikingjelly nodes take a surrogate but no rate-based (BPTR) gradient"
         return "every knob reaches the model"
 
-    @contextmanager
-    def recording(self) -> Iterator[list[LIFNeuron]]:
-        neurons = self.neurons()
-        for n in neurons:
-            n.record = True
-        try:
-            yield neurons
-        finally:
-            for n in neurons:
-                n.record, n.v_pre, n.spikes = False, None, None
+    def recording(self):
+        """Record ``v_pre`` and spikes of the snnbench neurons found, for the block."""
+        return record_neurons(self.neurons())
 
     @contextmanager
     def gradient_mode(self, mode: str = "bptt", surrogate: str | None = None, gamma: float | None = None):

@@ -18,6 +18,18 @@ from bench.snn.neuron import GRAD_MODES, LIFNeuron
 from bench.snn.surrogate import ATTACK_SURROGATES
 
 
+@contextmanager
+def record_neurons(neurons: list[LIFNeuron]) -> Iterator[list[LIFNeuron]]:
+    """Record ``v_pre`` and spikes of ``neurons`` during the block; clear them (and the flag) after."""
+    for n in neurons:
+        n.record = True
+    try:
+        yield neurons
+    finally:
+        for n in neurons:
+            n.record, n.v_pre, n.spikes = False, None, None
+
+
 class SNNClassifier(nn.Module):
     """Wrap a time-merged spiking network with an encoder, in-model normalisation and T-step decoding."""
 
@@ -58,17 +70,9 @@ class SNNClassifier(nn.Module):
         out = self.net(h)  # [T*B, K]
         return out.view(self.T, -1, out.shape[-1]).mean(0)  # [B, K]
 
-    @contextmanager
-    def recording(self) -> Iterator[list[LIFNeuron]]:
+    def recording(self):
         """Record pre-spike potentials ``v_pre`` and spikes of every neuron during the block."""
-        neurons = self.neurons()
-        for n in neurons:
-            n.record = True
-        try:
-            yield neurons
-        finally:
-            for n in neurons:
-                n.record, n.v_pre, n.spikes = False, None, None
+        return record_neurons(self.neurons())
 
     @contextmanager
     def gradient_mode(self, mode: str = "bptt", surrogate: str | None = None, gamma: float | None = None):
