@@ -144,27 +144,18 @@ class SuiteProgress:
         c = ev.cell
         self.echo(
             f"[{self.done}/{total}] elapsed {_hms(now - self.t0)}, ETA {eta}  "
-            f"{c.row_label} x {c.col_label}: {self.accuracy(c)} ({ev.status})"
+            f"{c.row_label} x {c.col_label}: {self.accuracy(ev)} ({ev.status})"
         )
 
-    def accuracy(self, cell) -> str:
-        """The stored clean/robust accuracy of a finished cell, with the 95% interval."""
+    @staticmethod
+    def accuracy(ev) -> str:
+        """The stored clean/robust accuracy the event carries, with the 95% interval."""
         from bench.report_data import Acc
-        from bench.suites import cell_hash, plan_cell
 
-        try:
-            plan = plan_cell(self.reg, self.suite, cell, device="cpu")
-            run = self.store.run_by_hash(plan.config_hash)
-            h = cell_hash(plan)
-            ev = (
-                next((e for e in self.store.evaluations(run.id) if e.attack_hash == h), None) if run else None
-            )
-        except BenchError:
-            ev = None
-        if ev is None or not ev.n:
+        if not ev.n:
             return "no stored result"
-        clean, robust = Acc(ev.n_clean_correct, ev.n), Acc(ev.n_robust_correct, ev.n)
-        if cell.attack == "clean":
+        clean, robust = Acc(ev.n_clean, ev.n), Acc(ev.n_robust, ev.n)
+        if ev.cell.attack == "clean":
             return f"clean {100 * clean.value:.1f}% [{100 * clean.lo:.1f}, {100 * clean.hi:.1f}] n={ev.n}"
         return (
             f"clean {100 * clean.value:.1f}% robust {100 * robust.value:.1f}% "

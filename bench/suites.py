@@ -29,14 +29,15 @@ from bench.suite_spec import CLEAN, Cell, Suite
 @dataclass(frozen=True, kw_only=True)
 class CellEvent:
     """What happened to one cell: ``ran``, ``cached``, ``skipped``, ``failed`` (with the reason) or
-    ``claimed`` (another process sharing the database is computing it); for ran/cached cells the stored
-    accuracies; ``index`` of ``total`` cells, ``elapsed`` seconds so far."""
+    ``claimed`` (another process sharing the database is computing it); for ran/cached cells the counts of
+    the stored evaluation; ``index`` of ``total`` cells, ``elapsed`` seconds so far."""
 
     cell: Cell
     status: str
     message: str = ""
-    clean_acc: float | None = None
-    robust_acc: float | None = None
+    n: int = 0  # samples of the stored evaluation (0: none read)
+    n_clean: int = 0  # of them correct without attack
+    n_robust: int = 0  # of them still correct under the attack
     index: int = 0
     total: int = 0
     elapsed: float = 0.0
@@ -151,7 +152,7 @@ def run_suite(
                 "randomized": bool(prep.model.randomized)})
             m = _lookup(store, group_plans[i])
             emit(CellEvent(cell=cells[i], status="ran" if ran else "cached",
-                           clean_acc=m[0] if m else None, robust_acc=m[1] if m else None,
+                           n=m[0] if m else 0, n_clean=m[1] if m else 0, n_robust=m[2] if m else 0,
                            index=len(events) + 1, total=total, elapsed=time.perf_counter() - t0))
 
         done = len(events)
@@ -181,12 +182,13 @@ def claim_owner() -> str:
     return f"{platform.node()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def _lookup(store: Store, plan: Plan) -> tuple[float, float] | None:
+def _lookup(store: Store, plan: Plan) -> tuple[int, int, int] | None:
+    """(n, correct clean, correct under attack) of the plan's stored evaluation, None if absent."""
     run = store.run_by_hash(plan.config_hash)
     if run is None:
         return None
     h = cell_hash(plan)
     for e in store.evaluations(run.id):
         if e.attack_hash == h:
-            return e.clean_acc, e.robust_acc
+            return e.n, e.n_clean_correct, e.n_robust_correct
     return None
