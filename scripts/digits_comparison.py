@@ -1,5 +1,6 @@
 """Digits comparison of every defense (issue 12 "done when"): standard and AT training, several seeds, the
-full test set, PGD, APGD-CE and the per-sample worst case over fgsm, pgd, apgd, apgd_dlr and multi_pgd.
+full test set, PGD, APGD-CE, the standard protocol at its smoke budget (``standard_smoke``) and the per-sample
+worst case over fgsm, pgd, apgd, apgd_dlr, multi_pgd and the protocol.
 
 Runs ``python -m bench run`` once per (seed, training, defense) into one results directory (cached: a rerun
 skips what is stored), then prints mean +- std (over seeds) of clean / PGD / APGD / worst accuracy per defense.
@@ -21,8 +22,8 @@ from pathlib import Path
 
 DEFENSES = ("vanilla", "rat", "rat_pgd", "stog", "feel", "fe", "sr", "mpd_sgr", "tgo", "dlif")
 TRAININGS = ("standard", "at")
-ATTACKS = ("fgsm", "pgd", "apgd", "apgd_dlr", "multi_pgd", "worst")  # worst last: it reads the others
-SHOWN = ("pgd", "apgd", "worst")
+ATTACKS = ("fgsm", "pgd", "apgd", "apgd_dlr", "multi_pgd", "standard_smoke", "worst")  # worst reads the others
+SHOWN = ("pgd", "apgd", "standard_smoke", "worst")
 
 
 def run_all(results_dir: Path, seeds: list[int], defenses: list[str], trainings: list[str]) -> None:
@@ -50,6 +51,8 @@ def report(results_dir: Path) -> str:
     cells: dict[tuple[str, str, str], dict[int, float]] = {}
     n_eval: set[int] = set()
     for training, defense, seed, attack, clean, robust, n in rows:
+        if "/" in attack:  # a protocol stage (``standard_smoke/<stage>``), not a column of its own
+            continue
         cells.setdefault((training, defense, "clean"), {})[seed] = clean
         cells.setdefault((training, defense, attack), {})[seed] = robust
         n_eval.add(n)
