@@ -208,16 +208,16 @@ def plan_external(
     n_eval: int,
     device: torch.device,
     batch_size: int,
+    substitute: bool = True,
 ) -> ExternalPlan:
     """Resolve attacks through the registry (``bench.runner.make_attack``) and hash the config."""
     from bench.runner import RunRequest, canonical_hash, make_attack
 
     attacks = [make_attack(reg, a, dataset, overrides) for a in attack_names]
     for entry, atk in attacks:
-        if atk.needs_substitute and not atk.composite:  # the protocol skips its transfer stage, saying why
+        if atk.needs_substitute and not atk.composite and not substitute:  # the protocol skips its stage
             raise BenchError(
-                f"attack {entry.name!r} needs a substitute of the same architecture trained by snnbench; "
-                "it is not available for a foreign model"
+                f"attack {entry.name!r} needs a substitute model; substitute=False turned it off"
             )
     attacks.sort(key=lambda ea: ea[1].from_store)  # `worst` reads the others' stored outcomes: last
     config = {
@@ -240,6 +240,45 @@ def plan_external(
         device=str(device),
     )
     return ExternalPlan(dataset, attacks, config, canonical_hash(config), device, n_eval, request)
+
+
+def attach_house_substitute(
+    reg: BenchRegistry, plan: ExternalPlan, dataset: str, store: Store, results_dir: Path, data_root: str | None
+) -> str:
+    """Train (or load from the checkpoint cache) the black-box substitute of a foreign model and attach it.
+
+    The papers' substitute is a vanilla model of the *same* architecture (docs/defenses.md, "Black-box"); a
+    foreign architecture cannot be rebuilt here, so the substitute is snnbench's vanilla model of the
+    dataset's default architecture, standard training, seed 1 (the recipes' leaderboard models use seed 0).
+    A transfer attack needs only a well-trained model on the same data: a weaker substitute can make the
+    transfer stage weaker, never the reported number higher. Returns the substitute's config hash ("" when
+    no attack needs one).
+    """
+    from bench.runner import RunRequest, prepare, resolve
+
+    if not any(a.needs_substitute for _, a in plan.attacks):
+        return ""
+    req = RunRequest(
+        defense="vanilla",
+        dataset=dataset,
+        train_overrides={"seed": 1, "training": "standard"},
+        data_root=data_root,
+        device=str(plan.device),
+    )
+    sub_plan = resolve(reg, req)
+    sub = prepare(sub_plan, store, results_dir)
+    for _, attack in plan.attacks:
+        if attack.needs_substitute:
+            attack.set_substitute(sub.model, sub_plan.config_hash)
+    return sub_plan.config_hash
+
+
+def _results_dir(db: str | os.PathLike | None) -> Path:
+    """Where the substitute's checkpoint is cached: beside a .sqlite ``db`` (``<dir>/checkpoints``, or
+    ``$BENCH_CHECKPOINTS``), else ``$BENCH_RESULTS`` / ``results``."""
+    if db is not None and "://" not in os.fspath(db):
+        return Path(os.fspath(db)).parent
+    return Path(os.environ.get("BENCH_RESULTS", "results"))
 
 
 def register_run(store: Store, plan: ExternalPlan, card: ModelCard, T: int) -> int:
@@ -311,6 +350,7 @@ def evaluate(
     force: bool = False,
     registry: str | None = None,
     data_root: str | None = None,
+    substitute: bool = True,
 ) -> Report:
     """Attack ``model`` and record the run in the results database (it then appears in ``bench report``).
 
@@ -339,6 +379,10 @@ def evaluate(
         force: re-run evaluations already stored for the same weights and settings.
         registry: path to another registry.yaml.
         data_root: where torchvision datasets live.
+        substitute: for the transfer attack and the protocol's transfer stage, train (once; the checkpoint is
+            cached beside ``db``) snnbench's vanilla model of the dataset's default architecture as the
+            black-box substitute. ``False`` skips the protocol's transfer stage (the reason is stored) and
+            refuses ``attacks=["transfer"]``.
 
     Returns:
         a :class:`Report` with the run id, a DataFrame of this call's evaluations and one of the run's flags.
@@ -382,11 +426,13 @@ def evaluate(
         weights_sha256=weights_sha256(model),
     )
     n_eval = n if n is not None else ds.eval_samples
-    plan = plan_external(reg, card, ds, names, {"eps": eps}, n_eval, dev, batch_size)
+    plan = plan_external(reg, card, ds, names, {"eps": eps}, n_eval, dev, batch_size, substitute)
     for _, atk in plan.attacks:  # a knob the model does not expose fails here, before anything is stored
         if atk.uses_gradient and not atk.from_store:
             atk.view(bench_model)
     store = Store(database_url(db))
+    if substitute:
+        attach_house_substitute(reg, plan, dataset, store, _results_dir(db), data_root)
     run_id = register_run(store, plan, card, T)
     run_pieces(plan, bench_model, data, run_id, store, force, checks)
     report = _report(store, run_id, card, [e.name for e, _ in plan.attacks])

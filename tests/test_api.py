@@ -3,6 +3,7 @@ evaluated, stored, listed by ``bench report``, read back as DataFrames; the READ
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from torch import nn
 
 import snnbench
 from bench.errors import BenchError
+from bench.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -183,7 +185,7 @@ def test_inline_torchattacks_config_and_undeclared_randomness(plain_model, tmp_p
         ({"attacks": ["pgd"], "dataset": "digitz"}, "unknown dataset 'digitz'"),
         ({"attacks": ["pgd_bptr"]}, "grad_mode 'bptr' does not reach this model"),
         ({"attacks": ["pgd"], "n": -1}, "n must be >= 0"),
-        ({"attacks": ["transfer"]}, "substitute"),
+        ({"attacks": ["transfer"], "substitute": False}, "substitute=False"),
     ],
 )
 def test_bad_input_is_one_line(plain_model, tmp_path, kwargs, match):
@@ -238,3 +240,47 @@ def test_readme_block_runs(tmp_path, monkeypatch):
 def test_help_teaches():
     doc = snnbench.__doc__ + snnbench.evaluate.__doc__ + snnbench.results.__doc__
     assert "snnbench.evaluate(" in doc and "Example" in doc and "pivot_table" in doc
+
+
+def _one_epoch_registry(tmp_path):
+    """registry.yaml with digits trained for one epoch: the substitute then trains in about a second."""
+    text = (Path(__file__).resolve().parents[1] / "registry.yaml").read_text()
+    old = "train: {epochs: 15, batch_size: 64, T: 4, lr: 0.1}"
+    assert old in text
+    path = tmp_path / "registry.yaml"
+    path.write_text(text.replace(old, "train: {epochs: 1, batch_size: 64, T: 4, lr: 0.1}"))
+    return str(path)
+
+
+def test_foreign_model_gets_a_transfer_substitute(plain_model, tmp_path):
+    """A foreign model is attacked by transfer from snnbench's vanilla model of the dataset (trained once,
+    cached beside the db): the transfer attack runs instead of being refused, its stored config names the
+    substitute, and the protocol's transfer stage runs instead of being skipped."""
+    reg, db = _one_epoch_registry(tmp_path), tmp_path / "t.sqlite"
+    rep = snnbench.evaluate(plain_model, attacks=["transfer"], n=60, db=db, randomized=False, checks=False,
+                            registry=reg)
+    row = rep.table.iloc[0]
+    assert row["attack"] == "transfer" and 0.0 <= row["robust_acc"] < row["clean_acc"]
+    ckpts = list((tmp_path / "checkpoints").glob("*.pt"))
+    assert len(ckpts) == 1  # the substitute, cached
+    store = Store(f"sqlite:///{db}")
+    (ev,) = [e for e in store.evaluations(rep.run_id) if e.attack == "transfer"]
+    sub_hash = json.loads(ev.attack_config_json)["substitute"]
+    assert sub_hash and ckpts[0].name.startswith(sub_hash[:32])
+    mtime = ckpts[0].stat().st_mtime
+    proto = snnbench.evaluate(plain_model, protocol="standard_smoke", n=60, db=db, randomized=False,
+                              checks=False, registry=reg)
+    assert ckpts[0].stat().st_mtime == mtime  # loaded from the cache, not trained again
+    stages = store.artifacts(proto.run_id, "protocol")["standard_smoke"]["stages"]
+    transfer = [s for s in stages if s["kind"] == "transfer"]
+    assert transfer and not transfer[0]["skipped"]
+
+
+def test_substitute_false_skips_the_protocol_transfer_stage_with_its_reason(plain_model, tmp_path):
+    db = tmp_path / "s.sqlite"
+    rep = snnbench.evaluate(plain_model, protocol="standard_smoke", n=30, db=db, randomized=False, checks=False,
+                            substitute=False)
+    stages = Store(f"sqlite:///{db}").artifacts(rep.run_id, "protocol")["standard_smoke"]["stages"]
+    transfer = [s for s in stages if s["kind"] == "transfer"]
+    assert transfer and "substitute" in transfer[0]["skipped"]
+    assert not (tmp_path / "checkpoints").exists()
