@@ -243,6 +243,29 @@ def _stage_rows(store: Store, run_id: int, attack: str) -> list[dict[str, Any]]:
     return _stages(store, run_id, attack)
 
 
+CARD_FIELDS = ("name", "description", "module", "libraries", "randomized", "attacker_controls", "weights_sha256")
+
+
+def _model_card(store: Store, run_id: int) -> dict[str, Any]:
+    """The ``model_card`` artifact of a model evaluated through the API (``bench/api.py`` ``ModelCard``), as
+    display rows; the paper link is kept only when it is an http(s) URL (it becomes an ``href``)."""
+    card = safe(lambda: store.artifacts(run_id, "model_card").get("", {}), {})
+    if not isinstance(card, dict) or not card:
+        return {}
+    rows = []
+    for k in CARD_FIELDS:
+        v = card.get(k)
+        if k == "randomized" and v is not None:
+            v = f"{'yes' if v else 'no'} ({card.get('randomized_source', 'declared')})"
+        elif isinstance(v, (list, tuple)):
+            v = ", ".join(map(str, v)) or "none"
+        if v not in (None, ""):
+            rows.append((k.replace("_", " "), str(v)))
+    paper = str(card.get("paper") or "")
+    link = paper if paper.startswith(("https://", "http://")) else ""
+    return {"rows": rows, "paper": paper, "paper_href": link}
+
+
 def _run_page(reg: BenchRegistry, store: Store, run: Any) -> dict[str, Any]:
     """Everything a run page shows; unreadable stored parts become messages, not exceptions."""
     problems = []
@@ -272,6 +295,7 @@ def _run_page(reg: BenchRegistry, store: Store, run: Any) -> dict[str, Any]:
         "worst_eps": ds.eps if ds else None,
         "worst_covers": covered,
         "problems": problems,
+        "card": _model_card(store, run.id),
     }
 
 

@@ -156,6 +156,27 @@ def test_run_page_provenance_labels_and_flags_order(tmp_path, reg):
     assert '<details class="okflags">' in tgo and "apgd-ce: 48.33%" in tgo
 
 
+def test_run_page_shows_the_model_card_escaped_with_only_http_paper_links(tmp_path, reg):
+    """A model evaluated through the API (bench/api.py) carries a ``model_card``: the run page shows it,
+    escapes what the user wrote and turns the paper into a link only when it is an http(s) URL."""
+    store = planted(tmp_path)
+    card = {"name": "my-snn", "description": "2-layer <b>IF</b> SNN", "paper": "javascript:alert(1)",
+            "randomized": True, "randomized_source": "detected", "module": "mypkg.nets.MySNN",
+            "libraries": ["spikingjelly"], "attacker_controls": ["surrogate"], "weights_sha256": "ab" * 32}
+    store.put_artifact(1, "model_card", "", card)
+    store.put_artifact(2, "model_card", "", {**card, "paper": "https://arxiv.org/abs/2602.20548"})
+    out = tmp_path / "site"
+    build_site(reg, store, out)
+    one = (out / "run-1.html").read_text()
+    assert "2-layer &lt;b&gt;IF&lt;/b&gt; SNN" in one and "<b>IF</b>" not in one
+    assert "mypkg.nets.MySNN" in one and "yes (detected)" in one and "spikingjelly" in one
+    assert "<code>abababababababab</code>" in one
+    assert "javascript:alert(1)" in one and 'href="javascript:' not in one
+    two = (out / "run-2.html").read_text()
+    assert '<a href="https://arxiv.org/abs/2602.20548" rel="noopener nofollow">' in two
+    assert "model card" not in (out / "run-3.html").read_text()  # a recipe run has none
+
+
 def test_not_run_suite_page_shows_command_and_projected_cost(site):
     html = (site / "suite-tiny.html").read_text()
     assert "bench sweep --suite tiny" not in html  # every runnable cell of the tiny suite is measured
