@@ -157,8 +157,21 @@ class EvalSummary:
         )
 
 
+def _versus(e: EvalSummary, refs: Sequence[EvalSummary], kind: str, tol: float, at_most: bool, what: str,
+            ref_what: str) -> list[FlagRecord]:
+    """One comparison flag of ``e`` against the strongest (lowest) of ``refs``: ok when ``e`` is at most
+    (``at_most``) or at least that reference, within ``tol``; no flag when nothing compares."""
+    if not refs:
+        return []
+    ref = min(refs, key=lambda o: o.robust)
+    d = e.robust - ref.robust
+    ok = d <= tol if at_most else d >= -tol
+    return [FlagRecord(e.name, kind, ok, d, f"{what} {100 * e.robust:.2f}% vs {ref_what}{ref.name} {100 * ref.robust:.2f}%")]
+
+
 def comparison_flags(evals: Sequence[EvalSummary], tol: float) -> list[FlagRecord]:
-    """APGD not weaker than PGD, black-box not stronger than white-box (same eps, same samples)."""
+    """APGD not weaker than PGD, black-box not stronger than white-box (same eps, same samples), and the
+    protocol not weaker than any other bounded attack stored at its eps or below."""
     flags = []
     for e in evals:
         if e.stage:
@@ -166,47 +179,13 @@ def comparison_flags(evals: Sequence[EvalSummary], tol: float) -> list[FlagRecor
         same = [o for o in evals if abs(o.eps - e.eps) <= EPS_TOL and o.name != e.name and o.n == e.n]
         if e.kind == "apgd" and e.loss == "ce":  # like for like: same loss, 100 vs 7 iterations
             pgd = [o for o in same if o.kind == "pgd" and o.grad_mode == e.grad_mode]
-            if pgd:
-                ref = min(pgd, key=lambda o: o.robust)
-                d = e.robust - ref.robust
-                flags.append(
-                    FlagRecord(
-                        e.name,
-                        "apgd_le_pgd",
-                        d <= tol,
-                        d,
-                        f"APGD {100 * e.robust:.2f}% vs {ref.name} {100 * ref.robust:.2f}%",
-                    )
-                )
+            flags += _versus(e, pgd, "apgd_le_pgd", tol, True, "APGD", "")
         if e.kind == "transfer":
-            wb = [o for o in same if o.white_box]
-            if wb:
-                ref = min(wb, key=lambda o: o.robust)
-                d = e.robust - ref.robust
-                flags.append(
-                    FlagRecord(
-                        e.name,
-                        "bb_ge_wb",
-                        d >= -tol,
-                        d,
-                        f"black-box {100 * e.robust:.2f}% vs white-box {ref.name} {100 * ref.robust:.2f}%",
-                    )
-                )
+            flags += _versus(e, [o for o in same if o.white_box], "bb_ge_wb", tol, False, "black-box", "white-box ")
         if e.protocol:
             others = [o for o in evals if o.counts and not o.protocol and not o.stage and o.n == e.n
                       and o.eps <= e.eps + EPS_TOL]
-            if others:
-                ref = min(others, key=lambda o: o.robust)
-                d = e.robust - ref.robust
-                flags.append(
-                    FlagRecord(
-                        e.name,
-                        "protocol_le_attacks",
-                        d <= tol,
-                        d,
-                        f"protocol {100 * e.robust:.2f}% vs strongest other attack {ref.name} {100 * ref.robust:.2f}%",
-                    )
-                )
+            flags += _versus(e, others, "protocol_le_attacks", tol, True, "protocol", "strongest other attack ")
     return flags
 
 
