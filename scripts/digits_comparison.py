@@ -20,7 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-DEFENSES = ("vanilla", "rat", "rat_pgd", "stog", "feel", "fe", "sr", "mpd_sgr", "tgo", "dlif")
+DEFENSES = ("vanilla", "rat", "rat_pgd", "stog", "feel", "fe", "sr", "mpd_sgr", "tgo", "dlif", "dlif_pgd")
+AT_ONLY = {"dlif_pgd"}  # differs from dlif only in its adversarial training (PGD-2, MPD-SGR Table 1's "AT")
 TRAININGS = ("standard", "at")
 ATTACKS = ("fgsm", "pgd", "apgd", "apgd_dlr", "multi_pgd", "standard_smoke", "worst")  # worst reads the others
 SHOWN = ("pgd", "apgd", "standard_smoke", "worst")
@@ -28,7 +29,7 @@ SHOWN = ("pgd", "apgd", "standard_smoke", "worst")
 
 def run_all(results_dir: Path, seeds: list[int], defenses: list[str], trainings: list[str]) -> None:
     """One ``bench run`` per (seed, training, defense); seed-major so a partial run covers every defense."""
-    jobs = [(s, t, d) for s in seeds for t in trainings for d in defenses]
+    jobs = [(s, t, d) for s in seeds for t in trainings for d in defenses if t == "at" or d not in AT_ONLY]
     for i, (seed, training, defense) in enumerate(jobs, 1):
         cmd = [sys.executable, "-m", "bench", "run", "-d", defense, "--training", training, "--seed", str(seed),
                "--no-sweep", "-q", "--results-dir", str(results_dir)]
@@ -41,21 +42,32 @@ def run_all(results_dir: Path, seeds: list[int], defenses: list[str], trainings:
               flush=True)
 
 
-def report(results_dir: Path) -> str:
-    """mean +- std over seeds of clean and robust accuracy (percent) per (training, defense) and attack."""
+def _rows(results_dir: Path) -> list[tuple]:
     con = sqlite3.connect(results_dir / "bench.sqlite")
-    rows = con.execute(
+    return con.execute(
         "SELECT r.training, r.defense, r.seed, e.attack, e.clean_acc, e.robust_acc, e.n FROM run r "
         "JOIN evaluation e ON e.run_id = r.id WHERE r.dataset = 'digits'"
     ).fetchall()
+
+
+def _cells(results_dir: Path) -> dict[tuple[str, str, str], dict[int, float]]:
+    """{(training, defense, attack or "clean"): {seed: accuracy}}; protocol stages are left out."""
     cells: dict[tuple[str, str, str], dict[int, float]] = {}
-    n_eval: set[int] = set()
-    for training, defense, seed, attack, clean, robust, n in rows:
+    for training, defense, seed, attack, clean, robust, _ in _rows(results_dir):
         if "/" in attack:  # a protocol stage (``standard_smoke/<stage>``), not a column of its own
             continue
         cells.setdefault((training, defense, "clean"), {})[seed] = clean
         cells.setdefault((training, defense, attack), {})[seed] = robust
-        n_eval.add(n)
+    return cells
+
+
+def _n_eval(results_dir: Path) -> set[int]:
+    return {n for *_, n in _rows(results_dir)}
+
+
+def report(results_dir: Path) -> str:
+    """mean +- std over seeds of clean and robust accuracy (percent) per (training, defense) and attack."""
+    cells, n_eval = _cells(results_dir), _n_eval(results_dir)
 
     def fmt(values: dict[int, float]) -> str:
         if not values:
@@ -74,6 +86,57 @@ def report(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
+# The papers' orderings, as pairs (source, claim, better, worse); each side is (training, defense config).
+S, A = "standard", "at"
+CLAIMS = [
+    *[("MPD-SGR T1, no AT", f"{a} > {b}", (S, a), (S, b)) for a, b in
+      (("mpd_sgr", "sr"), ("sr", "feel"), ("feel", "rat"), ("rat", "stog"), ("stog", "dlif"))],
+    *[("MPD-SGR T1, AT", f"mpd_sgr > {b}", (A, "mpd_sgr"), (A, b)) for b in ("feel", "sr", "stog", "dlif_pgd", "rat_pgd")],
+    *[("MPD-SGR T1, AT", f"{a} > rat_pgd", (A, a), (A, "rat_pgd")) for a in ("feel", "sr", "stog", "dlif_pgd")],
+    ("MPD-SGR T2", "mpd_sgr > rat (REG)", (S, "mpd_sgr"), (S, "rat")),
+    ("SNN-RAT T2", "rat (REG) > vanilla", (S, "rat"), (S, "vanilla")),
+    ("SNN-RAT T2", "rat (AT) > vanilla (AT)", (A, "rat"), (A, "vanilla")),
+    ("SNN-RAT T2", "vanilla (AT) > vanilla", (A, "vanilla"), (S, "vanilla")),
+    ("FEEL T1", "feel > fe", (S, "feel"), (S, "fe")),
+    ("FEEL T1", "fe > vanilla", (S, "fe"), (S, "vanilla")),
+    ("FEEL T1", "feel (AT) > vanilla (AT)", (A, "feel"), (A, "vanilla")),
+    ("TGO", "tgo > vanilla", (S, "tgo"), (S, "vanilla")),
+    ("TGO", "tgo (AT) > vanilla (AT)", (A, "tgo"), (A, "vanilla")),
+]
+
+
+def verdict(better: list[float], worse: list[float], alpha: float = 0.05) -> str:
+    """Welch's two-sided t-test over seeds: "agrees" / "disagrees" when the difference of the means is
+    significant at ``alpha`` in the claimed / the opposite direction, else "cannot tell"."""
+    from scipy.stats import ttest_ind
+
+    if len(better) < 2 or len(worse) < 2:
+        return "too few seeds"
+    t, p = ttest_ind(better, worse, equal_var=False)
+    if p != p or p >= alpha:  # nan: both sides constant and equal
+        return "cannot tell"
+    return "agrees" if t > 0 else "disagrees"
+
+
+def claims(results_dir: Path, metrics: tuple[str, ...] = ("pgd", "standard_smoke")) -> str:
+    """Each paper claim with the difference of the means (points) and the verdict, per metric."""
+    cells = _cells(results_dir)
+    head = f"{'source':<18} {'claim':<26} " + " ".join(f"{m + ': diff, verdict':>34}" for m in metrics)
+    lines = [head]
+    for source, text, better, worse in CLAIMS:
+        out = []
+        for m in metrics:
+            a = [100 * v for v in cells.get((*better, m), {}).values()]
+            b = [100 * v for v in cells.get((*worse, m), {}).values()]
+            if not a or not b:
+                out.append(f"{'-':>34}")
+                continue
+            d = statistics.mean(a) - statistics.mean(b)
+            out.append(f"{d:+6.1f} pts, {verdict(a, b):<13} ({len(a)}v{len(b)})".rjust(34))
+        lines.append(f"{source:<18} {text:<26} " + " ".join(out))
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results-dir", type=Path, default=Path("/tmp/tables_cmp"))
@@ -86,6 +149,8 @@ def main() -> None:
     if not a.report:
         run_all(a.results_dir, [int(s) for s in a.seeds.split(",")], a.defenses.split(","), a.trainings.split(","))
     print(report(a.results_dir))
+    print()
+    print(claims(a.results_dir))
 
 
 if __name__ == "__main__":
