@@ -112,8 +112,11 @@ def verdict(better: list[float], worse: list[float], alpha: float = 0.05) -> str
 
     if len(better) < 2 or len(worse) < 2:
         return "too few seeds"
+    if statistics.pstdev(better) == statistics.pstdev(worse) == 0:  # degenerate: no spread to test against
+        gap = statistics.mean(better) - statistics.mean(worse)
+        return "cannot tell" if gap == 0 else "agrees" if gap > 0 else "disagrees"
     t, p = ttest_ind(better, worse, equal_var=False)
-    if p != p or p >= alpha:  # nan: both sides constant and equal
+    if p >= alpha:
         return "cannot tell"
     return "agrees" if t > 0 else "disagrees"
 

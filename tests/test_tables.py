@@ -204,3 +204,33 @@ def test_tiny_imagenet_val_split_is_laid_out_as_imagefolder(tmp_path):
     (tmp_path / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn01\t0\t0\t1\t1\n")
     assert prep.make_test_split(tmp_path) == 1
     assert (tmp_path / "test" / "n01" / "val_0.JPEG").read_bytes() == b"x"
+
+
+def _comparison_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "scripts" / "digits_comparison.py"
+    spec = importlib.util.spec_from_file_location("digits_comparison", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_digits_comparison_verdicts_follow_welch_t_test():
+    """docs/tables.md's agree / disagree / cannot-tell verdicts: Welch's two-sided t-test over seeds."""
+    v = _comparison_script().verdict
+    assert v([50.0, 52.0, 51.0], [30.0, 31.0, 29.0]) == "agrees"
+    assert v([30.0, 31.0, 29.0], [50.0, 52.0, 51.0]) == "disagrees"
+    assert v([40.0, 48.0, 35.0], [38.0, 45.0, 33.0]) == "cannot tell"  # seed spread swamps the gap
+    assert v([40.0, 40.0], [40.0, 40.0]) == "cannot tell"
+    assert v([50.0], [30.0, 31.0]) == "too few seeds"
+
+
+def test_digits_comparison_claims_name_configs_of_the_registry():
+    from bench.registry import load_registry
+
+    mod, reg = _comparison_script(), load_registry(kinds=None)
+    for _, _, better, worse in mod.CLAIMS:
+        for training, defense in (better, worse):
+            assert training in mod.TRAININGS and defense in reg.defenses and defense in mod.DEFENSES
