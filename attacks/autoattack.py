@@ -9,7 +9,8 @@ defaults run 10 iterations instead of 100 (docs/ecosystem.md 2.2, 3.2). Traps ha
 - its EOT (``eot_iter``) loops over forward/backward passes, one per draw: our ``apgd`` kind and the APGD
   stages of ``autoattack`` (APGD-CE, APGD-DLR) run :class:`BatchedEOTAPGD` instead, fra31's Alg. 1 line for
   line with every gradient taken in ONE forward/backward on the batch repeated ``eot_iter`` times (the
-  batched EOT of attacks/eot.py); the targeted APGD-T, FAB-T and Square of the ``standard`` cascade
+  batched EOT of attacks/eot.py); the ``apgd_t`` kind (the protocol's APGD-T stage) runs fra31's targeted
+  loop over :class:`BatchedEOTAPGD`'s single runs; FAB-T and Square of the ``standard`` AutoAttack version
   (deterministic models, EOT 1) stay fra31's;
 - its per-point verdicts on a randomized model come from one stochastic forward; the evaluator re-scores
   the returned images over several draws (docs/ecosystem.md 3.4), so that single-draw verdict never
@@ -18,6 +19,7 @@ defaults run 10 iterations instead of 100 (docs/ecosystem.md 2.2, 3.2). Traps ha
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -82,8 +84,26 @@ def batched_apgd_class() -> type:
         Other norms, losses and TF models fall back to fra31's loop.
         """
 
+        def batched_criterion(self) -> Callable[[Tensor, Tensor], Tensor]:
+            """Per-sample loss on logits ``[N*B, K]`` of N stacked EOT copies: CE, DLR, or fra31's targeted
+            DLR ``-(Z_y - Z_t) / (Z_pi1 - (Z_pi3 + Z_pi4) / 2)`` with the target ``y_target [B]`` (set by
+            ``APGDAttack_targeted.perturb`` for each target class) repeated over the copies."""
+            if self.loss == "ce":
+                return lambda z, yy: F.cross_entropy(z, yy, reduction="none")
+            if self.loss == "dlr":
+                return self.dlr_loss
+            target = self.y_target
+
+            def targeted_dlr(z: Tensor, yy: Tensor) -> Tensor:
+                t = target.repeat(z.shape[0] // target.shape[0])
+                zs = z.sort(dim=1)[0]
+                u = torch.arange(z.shape[0])
+                return -(z[u, yy] - z[u, t]) / (zs[:, -1] - 0.5 * (zs[:, -3] + zs[:, -4]) + 1e-12)
+
+            return targeted_dlr
+
         def attack_single_run(self, x: Tensor, y: Tensor, x_init: Tensor | None = None):
-            if self.norm != "Linf" or self.is_tf_model or self.loss not in ("ce", "dlr"):
+            if self.norm != "Linf" or self.is_tf_model or self.loss not in ("ce", "dlr", "dlr-targeted"):
                 return super().attack_single_run(x, y, x_init)
             if len(x.shape) < self.ndims:
                 x, y = x.unsqueeze(0), y.unsqueeze(0)
@@ -95,15 +115,11 @@ def batched_apgd_class() -> type:
             x_adv = x_adv.clamp(0.0, 1.0)
             x_best, x_best_adv = x_adv.clone(), x_adv.clone()
             loss_steps = torch.zeros([self.n_iter, x.shape[0]]).to(self.device)
-            criterion = (
-                (lambda z, yy: F.cross_entropy(z, yy, reduction="none"))
-                if self.loss == "ce"
-                else self.dlr_loss
-            )
+            criterion = self.batched_criterion()
 
             grad, logits, loss_indiv = eot_logits_grad(self.model, x_adv, y, criterion, self.eot_iter)
             grad_best = grad.clone()
-            if self.loss == "dlr":
+            if self.loss in ("dlr", "dlr-targeted"):
                 check_zero_gradients(grad, logger=self.logger)
             acc = logits.max(1)[1] == y
             loss_best = loss_indiv.clone()
@@ -168,6 +184,18 @@ def batched_apgd_class() -> type:
             return (x_best, acc, loss_best, x_best_adv)
 
     return BatchedEOTAPGD
+
+
+@cache
+def batched_apgd_t_class() -> type:
+    """fra31's ``APGDAttack_targeted`` (its ``perturb``: the loop over target classes and restarts) whose
+    single runs are :class:`BatchedEOTAPGD`'s (one batched forward per EOT gradient)."""
+    autopgd = _pyautoattack().autopgd_base
+
+    class BatchedEOTAPGDTargeted(batched_apgd_class(), autopgd.APGDAttack_targeted):
+        pass
+
+    return BatchedEOTAPGDTargeted
 
 
 @ATTACKS.register("apgd")
@@ -292,7 +320,7 @@ class APGDTargeted(Attack):
         view = self.view(model)
         with torch.no_grad():
             classes = view(x[:1]).shape[1]
-        atk = autopgd.APGDAttack_targeted(
+        atk = batched_apgd_t_class()(
             view, n_iter=p.steps, norm="Linf", n_restarts=p.restarts, eps=self.eps, seed=p.seed,
             eot_iter=self.eot_samples(model), rho=0.75, n_target_classes=min(p.target_classes, classes - 1),
             device=x.device,

@@ -157,3 +157,42 @@ def test_autoattack_rand_uses_batched_apgd(monkeypatch):
     out = atk.perturb(Counting(_net()), x, y)
     assert seen == [(batched_apgd_class(), 3)]
     assert out.shape == x.shape and (out - x).abs().max() <= 0.1 + 1e-6
+
+
+def test_apgd_t_eot1_matches_fra31_targeted_exactly():
+    """The ``apgd_t`` kind's class (fra31's targeted loop over batched single runs) gives fra31's
+    ``APGDAttack_targeted`` examples with EOT 1."""
+    from pyautoattack.autopgd_base import APGDAttack_targeted
+
+    from attacks.autoattack import batched_apgd_t_class
+
+    net = _net()
+    x, _ = _data()
+    y = net(x).argmax(1)
+    kw = dict(n_iter=20, norm="Linf", n_restarts=1, eps=0.05, seed=3, eot_iter=1, rho=0.75,
+              n_target_classes=3, device=x.device)
+    ref = APGDAttack_targeted(net, **kw).perturb(x, y)
+    ours = batched_apgd_t_class()(net, **kw).perturb(x, y)
+    robust = net(ref).argmax(1) == y
+    assert 0 < robust.sum() < len(y)
+    assert torch.equal(ours, ref)
+
+
+def test_apgd_t_eot_runs_one_batched_forward_per_iteration():
+    """With EOT 4, each target class costs one target-selection forward plus 1 + n_iter batched gradient
+    forwards of 4 stacked copies (fra31's loop would make 4 per gradient)."""
+    from attacks.autoattack import batched_apgd_t_class
+
+    x, _ = _data(8)
+    model = Counting(_net())
+    y = model.net(x).argmax(1)
+    n_iter, targets = 6, 2
+    atk = batched_apgd_t_class()(model, n_iter=n_iter, norm="Linf", n_restarts=1, eps=0.02, seed=0,
+                                 eot_iter=4, rho=0.75, n_target_classes=targets, device=x.device)
+    atk.perturb(x, y)
+    rest = model.calls[1:]  # after perturb's clean prediction
+    per_target = 2 + n_iter
+    assert len(rest) % per_target == 0 and 1 <= len(rest) // per_target <= targets
+    for k in range(0, len(rest), per_target):
+        selection, grads = rest[k], rest[k + 1 : k + per_target]
+        assert all(g == 4 * selection for g in grads)
