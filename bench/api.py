@@ -23,7 +23,8 @@ Example::
     df.pivot_table(index="name", columns="attack", values="robust_acc")
 
 Read side: bench/frames.py. How the pieces fit (one place to rewire when the runner changes): :func:`plan_external` resolves the
-request like ``bench.runner.resolve`` does for a recipe, :func:`register_run` writes the run row, and
+request like ``bench.runner.resolve`` does for a recipe (with the transfer substitute's plan, which the runner's
+``attach_substitutes`` trains or loads), :func:`register_run` writes the run row, and
 :func:`run_pieces` calls the runner's ``run_attack`` and ``run_checks`` exactly as ``bench run`` does.
 """
 
@@ -85,7 +86,7 @@ class ExternalPlan:
     device: torch.device
     n_eval: int
     request: Any  # bench.runner.RunRequest (eval_batch_size)
-    substitute: None = None
+    substitute: Any = None  # bench.runner.Plan of the transfer substitute (see substitute_plan), or None
 
 
 @dataclass
@@ -209,8 +210,11 @@ def plan_external(
     device: torch.device,
     batch_size: int,
     substitute: bool = True,
+    dataset_arg: str | None = None,
+    data_root: str | None = None,
 ) -> ExternalPlan:
-    """Resolve attacks through the registry (``bench.runner.make_attack``) and hash the config."""
+    """Resolve attacks through the registry (``bench.runner.make_attack``) and hash the config; with
+    ``substitute``, also the plan of the transfer substitute (:func:`substitute_plan`)."""
     from bench.runner import RunRequest, canonical_hash, make_attack
 
     attacks = [make_attack(reg, a, dataset, overrides) for a in attack_names]
@@ -239,38 +243,32 @@ def plan_external(
         eval_batch_size=batch_size,
         device=str(device),
     )
-    return ExternalPlan(dataset, attacks, config, canonical_hash(config), device, n_eval, request)
+    plan = ExternalPlan(dataset, attacks, config, canonical_hash(config), device, n_eval, request)
+    if substitute and any(a.needs_substitute for _, a in attacks):
+        plan.substitute = substitute_plan(reg, dataset_arg or dataset.name, device, data_root)
+    return plan
 
 
-def attach_house_substitute(
-    reg: BenchRegistry, plan: ExternalPlan, dataset: str, store: Store, results_dir: Path, data_root: str | None
-) -> str:
-    """Train (or load from the checkpoint cache) the black-box substitute of a foreign model and attach it.
+def substitute_plan(reg: BenchRegistry, dataset: str, device: torch.device, data_root: str | None) -> Any:
+    """The black-box substitute of a foreign model, as a ``bench.runner.Plan`` that the runner's
+    ``attach_substitutes`` trains (or loads from the checkpoint cache) and hands to the transfer attacks.
 
     The papers' substitute is a vanilla model of the *same* architecture (docs/defenses.md, "Black-box"); a
     foreign architecture cannot be rebuilt here, so the substitute is snnbench's vanilla model of the
     dataset's default architecture, standard training, seed 1 (the recipes' leaderboard models use seed 0).
     A transfer attack needs only a well-trained model on the same data: a weaker substitute can make the
-    transfer stage weaker, never the reported number higher. Returns the substitute's config hash ("" when
-    no attack needs one).
+    transfer stage weaker, never the reported number higher.
     """
-    from bench.runner import RunRequest, prepare, resolve
+    from bench.runner import RunRequest, resolve
 
-    if not any(a.needs_substitute for _, a in plan.attacks):
-        return ""
     req = RunRequest(
         defense="vanilla",
         dataset=dataset,
         train_overrides={"seed": 1, "training": "standard"},
         data_root=data_root,
-        device=str(plan.device),
+        device=str(device),
     )
-    sub_plan = resolve(reg, req)
-    sub = prepare(sub_plan, store, results_dir)
-    for _, attack in plan.attacks:
-        if attack.needs_substitute:
-            attack.set_substitute(sub.model, sub_plan.config_hash)
-    return sub_plan.config_hash
+    return resolve(reg, req)
 
 
 def _results_dir(db: str | os.PathLike | None) -> Path:
@@ -426,13 +424,14 @@ def evaluate(
         weights_sha256=weights_sha256(model),
     )
     n_eval = n if n is not None else ds.eval_samples
-    plan = plan_external(reg, card, ds, names, {"eps": eps}, n_eval, dev, batch_size, substitute)
+    plan = plan_external(reg, card, ds, names, {"eps": eps}, n_eval, dev, batch_size, substitute, dataset, data_root)
     for _, atk in plan.attacks:  # a knob the model does not expose fails here, before anything is stored
         if atk.uses_gradient and not atk.from_store:
             atk.view(bench_model)
     store = Store(database_url(db))
-    if substitute:
-        attach_house_substitute(reg, plan, dataset, store, _results_dir(db), data_root)
+    from bench.runner import attach_substitutes
+
+    attach_substitutes(plan, store, _results_dir(db))  # type: ignore[arg-type]
     run_id = register_run(store, plan, card, T)
     run_pieces(plan, bench_model, data, run_id, store, force, checks)
     report = _report(store, run_id, card, [e.name for e, _ in plan.attacks])
