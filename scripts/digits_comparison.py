@@ -42,32 +42,30 @@ def run_all(results_dir: Path, seeds: list[int], defenses: list[str], trainings:
               flush=True)
 
 
-def _rows(results_dir: Path) -> list[tuple]:
+Cells = dict[tuple[str, str, str], dict[int, float]]
+
+
+def load(results_dir: Path) -> tuple[Cells, set[int]]:
+    """One read of the store: {(training, defense, attack or "clean"): {seed: accuracy}} and the sample
+    counts seen; protocol stages are left out."""
     con = sqlite3.connect(results_dir / "bench.sqlite")
-    return con.execute(
+    rows = con.execute(
         "SELECT r.training, r.defense, r.seed, e.attack, e.clean_acc, e.robust_acc, e.n FROM run r "
         "JOIN evaluation e ON e.run_id = r.id WHERE r.dataset = 'digits'"
     ).fetchall()
-
-
-def _cells(results_dir: Path) -> dict[tuple[str, str, str], dict[int, float]]:
-    """{(training, defense, attack or "clean"): {seed: accuracy}}; protocol stages are left out."""
-    cells: dict[tuple[str, str, str], dict[int, float]] = {}
-    for training, defense, seed, attack, clean, robust, _ in _rows(results_dir):
+    cells: Cells = {}
+    n_eval: set[int] = set()
+    for training, defense, seed, attack, clean, robust, n in rows:
         if "/" in attack:  # a protocol stage (``standard_smoke/<stage>``), not a column of its own
             continue
         cells.setdefault((training, defense, "clean"), {})[seed] = clean
         cells.setdefault((training, defense, attack), {})[seed] = robust
-    return cells
+        n_eval.add(n)
+    return cells, n_eval
 
 
-def _n_eval(results_dir: Path) -> set[int]:
-    return {n for *_, n in _rows(results_dir)}
-
-
-def report(results_dir: Path) -> str:
+def report(cells: Cells, n_eval: set[int]) -> str:
     """mean +- std over seeds of clean and robust accuracy (percent) per (training, defense) and attack."""
-    cells, n_eval = _cells(results_dir), _n_eval(results_dir)
 
     def fmt(values: dict[int, float]) -> str:
         if not values:
@@ -121,9 +119,8 @@ def verdict(better: list[float], worse: list[float], alpha: float = 0.05) -> str
     return "agrees" if t > 0 else "disagrees"
 
 
-def claims(results_dir: Path, metrics: tuple[str, ...] = ("pgd", "standard_smoke")) -> str:
+def claims(cells: Cells, metrics: tuple[str, ...] = ("pgd", "standard_smoke")) -> str:
     """Each paper claim with the difference of the means (points) and the verdict, per metric."""
-    cells = _cells(results_dir)
     head = f"{'source':<18} {'claim':<26} " + " ".join(f"{m + ': diff, verdict':>34}" for m in metrics)
     lines = [head]
     for source, text, better, worse in CLAIMS:
@@ -151,9 +148,10 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if not a.report:
         run_all(a.results_dir, [int(s) for s in a.seeds.split(",")], a.defenses.split(","), a.trainings.split(","))
-    print(report(a.results_dir))
+    cells, n_eval = load(a.results_dir)
+    print(report(cells, n_eval))
     print()
-    print(claims(a.results_dir))
+    print(claims(cells))
 
 
 if __name__ == "__main__":
