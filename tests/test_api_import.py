@@ -182,25 +182,18 @@ def test_import_gives_the_reference_logits(registry, images, model_name):
     assert not torch.allclose(_ours(registry, model_name)(images), want, atol=1e-2)  # weights mattered
 
 
+def _import_cli(src: Path, model: str, out: Path) -> subprocess.CompletedProcess:
+    """``bench import --format snnrat SRC --model MODEL -o OUT`` in a subprocess, as a user types it."""
+    cmd = [sys.executable, "-m", "bench", "import", "--format", "snnrat", str(src), "--model", model, "-o", str(out)]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
 def test_cli_round_trip_loads_as_bench_run_would(registry, images, tmp_path):
     ref = _reference(registry, "wrn16_tiny")
     src = tmp_path / "rat.pth"
     torch.save(ref.state_dict(), src)
     out = tmp_path / "ours.pt"
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench",
-        "import",
-        "--format",
-        "snnrat",
-        str(src),
-        "--model",
-        "wrn16_tiny",
-        "-o",
-        str(out),
-    ]
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = _import_cli(src, "wrn16_tiny", out)
     assert r.returncode == 0, r.stderr
     assert f"imported {len(ref.state_dict())} tensors" in r.stdout and str(out) in r.stdout
     ck = load_checkpoint(out)
@@ -231,20 +224,7 @@ def test_unmatched_keys_are_one_line(registry, tmp_path):
         import_snnrat(state, _ours(registry, "vgg11_tiny"), "vgg11")
     src = tmp_path / "vgg.pth"
     torch.save(_reference(registry, "vgg11_tiny").state_dict(), src)
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench",
-        "import",
-        "--format",
-        "snnrat",
-        str(src),
-        "--model",
-        "wrn16_tiny",
-        "-o",
-        str(tmp_path / "x.pt"),
-    ]
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = _import_cli(src, "wrn16_tiny", tmp_path / "x.pt")
     assert r.returncode == 2 and r.stderr.startswith("error: snnrat checkpoint does not map onto wrn16")
     assert len(r.stderr.strip().splitlines()) == 1 and "reference keys unmatched" in r.stderr
     assert not (tmp_path / "x.pt").exists()
