@@ -255,7 +255,8 @@ def substitute_plan(reg: BenchRegistry, dataset: str, device: torch.device, data
 
     The papers' substitute is a vanilla model of the *same* architecture (docs/defenses.md, "Black-box"); a
     foreign architecture cannot be rebuilt here, so the substitute is snnbench's vanilla model of the
-    dataset's default architecture, standard training, seed 1 (the recipes' leaderboard models use seed 0).
+    dataset's default architecture, standard training, seed 1 (the recipes' default seed is 42; the same
+    config as ``bench run --defense vanilla --seed 1``, so either reuses the other's checkpoint).
     A transfer attack needs only a well-trained model on the same data: a weaker substitute can make the
     transfer stage weaker, never the reported number higher.
     """
