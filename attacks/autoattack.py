@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attacks.base import ATTACKS, Attack, GradientParams
-from bench.eot_defaults import RAND_EOT
-from bench.errors import BenchError
-from bench.snn.classifier import SNNClassifier
+from snnbench.attacks.base import ATTACKS, Attack, GradientParams
+from snnbench.eot_defaults import RAND_EOT
+from snnbench.errors import BenchError
+from snnbench.snn.classifier import SNNClassifier
 
 AA_VERSIONS = ("auto", "standard", "rand")
 

@@ -39,11 +39,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from bench.eot_defaults import AUTO_EOT
-from bench.errors import BenchError
-from bench.registry_base import Registry
-from bench.snn.classifier import AttackerView, SNNClassifier
-
+from snnbench.eot_defaults import AUTO_EOT
+from snnbench.errors import BenchError
+from snnbench.registry_base import Registry
+from snnbench.snn.classifier import AttackerView, SNNClassifier
 
 
 @dataclass(frozen=True)
@@ -136,7 +135,7 @@ class Attack:
 
     def config(self) -> dict[str, Any]:
         """The resolved settings, stored with every evaluation."""
-        from bench.specs import to_dict
+        from snnbench.specs import to_dict
 
         return {
             "kind": self.kind,

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attacks.base import ATTACKS, Attack, GradientParams, project
-from attacks.eot import LossFn, ce_loss, loss_grad, margin, mean_logits
-from bench.errors import BenchError
-from bench.snn.classifier import SNNClassifier
+from snnbench.attacks.base import ATTACKS, Attack, GradientParams, project
+from snnbench.attacks.eot import LossFn, ce_loss, loss_grad, margin, mean_logits
+from snnbench.errors import BenchError
+from snnbench.snn.classifier import SNNClassifier
 
 
 class _Iterative(Attack):

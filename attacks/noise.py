@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attacks.base import ATTACKS, Attack
-from bench.snn.classifier import SNNClassifier
+from snnbench.attacks.base import ATTACKS, Attack
+from snnbench.snn.classifier import SNNClassifier
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The standard SNN evaluation protocol (``snn-standard-v1``) as an attack kind: ``standard``.
 
 A composite attack: it declares its stages (each an ordinary attack instance of this package) and the
-runner (:func:`bench.runner.run_protocol`) runs them as a cascade over the samples still robust, storing
+runner (:func:`snnbench.runner.run_protocol`) runs them as a cascade over the samples still robust, storing
 each stage's per-sample outcome, so a stage already stored is never rerun (an interrupted protocol resumes
 at the next stage). The definition and its rationale are in :mod:`bench.protocol` (torch-free).
 """
@@ -11,13 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from attacks.autoattack import APGD, APGDTargeted
-from attacks.base import ATTACKS, Attack
-from attacks.square import Square, SquareParams
-from attacks.transfer import Transfer
-from bench.errors import BenchError, did_you_mean
-from bench.protocol import BUDGETS, PROTOCOL_KIND, PROTOCOL_VERSION, SURROGATE_ENSEMBLE, describe, stage_names
-from bench.snn.classifier import SNNClassifier
+from snnbench.attacks.autoattack import APGD, APGDTargeted
+from snnbench.attacks.base import ATTACKS, Attack
+from snnbench.attacks.square import Square, SquareParams
+from snnbench.attacks.transfer import Transfer
+from snnbench.errors import BenchError, did_you_mean
+from snnbench.protocol import (
+    BUDGETS,
+    PROTOCOL_KIND,
+    PROTOCOL_VERSION,
+    SURROGATE_ENSEMBLE,
+    describe,
+    stage_names,
+)
+from snnbench.snn.classifier import SNNClassifier
 
 
 @dataclass(frozen=True)

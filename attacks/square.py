@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from attacks.autoattack import _pyautoattack
-from attacks.base import ATTACKS, Attack
-from attacks.eot import mean_logits
-from bench.errors import BenchError
-from bench.eot_defaults import AUTO_EOT
-from bench.snn.classifier import SNNClassifier
+from snnbench.attacks.autoattack import _pyautoattack
+from snnbench.attacks.base import ATTACKS, Attack
+from snnbench.attacks.eot import mean_logits
+from snnbench.eot_defaults import AUTO_EOT
+from snnbench.errors import BenchError
+from snnbench.snn.classifier import SNNClassifier
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ training loader, not a model). torchattacks is installed with ``pip install --no
 
 Example::
 
-    from attacks.torchattacks_kind import TorchAttacks
+    from snnbench.attacks.torchattacks_kind import TorchAttacks
     atk = TorchAttacks(TorchAttacks.Params(name="MIFGSM", steps=7), eps=0.1, alpha=0.025)
     x_adv = atk.generate(model, x, y)        # seeded, in the eps-ball, through AttackerView
 """
@@ -36,8 +36,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from attacks.base import ATTACKS, Attack, GradientParams
-from bench.errors import BenchError, did_you_mean
+from snnbench.attacks.base import ATTACKS, Attack, GradientParams
+from snnbench.errors import BenchError, did_you_mean
 
 REFUSED = {
     "AutoAttack": "torchattacks' AutoAttack runs 10-iteration inner attacks; use the `autoattack` attack (fra31's code)",

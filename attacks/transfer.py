@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from attacks.base import ATTACKS, Attack, GradientParams
-from bench.errors import BenchError
-from bench.snn.classifier import SNNClassifier
-
+from snnbench.attacks.base import ATTACKS, Attack, GradientParams
+from snnbench.errors import BenchError
+from snnbench.snn.classifier import SNNClassifier
 
 
 def sources() -> list[str]:

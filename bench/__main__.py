@@ -1,5 +1,5 @@
-"""``python -m bench`` = the ``bench`` console script."""
+"""``python -m snnbench`` = the ``bench`` console script."""
 
-from bench.cli import main
+from snnbench.cli import main
 
 main()

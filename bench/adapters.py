@@ -47,10 +47,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bench.errors import BenchError, did_you_mean
-from bench.snn.classifier import record_neurons
-from bench.snn.neuron import GRAD_MODES, LIFNeuron, RateMask
-from bench.snn.surrogate import SURROGATES
+from snnbench.errors import BenchError, did_you_mean
+from snnbench.snn.classifier import record_neurons
+from snnbench.snn.neuron import GRAD_MODES, LIFNeuron, RateMask
+from snnbench.snn.surrogate import SURROGATES
 
 CONTROLS = frozenset({"surrogate", "grad_mode"})
 #: Attacker's surrogate width when none is given: the width each family is used with in the papers'

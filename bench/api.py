@@ -23,7 +23,7 @@ Example::
     df.pivot_table(index="name", columns="attack", values="robust_acc")
 
 Read side: bench/frames.py. How the pieces fit (one place to rewire when the runner changes): :func:`plan_external` resolves the
-request like ``bench.runner.resolve`` does for a recipe (with the transfer substitute's plan, which the runner's
+request like ``snnbench.runner.resolve`` does for a recipe (with the transfer substitute's plan, which the runner's
 ``attach_substitutes`` trains or loads), :func:`register_run` writes the run row, and
 :func:`run_pieces` calls the runner's ``run_attack`` and ``run_checks`` exactly as ``bench run`` does.
 """
@@ -46,16 +46,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from attacks.base import Attack
-from bench.adapters import ForeignModel, attacker_controls
-from bench.data import Data, load_data, to_float
-from bench.errors import BenchError
-from bench.frames import EXTERNAL, database_url, evaluation_frame, leaderboard, results, suite
-from bench.kinds import python_kinds
-from bench.registry import BenchRegistry, load_registry
-from bench.snn.classifier import SNNClassifier
-from bench.specs import DatasetSpec, Entry, to_dict
-from bench.store import RunInfo, Store
+from snnbench.adapters import ForeignModel, attacker_controls
+from snnbench.attacks.base import Attack
+from snnbench.data import Data, load_data, to_float
+from snnbench.errors import BenchError
+from snnbench.frames import EXTERNAL, evaluation_frame, leaderboard, results, suite
+from snnbench.kinds import python_kinds
+from snnbench.paths import database_url, make_sqlite_folder, results_dir_of
+from snnbench.registry import BenchRegistry, load_registry
+from snnbench.snn.classifier import SNNClassifier
+from snnbench.specs import DatasetSpec, Entry, to_dict
+from snnbench.store import RunInfo, Store
 
 ATTACK_KEYS = ("kind", "params", "name", "description")
 
@@ -77,7 +78,7 @@ class ModelCard:
 
 @dataclass
 class ExternalPlan:
-    """The fields of a ``bench.runner.Plan`` that ``run_attack`` / ``run_checks`` read, for a foreign model."""
+    """The fields of a ``snnbench.runner.Plan`` that ``run_attack`` / ``run_checks`` read, for a foreign model."""
 
     dataset: DatasetSpec
     attacks: list[tuple[Entry, Attack]]
@@ -125,9 +126,14 @@ def weights_sha256(model: nn.Module) -> str:
     """sha256 over the state dict (names, dtypes, shapes, bytes): the model's identity in the config hash."""
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
+        if not isinstance(v, torch.Tensor):  # a module's get_extra_state() may return any picklable object
+            h.update(f"{k}|extra|{v!r}|".encode())
+            continue
         t = v.detach().cpu().contiguous()
         h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # reshape(-1): 0-dim tensors (BatchNorm's num_batches_tracked, snntorch's beta/threshold buffers)
+        # cannot be viewed as bytes directly; ints, bools and floats of any width can once flattened.
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -184,7 +190,7 @@ def as_benchmark_model(model: nn.Module, randomized: bool | None, x: torch.Tenso
     wrapped in :class:`~bench.adapters.ForeignModel`. Undeclared randomness is detected from three identical
     calls on one batch (the same test as the ``randomized_logits`` check, which still runs afterwards).
     """
-    from bench.checks import logit_spread
+    from snnbench.checks import logit_spread
 
     if not isinstance(model, nn.Module):
         raise BenchError(f"evaluate: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -213,9 +219,9 @@ def plan_external(
     dataset_arg: str | None = None,
     data_root: str | None = None,
 ) -> ExternalPlan:
-    """Resolve attacks through the registry (``bench.runner.make_attack``) and hash the config; with
+    """Resolve attacks through the registry (``snnbench.runner.make_attack``) and hash the config; with
     ``substitute``, also the plan of the transfer substitute (:func:`substitute_plan`)."""
-    from bench.runner import RunRequest, canonical_hash, make_attack
+    from snnbench.runner import RunRequest, canonical_hash, make_attack
 
     attacks = [make_attack(reg, a, dataset, overrides) for a in attack_names]
     for entry, atk in attacks:
@@ -250,7 +256,7 @@ def plan_external(
 
 
 def substitute_plan(reg: BenchRegistry, dataset: str, device: torch.device, data_root: str | None) -> Any:
-    """The black-box substitute of a foreign model, as a ``bench.runner.Plan`` that the runner's
+    """The black-box substitute of a foreign model, as a ``snnbench.runner.Plan`` that the runner's
     ``attach_substitutes`` trains (or loads from the checkpoint cache) and hands to the transfer attacks.
 
     The papers' substitute is a vanilla model of the *same* architecture (docs/defenses.md, "Black-box"); a
@@ -260,7 +266,7 @@ def substitute_plan(reg: BenchRegistry, dataset: str, device: torch.device, data
     A transfer attack needs only a well-trained model on the same data: a weaker substitute can make the
     transfer stage weaker, never the reported number higher.
     """
-    from bench.runner import RunRequest, resolve
+    from snnbench.runner import RunRequest, resolve
 
     req = RunRequest(
         defense="vanilla",
@@ -272,17 +278,9 @@ def substitute_plan(reg: BenchRegistry, dataset: str, device: torch.device, data
     return resolve(reg, req)
 
 
-def _results_dir(db: str | os.PathLike | None) -> Path:
-    """Where the substitute's checkpoint is cached: beside a .sqlite ``db`` (``<dir>/checkpoints``, or
-    ``$BENCH_CHECKPOINTS``), else ``$BENCH_RESULTS`` / ``results``."""
-    if db is not None and "://" not in os.fspath(db):
-        return Path(os.fspath(db)).parent
-    return Path(os.environ.get("BENCH_RESULTS", "results"))
-
-
 def register_run(store: Store, plan: ExternalPlan, card: ModelCard, T: int) -> int:
     """Write (or find) the run row of a foreign model and its model card."""
-    from bench.runner import device_name, git_sha, versions
+    from snnbench.runner import device_name, git_sha, versions
 
     info = RunInfo(
         config_hash=plan.config_hash,
@@ -319,7 +317,7 @@ def run_pieces(
     progress: Any = None,
 ) -> None:
     """The runner's evaluation steps, as ``bench run`` calls them: each attack, then the run-level checks."""
-    from bench.runner import Prepared, run_attack, run_checks
+    from snnbench.runner import Prepared, run_attack, run_checks
 
     prep = Prepared(model, data, run_id, False, 0.0, Path(""))  # type: ignore[arg-type]
     for entry, attack in plan.attacks:
@@ -398,7 +396,7 @@ def evaluate(
     if not isinstance(model, nn.Module):
         raise BenchError(f"evaluate: model must be a torch.nn.Module, got {type(model).__name__}")
     reg = load_registry(registry, kinds=python_kinds())
-    from bench.runner import resolve_dataset
+    from snnbench.runner import resolve_dataset
 
     ds = resolve_dataset(reg, dataset)
     if eps is not None and not 0 <= float(eps) <= 1:
@@ -429,10 +427,12 @@ def evaluate(
     for _, atk in plan.attacks:  # a knob the model does not expose fails here, before anything is stored
         if atk.uses_gradient and not atk.from_store:
             atk.view(bench_model)
-    store = Store(database_url(db))
-    from bench.runner import attach_substitutes
+    from snnbench.runner import attach_substitutes
 
-    attach_substitutes(plan, store, _results_dir(db))  # type: ignore[arg-type]
+    url = database_url(db)
+    make_sqlite_folder(url)
+    store = Store(url)
+    attach_substitutes(plan, store, results_dir_of(db))  # type: ignore[arg-type]
     run_id = register_run(store, plan, card, T)
     run_pieces(plan, bench_model, data, run_id, store, force, checks)
     report = _report(store, run_id, card, [e.name for e, _ in plan.attacks])
@@ -471,7 +471,7 @@ def load_dataset(
 
         x, y = load_dataset("digits", "train")     # [1437, 1, 8, 8], [1437]
     """
-    from bench.runner import resolve_dataset
+    from snnbench.runner import resolve_dataset
 
     if split not in ("train", "test"):
         raise BenchError(f"split: {split!r} is not train or test")

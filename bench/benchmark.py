@@ -38,10 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.errors import BenchError, did_you_mean
-from bench.registry import BenchRegistry
-from bench.snn.fused import set_backend
-from bench.specs import DatasetSpec, ModelSpec, from_mapping
+from snnbench.errors import BenchError, did_you_mean
+from snnbench.registry import BenchRegistry
+from snnbench.snn.fused import set_backend
+from snnbench.specs import DatasetSpec, ModelSpec, from_mapping
 
 #: training workload -> registry defense config
 WORKLOADS = {"vanilla": "vanilla", "tgo": "tgo", "mpd": "mpd_sgr"}
@@ -125,8 +125,8 @@ def default_dataset(device: str | None) -> str:
 
 def resolve(spec: BenchSpec, reg: BenchRegistry | None = None) -> tuple[ModelSpec, DatasetSpec, int, int]:
     """(model, dataset, T, B) from the validated registry (``spec.registry`` or the default one)."""
-    from bench.kinds import python_kinds
-    from bench.registry import load_registry
+    from snnbench.kinds import python_kinds
+    from snnbench.registry import load_registry
 
     _check("--workload", spec.workloads, WORKLOADS)
     _check("--eval", spec.evals, EVALS)
@@ -152,7 +152,7 @@ def resolve(spec: BenchSpec, reg: BenchRegistry | None = None) -> tuple[ModelSpe
 
 
 def _defense(reg: BenchRegistry, workload: str):
-    from defenses import DEFENSES
+    from snnbench.defenses import DEFENSES
 
     entry = reg.get("defenses", WORKLOADS[workload], "--workload")
     cls = DEFENSES.get(entry.kind)
@@ -161,8 +161,8 @@ def _defense(reg: BenchRegistry, workload: str):
 
 def _build(reg: BenchRegistry, model: ModelSpec, ds: DatasetSpec, T: int, path: str, workload: str):
     """(network, defense or None): the ANN with ReLUs, or the defense's SNN on the chosen neuron backend."""
-    from bench.snn.models import ARCHITECTURES
-    from bench.train import build_model
+    from snnbench.snn.models import ARCHITECTURES
+    from snnbench.train import build_model
 
     params = {k: tuple(v) if isinstance(v, list) else v for k, v in model.params.items()}
     if path == "ann":
@@ -177,7 +177,7 @@ def _regularizer(
     defense, neurons: list, x: Tensor, y: Tensor, logits: Tensor, net: nn.Module
 ) -> Tensor | None:
     """The defense's own regulariser at lambda of the middle of training (epoch 1 of 2)."""
-    from defenses.base import StepState, TrainContext
+    from snnbench.defenses.base import StepState, TrainContext
 
     ctx = TrainContext(net, None, SimpleNamespace(epochs=2), epoch=1)  # type: ignore[arg-type]
     return defense.regularizer(StepState(ctx, x, y, logits, neurons))
@@ -329,7 +329,7 @@ class _Float32Logits(nn.Module):
 
 def measure_eval(spec: BenchSpec, c: Case, name: str) -> EvalMeasurement:
     """One APGD run (attacks/autoattack.py, batched EOT) over the B images (T*B for the ANN)."""
-    from attacks.autoattack import batched_apgd_class
+    from snnbench.attacks.autoattack import batched_apgd_class
 
     eot = spec.eot if EVALS[name][1] else 1
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if c.device.type == "cuda" else []):
@@ -442,8 +442,8 @@ def run_benchmark(
 ) -> BenchResult:
     """Measure every (workload, path, precision) of ``spec`` in this process; the ANN once per precision;
     then every evaluation workload per path and precision."""
-    from bench.kinds import python_kinds
-    from bench.registry import load_registry
+    from snnbench.kinds import python_kinds
+    from snnbench.registry import load_registry
 
     reg = reg or load_registry(spec.registry, kinds=python_kinds())
     model, ds, T, B = resolve(spec, reg)

@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.protocol import binomial_tolerance, counts_toward_worst
-from bench.store import Evaluation, FlagRecord
+from snnbench.protocol import binomial_tolerance, counts_toward_worst
+from snnbench.store import Evaluation, FlagRecord
 
 ZERO_GRAD_MAX = 0.10
 EPS_TOL = 1e-9

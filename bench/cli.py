@@ -6,14 +6,14 @@ User errors (``BenchError``) become one line on stderr and exit code 2, never a 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import click
 
-from bench.cli_common import progress as _progress
-from bench.cli_common import registry_option as _common
-from bench.cli_common import results_db_options, user_errors
-from bench.errors import BenchError
+from snnbench.cli_common import progress as _progress
+from snnbench.cli_common import registry_option as _common
+from snnbench.cli_common import results_db_options, user_errors
+from snnbench.errors import BenchError
+from snnbench.paths import database_url, results_dir
 
 EPILOG = """\b
 Examples:
@@ -28,7 +28,7 @@ def _eps(value: str | None, flag: str = "--eps") -> float | None:
     """A budget or step size in pixel units (``0.1``, ``8/255``); -0 becomes 0 (one stored row)."""
     if value is None:
         return None
-    from bench.specs import parse_number, shown
+    from snnbench.specs import parse_number, shown
 
     v = parse_number(value, flag)
     if flag == "--alpha" and not 0 < v <= 1:
@@ -40,7 +40,7 @@ def _eps(value: str | None, flag: str = "--eps") -> float | None:
 
 def check_run_flags(o: dict) -> None:
     """Bounds of ``bench run``'s numeric flags and --device, checked before any work (each names its flag)."""
-    from bench.specs import MAX_EOT, MAX_STEPS, check_seed
+    from snnbench.specs import MAX_EOT, MAX_STEPS, check_seed
 
     for name, v in (("--T", o["T"]), ("--epochs", o["epochs"]), ("--batch-size", o["batch_size"])):
         if v is not None and v < 1 and not (name == "--epochs" and v == 0):
@@ -58,7 +58,7 @@ def check_run_flags(o: dict) -> None:
     if o["seed"] is not None:
         check_seed(o["seed"], "--seed")
     if o["device"] is not None:
-        from bench.train import check_device
+        from snnbench.train import check_device
 
         check_device(o["device"])
     if o.get("channels"):
@@ -127,16 +127,16 @@ def run(**o) -> None:
 
     A second run with the same config loads the cached checkpoint and skips stored evaluations.
     """
-    from bench.kinds import python_kinds
-    from bench.pipeline import evaluate_model
-    from bench.registry import load_registry
-    from bench.runner import RunRequest, ensure_writable, resolve
-    from bench.store import Store
+    from snnbench.kinds import python_kinds
+    from snnbench.pipeline import evaluate_model
+    from snnbench.registry import load_registry
+    from snnbench.runner import RunRequest, ensure_writable, resolve
+    from snnbench.store import Store
 
     check_run_flags(o)
     reg = load_registry(o["registry"], kinds=python_kinds())
     if o["suite"] or not o["defense"] or not o["attacks"]:
-        from bench.cli_report import run_suite_command
+        from snnbench.cli_report import run_suite_command
 
         return run_suite_command(reg, o)
     req = RunRequest(
@@ -154,9 +154,9 @@ def run(**o) -> None:
         device=o["device"],
     )
     plan = resolve(reg, req)
-    results = Path(o["results_dir"] or os.environ.get("BENCH_RESULTS", "results"))
+    results = results_dir(o["results_dir"])
     ensure_writable(results)
-    store = Store(o["db"] or os.environ.get("BENCH_DB") or f"sqlite:///{results / 'bench.sqlite'}")
+    store = Store(database_url(o["db"], results))
     quiet = o["quiet"]
     if not quiet:
         _print_header(plan, store.url)
@@ -206,8 +206,8 @@ def _print_results(store, run_id: int, plan) -> None:
 @user_errors
 def validate(registry: str | None) -> None:
     """Validate registry.yaml in full (names, types, references, params of every kind)."""
-    from bench.kinds import python_kinds
-    from bench.registry import load_registry
+    from snnbench.kinds import python_kinds
+    from snnbench.registry import load_registry
 
     reg = load_registry(registry, kinds=python_kinds())
     counts = ", ".join(f"{len(getattr(reg, s))} {s}" for s in ("datasets", "models", "defenses", "attacks", "suites"))
@@ -224,10 +224,10 @@ def ls(what: str, registry: str | None, results_dir: str | None, db: str | None)
     status trained / running / failed, with the reason of a failure; the database is opened read-only)."""
     if what == "runs":
         return _ls_runs(results_dir, db)
-    from attacks import ATTACKS
-    from bench.kinds import python_kinds
-    from bench.registry import load_registry
-    from defenses import DEFENSES
+    from snnbench.attacks import ATTACKS
+    from snnbench.defenses import DEFENSES
+    from snnbench.kinds import python_kinds
+    from snnbench.registry import load_registry
 
     reg = load_registry(registry, kinds=python_kinds())
     table = getattr(reg, what)
@@ -245,7 +245,7 @@ def ls(what: str, registry: str | None, results_dir: str | None, db: str | None)
             impl = ATTACKS.get(item.kind)
             line = f"{item.kind:<10} {item.description or impl.description}  [{_capabilities(impl)}]"
             if impl.composite:
-                from bench.protocol import describe
+                from snnbench.protocol import describe
 
                 line += "\n" + " " * 30 + describe(str(item.params.get("budget", "full")))
         else:
@@ -266,8 +266,8 @@ def _capabilities(cls) -> str:
 def _built_randomized(reg, defense: str) -> bool:
     """Whether the defense's model samples at inference, asked of the built model (not a class flag):
     a config may switch its randomness on or off (``tgo`` vs ``tgo_eot``)."""
-    from bench.runner import make_defense
-    from bench.train import build_model
+    from snnbench.runner import make_defense
+    from snnbench.train import build_model
 
     ds = reg.datasets["digits"]
     _, d = make_defense(reg, defense)
@@ -275,7 +275,7 @@ def _built_randomized(reg, defense: str) -> bool:
 
 
 def _ls_runs(results_dir: str | None, db: str | None) -> None:
-    from bench.cli_report import _store
+    from snnbench.cli_report import _store
 
     store, _ = _store(db, results_dir, create=False)
     click.echo(f"{'id':>4} {'status':<8} {'dataset':<10} {'model':<12} {'defense':<14} {'training':<8} {'T':>3} {'seed':>5} config")
@@ -287,25 +287,25 @@ def _ls_runs(results_dir: str | None, db: str | None) -> None:
         )
 
 
-from bench.cli_report import check, export, report  # noqa: E402  (leaderboard and CI gate commands)
+from snnbench.cli_report import check, export, report  # noqa: E402  (leaderboard and CI gate commands)
 
 for _cmd in (report, check, export):
     main.add_command(_cmd)
 
 
-from bench.cli_bench import bench_cmd, perf_cmd  # noqa: E402  (`bench perf`; `bench bench`: hidden old name)
+from snnbench.cli_bench import bench_cmd, perf_cmd  # noqa: E402  (`bench perf`; `bench bench`: hidden old name)
 
 main.add_command(perf_cmd)
 main.add_command(bench_cmd)
 
-from bench.cli_sweep import sweep  # noqa: E402  (`bench sweep`: missing suite cells, local or on Ray)
+from snnbench.cli_sweep import sweep  # noqa: E402  (`bench sweep`: missing suite cells, local or on Ray)
 
 main.add_command(sweep)
 
-from bench.cli_rm import rm  # noqa: E402  (`bench rm`: delete runs by id or defense, after confirmation)
+from snnbench.cli_rm import rm  # noqa: E402  (`bench rm`: delete runs by id or defense, after confirmation)
 
 main.add_command(rm)
-from bench.cli_import import import_cmd  # noqa: E402  (`bench import`: reference checkpoints, issue 11)
+from snnbench.cli_import import import_cmd  # noqa: E402  (`bench import`: reference checkpoints, issue 11)
 
 main.add_command(import_cmd)
 

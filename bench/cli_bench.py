@@ -2,7 +2,7 @@
 bench/cli.py; ``bench bench`` is a hidden, deprecated alias).
 
 A CLI module: it parses flags, calls :func:`bench.benchmark.run_benchmark`, prints tables and writes JSON.
-Runnable alone too (``python -m bench.cli_bench``).
+Runnable alone too (``python -m snnbench.cli_bench``).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import json
 
 import click
 
-from bench.cli_common import registry_option, user_errors
-from bench.errors import BenchError
+from snnbench.cli_common import registry_option, user_errors
+from snnbench.errors import BenchError
 
 EPILOG = """\b
 Examples:
@@ -133,7 +133,7 @@ def _print(res) -> None:
 def _perf(**o) -> None:
     import torch
 
-    from bench.benchmark import BenchSpec, check_writable, default_dataset, run_benchmark, to_json
+    from snnbench.benchmark import BenchSpec, check_writable, default_dataset, run_benchmark, to_json
 
     out = check_writable(o["json_path"]) if o["json_path"] else None  # before minutes of measuring
     if o["threads"] is not None:

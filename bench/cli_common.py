@@ -1,6 +1,6 @@
 """Shared pieces of the ``bench`` command modules (cli.py, cli_report.py, cli_sweep.py, cli_bench.py).
 
-Kept apart from :mod:`bench.cli` so the command modules never import it back (``python -m bench.cli``
+Kept apart from :mod:`snnbench.cli` so the command modules never import it back (``python -m snnbench.cli``
 runs that module as ``__main__``; importing it again from a command module would be circular).
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from bench.errors import BenchError
+from snnbench.errors import BenchError
 
 
 def fail(msg: str) -> None:
@@ -63,7 +63,7 @@ def environment_error(e: BaseException) -> str | None:
         from sqlalchemy.exc import SQLAlchemyError
 
         if isinstance(e, SQLAlchemyError):
-            from bench.store import db_reason
+            from snnbench.store import db_reason
 
             return _one_line(f"database error: {db_reason(e)}")
     except ImportError:  # pragma: no cover

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from bench.cli_common import registry_option, user_errors
+from snnbench.cli_common import registry_option, user_errors
 
 EPILOG = """\b
 Examples:
@@ -57,11 +57,11 @@ def import_cmd(
     Every reference tensor must find its place and every model tensor must be filled (else one line lists
     the unmatched keys). The checkpoint is read with torch.load(weights_only=True).
     """
-    from bench.importers import import_snnrat, load_reference
-    from bench.kinds import python_kinds
-    from bench.registry import load_registry
-    from bench.runner import make_defense
-    from bench.train import CHECKPOINT_FORMAT, atomic_save, build_model, sha256_file
+    from snnbench.importers import import_snnrat, load_reference
+    from snnbench.kinds import python_kinds
+    from snnbench.registry import load_registry
+    from snnbench.runner import make_defense
+    from snnbench.train import CHECKPOINT_FORMAT, atomic_save, build_model, sha256_file
 
     reg = load_registry(registry, kinds=python_kinds())
     ds = reg.get("datasets", dataset, "--dataset")

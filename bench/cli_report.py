@@ -1,11 +1,10 @@
 """``bench run --suite``, ``bench report``, ``bench check`` and ``bench export`` (click, thin; prints).
 
-Registered on the ``bench`` group at the bottom of :mod:`bench.cli`.
+Registered on the ``bench`` group at the bottom of :mod:`snnbench.cli`.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections import Counter
@@ -14,10 +13,11 @@ from typing import Any
 
 import click
 
-from bench.cli_common import check_output_path, results_db_options, user_errors, write_text_atomic
-from bench.cli_common import progress as _progress
-from bench.cli_common import registry_option as _common
-from bench.errors import BenchError
+from snnbench import paths
+from snnbench.cli_common import check_output_path, results_db_options, user_errors, write_text_atomic
+from snnbench.cli_common import progress as _progress
+from snnbench.cli_common import registry_option as _common
+from snnbench.errors import BenchError
 
 DEFAULT_SUITE = "smoke"
 
@@ -25,13 +25,13 @@ DEFAULT_SUITE = "smoke"
 def _store(db: str | None, results_dir: str | None, create: bool = True):
     """The results store. ``create=False`` (report, check, export): nothing is created anywhere, the
     results directory need not be writable, and the database is opened read-only."""
-    from bench.store import Store
+    from snnbench.store import Store
 
-    results = Path(results_dir or os.environ.get("BENCH_RESULTS", "results"))
-    url = db or os.environ.get("BENCH_DB") or f"sqlite:///{results / 'bench.sqlite'}"
+    results = paths.results_dir(results_dir)
+    url = paths.database_url(db, results)
     if not create:
         return Store(url, readonly=True), results
-    from bench.runner import ensure_writable
+    from snnbench.runner import ensure_writable
 
     ensure_writable(results)
     return Store(url), results
@@ -39,7 +39,7 @@ def _store(db: str | None, results_dir: str | None, create: bool = True):
 
 def run_suite_command(reg, o: dict[str, Any]) -> None:
     """``bench run --suite NAME``: every missing cell; cached cells and unimplemented names are skipped."""
-    from bench.suites import SuiteOptions, run_suite
+    from snnbench.suites import SuiteOptions, run_suite
 
     if not o["suite"]:
         raise BenchError("give --defense and --attack (one run), or --suite NAME (bench ls suites)")
@@ -150,7 +150,7 @@ class SuiteProgress:
     @staticmethod
     def accuracy(ev) -> str:
         """The stored clean/robust accuracy the event carries, with the 95% interval."""
-        from bench.report_data import Acc
+        from snnbench.report_data import Acc
 
         if not ev.n:
             return "no stored result"
@@ -209,7 +209,7 @@ def line_progress(**kwargs: Any) -> _LineBar:
 
 def results_table(reg, suite, store, width: int = 10) -> list[str]:
     """The suite's measured accuracies as a text grid (percent; '-' not measured), rows x columns."""
-    from bench.suites import measure_suite
+    from snnbench.suites import measure_suite
 
     measured = measure_suite(reg, suite, store)
     grid = {(m.cell.row, m.cell.col): m for m in measured}
@@ -246,8 +246,8 @@ def report(out: str, results_dir: str | None, db: str | None, registry: str | No
     run-ID.html (provenance, every evaluation, checks, plots), submit.html; CSV/JSON beside every table.
     The site is rendered into a temporary directory and swapped in: a killed report leaves the old site.
     """
-    from bench.registry import load_registry
-    from bench.report import build_site
+    from snnbench.registry import load_registry
+    from snnbench.report import build_site
 
     check_output_path(Path(out) / "index.html", "--out")
     reg = load_registry(registry, kinds=None)  # read side: no torch
@@ -293,9 +293,9 @@ def check(
     """
     import math
 
-    from bench.measured import measure_suite
-    from bench.registry import load_registry
-    from bench.regress import Tolerance, compare, load_baseline, make_baseline, write_baseline
+    from snnbench.measured import measure_suite
+    from snnbench.registry import load_registry
+    from snnbench.regress import Tolerance, compare, load_baseline, make_baseline, write_baseline
 
     for flag, v in (("--k", k), ("--floor", floor)):
         if v is not None and not (math.isfinite(v) and v >= 0):
@@ -304,7 +304,7 @@ def check(
     if update:
         check_output_path(path, "--baseline")
     else:
-        from bench.specs import read_text_bounded
+        from snnbench.specs import read_text_bounded
 
         if path.exists():
             read_text_bounded(path, "baseline")  # bounded size, UTF-8: else one line, before any work
@@ -351,8 +351,8 @@ def export(
     registry: str | None,
 ) -> None:
     """Write every stored evaluation (or one suite's cells) as sorted CSV or JSON."""
-    from bench.export import evaluation_rows, suite_rows, write_rows
-    from bench.registry import load_registry
+    from snnbench.export import evaluation_rows, suite_rows, write_rows
+    from snnbench.registry import load_registry
 
     if out:
         check_output_path(out, "--out")

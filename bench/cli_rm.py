@@ -1,7 +1,7 @@
 """``bench rm``: delete runs (and everything stored with them) by id or by defense, after confirmation.
 
-Registered on the ``bench`` group at the bottom of :mod:`bench.cli`. Deleting is one transaction
-(:meth:`bench.store.Store.delete_runs`); without ``--yes`` the command lists what it would delete and asks on
+Registered on the ``bench`` group at the bottom of :mod:`snnbench.cli`. Deleting is one transaction
+(:meth:`snnbench.store.Store.delete_runs`); without ``--yes`` the command lists what it would delete and asks on
 a terminal, or refuses (exit 2) in a script. Checkpoint files stay in the checkpoint directory (they are a
 cache keyed by config hash, possibly shared); the next ``bench report`` drops the runs' pages.
 """
@@ -12,9 +12,9 @@ import sys
 
 import click
 
-from bench.cli_common import registry_option as _common
-from bench.cli_common import results_db_options, user_errors
-from bench.errors import BenchError
+from snnbench.cli_common import registry_option as _common
+from snnbench.cli_common import results_db_options, user_errors
+from snnbench.errors import BenchError
 
 EPILOG = """\b
 Examples:
@@ -52,7 +52,7 @@ def rm(
     Select runs with --run ID (repeatable) and/or --defense NAME [--dataset NAME]. Nothing is deleted
     without confirmation: --yes, or answering the prompt on a terminal.
     """
-    from bench.cli_report import _store
+    from snnbench.cli_report import _store
 
     if dataset and not defense:
         raise BenchError("--dataset narrows --defense; give --defense too")

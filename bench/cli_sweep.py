@@ -12,9 +12,10 @@ from pathlib import Path
 
 import click
 
-from bench.cli_common import registry_option as _common
-from bench.cli_common import user_errors
-from bench.errors import BenchError
+from snnbench.cli_common import registry_option as _common
+from snnbench.cli_common import user_errors
+from snnbench.errors import BenchError
+from snnbench.paths import database_url, results_dir
 
 EPILOG = """\b
 Examples:
@@ -74,31 +75,31 @@ def sweep(**o) -> None:
     Every worker writes into the same database and checkpoint directory, so an interrupted sweep resumes
     where it stopped: rerun the same command.
     """
-    from bench.kinds import python_kinds
-    from bench.registry import load_registry
-    from bench.runner import ensure_writable
-    from bench.store import Store
-    from bench.sweep import RayOptions, SweepConfig, plan_tasks, run_local, run_ray
+    from snnbench.kinds import python_kinds
+    from snnbench.registry import load_registry
+    from snnbench.runner import ensure_writable
+    from snnbench.store import Store
+    from snnbench.sweep import RayOptions, SweepConfig, plan_tasks, run_local, run_ray
 
     for name in ("num_cpus", "num_gpus", "max_retries"):
         if o[name] < 0:
             raise BenchError(f"--{name.replace('_', '-')} must be >= 0, got {o[name]}")
     if o["device"]:
-        from bench.train import check_device
+        from snnbench.train import check_device
 
         check_device(o["device"])
     if o["executor"] == "ray" and o["address"]:
-        from bench.sweep import check_reachable
+        from snnbench.sweep import check_reachable
 
         check_reachable(o["address"])  # seconds, before planning: ray.init retries for minutes
     reg = load_registry(o["registry"], kinds=python_kinds())
-    results = Path(o["results_dir"] or os.environ.get("BENCH_RESULTS", "results")).resolve()
+    results = results_dir(o["results_dir"]).resolve()
     ensure_writable(results)
     ck_dir = o["checkpoint_dir"] or os.environ.get("BENCH_CHECKPOINTS")
     if ck_dir:
         ck_dir = str(Path(ck_dir).resolve())
         os.environ["BENCH_CHECKPOINTS"] = ck_dir  # the local executor's prepare() reads it
-    store = Store(o["db"] or os.environ.get("BENCH_DB") or f"sqlite:///{results / 'bench.sqlite'}")
+    store = Store(database_url(o["db"], results))
     tasks = plan_tasks(reg, o["suite"], store, o["force"])
     n_cells = sum(len(t.cells) for t in tasks)
     click.echo(

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from snnbench.paths import PERF_DIR
 
-PERF_DIR = Path(__file__).resolve().parent.parent / "perf"
 PREFERRED = ("gpu_h200_bench_b256.json", "gpu_h100_bench_b256.json")
 # (train, test) images: the torchvision datasets of the papers
 SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "tiny_imagenet": (100_000, 10_000)}
@@ -73,7 +73,7 @@ def _steps_of(kind: str, cfg: dict[str, Any]) -> int:
 
 def project(reg: Any, suite: Any, measured: list[Any], perf_dir: Path = PERF_DIR) -> Projection:
     """GPU-hours for the suite's ``not run`` cells (models to train and cells to evaluate)."""
-    from bench.specs import ATSpec, TrainSpec, from_mapping
+    from snnbench.specs import ATSpec, TrainSpec, from_mapping
 
     source, rates = load_rates(perf_dir)
     todo = [m for m in measured if m.status == "not run" and m.cell.runnable]

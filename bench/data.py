@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.errors import BenchError
-from bench.specs import DatasetSpec
+from snnbench.errors import BenchError
+from snnbench.specs import DatasetSpec
 
 log = logging.getLogger(__name__)
 MAX_CLASSES = 100_000  # a user dataset's labels must be 0..K-1 with K at most this (ImageNet-21k is 21,841)

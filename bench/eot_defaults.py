@@ -19,4 +19,4 @@ RAND_EOT = 20
 
 RANDOMIZED_DRAWS = 5
 """Independent inference passes that score a randomized model (clean and adversarial): a sample counts
-as correct only when it is correct in every draw (:func:`bench.evaluate.evaluate_attack`)."""
+as correct only when it is correct in every draw (:func:`snnbench.scoring.evaluate_attack`)."""

@@ -13,10 +13,10 @@ import io
 import json
 from typing import Any
 
-from bench.registry import BenchRegistry
-from bench.store import Store
-from bench.suite_spec import CLEAN, Suite
-from bench.measured import measure_suite
+from snnbench.measured import measure_suite
+from snnbench.registry import BenchRegistry
+from snnbench.store import Store
+from snnbench.suite_spec import CLEAN, Suite
 
 EVAL_FIELDS = (
     "dataset",
@@ -89,7 +89,7 @@ SUITE_FIELDS = (
 
 def evaluation_row(run: Any, e: Any, flags_failed: str = "", paper: str = "") -> dict[str, Any]:
     """One export row for evaluation ``e`` of ``run`` (an unreadable stored config exports as such)."""
-    from bench.report_data import Acc, Unreadable, attack_cfg, attack_label, provenance
+    from snnbench.report_data import Acc, Unreadable, attack_cfg, attack_label, provenance
 
     try:
         cfg = attack_cfg(e)
@@ -158,7 +158,7 @@ def suite_rows(
     reg: BenchRegistry, suite: Suite, store: Store, measured: list | None = None
 ) -> list[dict[str, Any]]:
     """One row per suite cell, in table order: reported beside measured (both fractions)."""
-    from bench.report_data import acc_from_fraction
+    from snnbench.report_data import acc_from_fraction
 
     rows = []
     for m in measured if measured is not None else measure_suite(reg, suite, store):

@@ -1,34 +1,21 @@
 """Stored results as pandas DataFrames: every evaluation (``results``), the leaderboard (``leaderboard``),
-a suite laid out as the paper's table (``suite``). Read-only; re-exported by :mod:`bench.api` and ``snnbench``.
+a suite laid out as the paper's table (``suite``). Read-only; re-exported by :mod:`snnbench.api` and ``snnbench``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from bench.registry import load_registry
-from bench.store import Store
+from snnbench.paths import database_url
+from snnbench.registry import load_registry
+from snnbench.store import Store
 
 EXTERNAL = "external"  # the run's `training` column for a model snnbench did not train (bench.api.evaluate)
-
-
-def database_url(db: str | os.PathLike | None, results_dir: str | os.PathLike | None = None) -> str:
-    """A SQLAlchemy URL from a URL, a path to a .sqlite file, or the CLI's default."""
-    if db is None:
-        env = os.environ.get("BENCH_DB")
-        if env:
-            return env
-        results = Path(results_dir or os.environ.get("BENCH_RESULTS", "results"))
-        results.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{results / 'bench.sqlite'}"
-    text = os.fspath(db)
-    return text if "://" in text else f"sqlite:///{text}"
 
 
 def evaluation_frame(evals: list) -> pd.DataFrame:
@@ -171,7 +158,7 @@ def leaderboard(db: str | os.PathLike | None = None, registry: str | None = None
         lb = leaderboard()
         lb[lb.ranked][["threat_model", "rank", "defense", "clean", "robust", "robust_lo", "robust_hi"]]
     """
-    from bench.report_data import leaderboard as board
+    from snnbench.report_data import leaderboard as board
 
     tables, others = board(load_registry(registry, kinds=None), Store(database_url(db)))
     rows: list[dict[str, Any]] = []
@@ -209,8 +196,8 @@ def suite(
 
         suite("smoke", pivot=True)["measured"]      # the smoke suite's measured table
     """
-    from bench.suite_spec import CLEAN
-    from bench.suites import measure_suite
+    from snnbench.suite_spec import CLEAN
+    from snnbench.suites import measure_suite
 
     reg = load_registry(registry, kinds=None)
     spec = reg.get("suites", name, "suite")

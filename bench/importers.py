@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.errors import BenchError
+from snnbench.errors import BenchError
 
 FORMATS = ("snnrat",)
 SNNRAT_NORM = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
@@ -49,7 +49,7 @@ def _param_modules(net: nn.Module, kinds: tuple[type, ...]) -> list[str]:
 
 def snnrat_wrn_prefixes(net: nn.Module) -> dict[str, str]:
     """Reference module prefix -> our prefix (inside ``net``), read off our WRN-16 structure."""
-    from bench.snn.models import PreActBlock
+    from snnbench.snn.models import PreActBlock
 
     seq = list(net.children())
     blocks = [i for i, m in enumerate(seq) if isinstance(m, PreActBlock)]

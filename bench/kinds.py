@@ -2,17 +2,17 @@
 architecture and input encoder. Importing this module imports every implementation (and torch).
 
 It sits above ``attacks/``, ``defenses/`` and ``bench/snn/`` and below the runner and the CLI, which call
-``load_registry(path, kinds=python_kinds())``; :mod:`bench.registry` itself imports none of them.
+``load_registry(path, kinds=python_kinds())``; :mod:`snnbench.registry` itself imports none of them.
 """
 
 from __future__ import annotations
 
-from attacks import ATTACKS
-from bench.registry import Kinds
-from bench.snn.encoders import ENCODERS
-from bench.snn.models import ARCHITECTURES
-from bench.snn.neuron import NeuronSpec
-from defenses import DEFENSES
+from snnbench.attacks import ATTACKS
+from snnbench.defenses import DEFENSES
+from snnbench.registry import Kinds
+from snnbench.snn.encoders import ENCODERS
+from snnbench.snn.models import ARCHITECTURES
+from snnbench.snn.neuron import NeuronSpec
 
 
 def python_kinds() -> Kinds:

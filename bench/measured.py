@@ -17,10 +17,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.registry import BenchRegistry
-from bench.specs import json_ready, to_dict
-from bench.store import Store
-from bench.suite_spec import Cell, Suite
+from snnbench.registry import BenchRegistry
+from snnbench.specs import json_ready, to_dict
+from snnbench.store import Store
+from snnbench.suite_spec import Cell, Suite
 
 CELL_INDEX = "cell"
 

@@ -22,8 +22,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bench.errors import BenchError, unknown
-from bench.specs import from_mapping
+from snnbench.errors import BenchError, unknown
+from snnbench.specs import from_mapping
 
 _ARXIV = re.compile(r"^\d{4}\.\d{4,5}(v\d+)?$")
 _DOI = re.compile(r"^10\.\d{4,9}/\S+$")

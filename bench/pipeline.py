@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.data import Split, to_float
-from bench.evaluate import evaluate_attack, predict
-from bench.registry import BenchRegistry
-from bench.runner import (
+from snnbench.data import Split, to_float
+from snnbench.scoring import evaluate_attack, predict
+from snnbench.registry import BenchRegistry
+from snnbench.runner import (
     Plan,
     Prepared,
     attach_substitutes,
@@ -31,8 +31,8 @@ from bench.runner import (
     run_attack,
     run_checks,
 )
-from bench.store import EvalRecord, Store
-from bench.suite_spec import CLEAN
+from snnbench.store import EvalRecord, Store
+from snnbench.suite_spec import CLEAN
 
 VPRE_EDGES = [round(-3.0 + 0.1 * i, 2) for i in range(46)]  # v_pre - v_th in [-3, 1.5], 0.1 wide bins
 NEAR_THRESHOLD = 0.1  # |v_pre - v_th| below this counts as "near threshold" (TGO Fig. 4; our choice [I])

@@ -19,17 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError, did_you_mean, unknown
-from bench.papers import Paper, check_ref, load_papers
-from bench.registry_base import Registry
-from bench.specs import DatasetSpec, Entry, ModelSpec, TrainSpec, from_mapping, load_yaml_file
-from bench.suite_spec import Suite, load_suite
+from snnbench.errors import BenchError, did_you_mean, unknown
+from snnbench.papers import Paper, check_ref, load_papers
+from snnbench.paths import REGISTRY_PATH
+from snnbench.registry_base import Registry
+from snnbench.specs import DatasetSpec, Entry, ModelSpec, TrainSpec, from_mapping, load_yaml_file
+from snnbench.suite_spec import Suite, load_suite
 
 __all__ = ["DEFAULT_PATH", "BenchRegistry", "Kinds", "Registry", "load_registry"]  # Registry: re-exported
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 SECTIONS = ("datasets", "models", "defenses", "attacks", "suites")
-DEFAULT_PATH = Path(__file__).resolve().parent.parent / "registry.yaml"
+DEFAULT_PATH = REGISTRY_PATH  # the packaged registry.yaml (snnbench/paths.py)
 
 
 @dataclass(frozen=True)

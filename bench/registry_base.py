@@ -4,8 +4,8 @@ Attack kinds (``attacks.base.ATTACKS``), defense kinds (``defenses.base.DEFENSES
 (``bench.snn.models.ARCHITECTURES``) and input encoders (``bench.snn.encoders.ENCODERS``) are instances.
 Implementations import this module and register themselves with a decorator; this module imports no
 implementation (the lm-evaluation-harness layout, ``lm_eval/api/registry.py``), so the registry and the
-code it lists cannot form an import cycle. The YAML loader (:mod:`bench.registry`) receives the tables
-it validates against as an argument (:class:`bench.registry.Kinds`).
+code it lists cannot form an import cycle. The YAML loader (:mod:`snnbench.registry`) receives the tables
+it validates against as an argument (:class:`snnbench.registry.Kinds`).
 
 Example::
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from bench.errors import unknown
+from snnbench.errors import unknown
 
 T = TypeVar("T")
 

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
-from bench.suite_spec import CLEAN, Suite
-from bench.measured import Measured
+from snnbench.errors import BenchError
+from snnbench.measured import Measured
+from snnbench.suite_spec import CLEAN, Suite
 
 BASELINE_FORMAT = 1
 
@@ -220,7 +220,7 @@ def invariants(measured: list[Measured], tol: Tolerance, sweeps: dict[int, dict[
 
 def _pairs(cells: list[Measured]) -> list[tuple[Measured, Measured]]:
     """(must be at most, reference) pairs among one model's cells, from their stored configs."""
-    from bench.protocol import counts_toward_worst, is_protocol
+    from snnbench.protocol import counts_toward_worst, is_protocol
 
     pairs = []
     for s in cells:

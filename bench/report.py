@@ -39,11 +39,12 @@ from typing import Any
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from bench.cost import project
-from bench.errors import BenchError
-from bench.export import evaluation_rows, suite_rows, write_rows
-from bench.registry import BenchRegistry
-from bench.report_data import (
+from snnbench.cost import project
+from snnbench.errors import BenchError
+from snnbench.export import evaluation_rows, suite_rows, write_rows
+from snnbench.measured import Measured, measure_suite
+from snnbench.registry import BenchRegistry
+from snnbench.report_data import (
     Acc,
     Unreadable,
     acc_from_fraction,
@@ -57,10 +58,9 @@ from bench.report_data import (
     sorted_flags,
     worst_case,
 )
-from bench.report_plots import Plot, hist_plot, marker_path, sweep_plots
-from bench.store import Store
-from bench.suite_spec import CLEAN, Suite
-from bench.measured import Measured, measure_suite
+from snnbench.report_plots import Plot, hist_plot, marker_path, sweep_plots
+from snnbench.store import Store
+from snnbench.suite_spec import CLEAN, Suite
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -238,7 +238,7 @@ def _eval_rows(store: Store, run: Any, evals: list) -> list[dict[str, Any]]:
 
 
 def _stage_rows(store: Store, run_id: int, attack: str) -> list[dict[str, Any]]:
-    from bench.report_data import _stages
+    from snnbench.report_data import _stages
 
     return _stages(store, run_id, attack)
 

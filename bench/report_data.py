@@ -27,9 +27,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from bench.registry import BenchRegistry
-from bench.store import Store
-from bench.suite_spec import CLEAN
+from snnbench.registry import BenchRegistry
+from snnbench.store import Store
+from snnbench.suite_spec import CLEAN
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 STANDARD = "standard"
@@ -175,7 +175,7 @@ def counts_toward_worst(cfg: dict[str, Any], eps: float, eval_eps: float) -> boo
     if cfg.get("kind") in (CLEAN, "worst", STANDARD) or cfg.get("from_store"):
         return False
     try:
-        from bench.protocol import counts_toward_worst as decide  # type: ignore[import-not-found]
+        from snnbench.protocol import counts_toward_worst as decide  # type: ignore[import-not-found]
     except ImportError:
         decide = None
     if decide is not None:

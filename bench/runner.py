@@ -22,18 +22,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from attacks import ATTACKS
-from attacks.base import Attack, GradientParams
-from bench import checks
-from bench.data import Data, infer_custom_spec, load_data
-from bench.errors import BenchError
-from bench.evaluate import eval_size, evaluate_attack
-from bench.registry import BenchRegistry
-from bench.snn.classifier import SNNClassifier
-from bench.specs import ATSpec, DatasetSpec, Entry, ModelSpec, TrainSpec, from_mapping, json_ready, to_dict
-from bench.specs import check_attack_params  # issue 16: attack bounds
-from bench.store import EvalRecord, FlagRecord, RunInfo, Store
-from bench.train import (
+from snnbench import checks
+from snnbench.attacks import ATTACKS
+from snnbench.attacks.base import Attack, GradientParams
+from snnbench.data import Data, infer_custom_spec, load_data
+from snnbench.defenses import DEFENSES
+from snnbench.defenses.base import Defense
+from snnbench.errors import BenchError
+from snnbench.scoring import eval_size, evaluate_attack
+from snnbench.registry import BenchRegistry
+from snnbench.snn.classifier import SNNClassifier
+from snnbench.specs import (
+    ATSpec,
+    DatasetSpec,
+    Entry,
+    ModelSpec,
+    TrainSpec,
+    check_attack_params,  # issue 16: attack bounds
+    from_mapping,
+    json_ready,
+    to_dict,
+)
+from snnbench.store import EvalRecord, FlagRecord, RunInfo, Store
+from snnbench.train import (
     apply_state_dict,
     build_model,
     checkpoint_dir,
@@ -45,8 +56,6 @@ from bench.train import (
     sha256_file,
     train,
 )
-from defenses import DEFENSES
-from defenses.base import Defense
 
 TRAIN_OVERRIDE_KEYS = ("epochs", "batch_size", "T", "seed", "lr", "training")
 ATTACK_OVERRIDE_KEYS = ("eps", "alpha", "steps", "grad_mode", "surrogate", "gamma", "eot", "seed")
@@ -103,7 +112,7 @@ def resolve_dataset(reg: BenchRegistry, name: str) -> DatasetSpec:
 
 
 def _unknown_dataset(reg: BenchRegistry, name: str) -> BenchError:
-    from bench.errors import did_you_mean
+    from snnbench.errors import did_you_mean
 
     return BenchError(f"--dataset: unknown dataset {name!r}; {did_you_mean(name, reg.datasets)} (or a path to .npz / ImageFolder)")
 
@@ -331,7 +340,7 @@ def run_protocol(
     protocol's config; the artifact ``protocol`` keeps each stage's robust accuracy and, per sample, the
     stage that broke it (-1: robust; -2: misclassified without attack).
     """
-    from bench.protocol import PROTOCOL_VERSION
+    from snnbench.protocol import PROTOCOL_VERSION
 
     base = attack_hash(plan, entry, attack)
     if not force and store.has_evaluation(prep.run_id, base):
@@ -408,7 +417,7 @@ def _stage_unsupported(stage: Attack, model: Any) -> str:
 
 
 def _check_batch(plan: Plan, prep: Prepared, n: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
-    from bench.data import to_float
+    from snnbench.data import to_float
 
     n = min(n, eval_size(prep.data.test, plan.n_eval))
     return to_float(prep.data.test.x[:n]).to(plan.device), prep.data.test.y[:n].to(plan.device)
@@ -418,7 +427,7 @@ def run_worst(plan: Plan, prep: Prepared, entry: Entry, attack: Attack, store: S
     """Per-sample worst case over the other evaluations stored for this model that count toward an L-inf
     worst case (bench.protocol.counts_toward_worst: bounded L-inf attacks, same samples, eps not above
     this one's): robust only if no attack fooled the sample. Recomputed on every call, no rerun."""
-    from bench.protocol import counts_toward_worst
+    from snnbench.protocol import counts_toward_worst
 
     n = eval_size(prep.data.test, plan.n_eval)
     rows = [e for e in store.evaluations(prep.run_id)

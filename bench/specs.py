@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from bench.errors import BenchError, did_you_mean
+from snnbench.errors import BenchError, did_you_mean
 
 _FRACTION = re.compile(r"^\s*([0-9.eE+-]+)\s*/\s*([0-9.eE+-]+)\s*$")
 SHOWN = 60  # characters of a user's value echoed in an error message, at most

@@ -50,7 +50,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from bench.errors import BenchError
+from snnbench.errors import BenchError
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -173,7 +173,7 @@ class Claim(Base):
 
 @dataclass(frozen=True)
 class EvalRecord:
-    """One evaluation as produced by bench/evaluate.py."""
+    """One evaluation as produced by bench/scoring.py."""
 
     attack: str
     attack_hash: str

@@ -29,8 +29,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.errors import BenchError, did_you_mean, unknown
-from bench.specs import TrainSpec, from_mapping, parse_number
+from snnbench.errors import BenchError, did_you_mean, unknown
+from snnbench.specs import TrainSpec, from_mapping, parse_number
 
 CLEAN = "clean"
 TRAININGS = ("standard", "at")

@@ -17,13 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import BenchError
-from bench.measured import CELL_INDEX, Measured, cell_spec_hash, index_key, measure_suite  # noqa: F401
-from bench.pipeline import clean_hash, evaluate_model
-from bench.registry import BenchRegistry
-from bench.runner import Plan, RunRequest, attack_config_hash, resolve
-from bench.store import Store
-from bench.suite_spec import CLEAN, Cell, Suite
+from snnbench.errors import BenchError
+from snnbench.measured import CELL_INDEX, Measured, cell_spec_hash, index_key, measure_suite  # noqa: F401
+from snnbench.pipeline import clean_hash, evaluate_model
+from snnbench.registry import BenchRegistry
+from snnbench.runner import Plan, RunRequest, attack_config_hash, resolve
+from snnbench.store import Store
+from snnbench.suite_spec import CLEAN, Cell, Suite
 
 
 @dataclass(frozen=True, kw_only=True)

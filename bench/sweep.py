@@ -26,9 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import BenchError
-from bench.registry import BenchRegistry, load_registry
-from bench.store import Store
+from snnbench.errors import BenchError
+from snnbench.registry import BenchRegistry, load_registry
+from snnbench.store import Store
 
 # Fault injection for the worker-loss test: when set to a path that does not exist yet, the first Ray task
 # creates it and kills its own worker process (as a pre-empted node would), so Ray must retry the task.
@@ -73,7 +73,7 @@ class TaskResult:
 
 def plan_tasks(reg: BenchRegistry, suite_name: str, store: Store, force: bool = False) -> list[SweepTask]:
     """The suite's missing cells (all runnable cells with ``force``), grouped by trained model."""
-    from bench.suites import measure_suite, plan_cell
+    from snnbench.suites import measure_suite, plan_cell
 
     suite = reg.get("suites", suite_name, "--suite")
     groups: dict[str, list[int]] = {}
@@ -91,14 +91,14 @@ def plan_tasks(reg: BenchRegistry, suite_name: str, store: Store, force: bool = 
 
 def run_task(cfg: SweepConfig, task: SweepTask) -> TaskResult:
     """Run one task's cells (in this process); user errors become a failed result, not an exception."""
-    from bench.suites import run_suite
+    from snnbench.suites import run_suite
 
     t0 = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
             path = Path(tmp) / "registry.yaml"
             path.write_text(cfg.registry_text)
-            from bench.kinds import python_kinds
+            from snnbench.kinds import python_kinds
 
             reg = load_registry(path, kinds=python_kinds())
         suite = reg.get("suites", cfg.suite, "--suite")

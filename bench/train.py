@@ -31,13 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data import Data, augment, to_float
-from bench.errors import BenchError
-from bench.snn.classifier import SNNClassifier
-from bench.snn.models import ARCHITECTURES
-from bench.snn.neuron import NeuronSpec
-from bench.specs import DatasetSpec, ModelSpec, TrainSpec, from_mapping
-from defenses.base import Defense, StepState, TrainContext
+from snnbench.data import Data, augment, to_float
+from snnbench.defenses.base import Defense, StepState, TrainContext
+from snnbench.errors import BenchError
+from snnbench.snn.classifier import SNNClassifier
+from snnbench.snn.models import ARCHITECTURES
+from snnbench.snn.neuron import NeuronSpec
+from snnbench.specs import DatasetSpec, ModelSpec, TrainSpec, from_mapping
 
 CHECKPOINT_FORMAT = 1
 log = logging.getLogger(__name__)

@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.registry_base import Registry
-from bench.snn.classifier import SNNClassifier
-from bench.snn.encoders import ENCODERS
-from bench.snn.models import MakeNeuron
-from bench.snn.neuron import LIFNeuron, NeuronSpec
-from bench.specs import DatasetSpec, TrainSpec
+from snnbench.registry_base import Registry
+from snnbench.snn.classifier import SNNClassifier
+from snnbench.snn.encoders import ENCODERS
+from snnbench.snn.models import MakeNeuron
+from snnbench.snn.neuron import LIFNeuron, NeuronSpec
+from snnbench.specs import DatasetSpec, TrainSpec
 
 
 @dataclass

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.errors import BenchError
-from bench.snn.models import MakeNeuron
-from bench.snn.neuron import LIFNeuron, NeuronSpec
-from defenses.base import DEFENSES, Defense, StepState, TrainContext
-from defenses.rat import single_step_examples
+from snnbench.defenses.base import DEFENSES, Defense, StepState, TrainContext
+from snnbench.defenses.rat import single_step_examples
+from snnbench.errors import BenchError
+from snnbench.snn.models import MakeNeuron
+from snnbench.snn.neuron import LIFNeuron, NeuronSpec
 
 
 class DLIFNeuron(LIFNeuron):

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from bench.errors import BenchError
-from bench.snn.models import MakeNeuron
-from bench.snn.neuron import LIFNeuron, NeuronSpec
-from defenses.base import DEFENSES, Defense
+from snnbench.defenses.base import DEFENSES, Defense
+from snnbench.errors import BenchError
+from snnbench.snn.models import MakeNeuron
+from snnbench.snn.neuron import LIFNeuron, NeuronSpec
 
 
 def default_radii(T: int, height: int, width: int) -> tuple[int, ...]:

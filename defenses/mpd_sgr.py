@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bench.errors import BenchError
-from bench.snn.fused import VPenalty, fused_penalty
-from bench.snn.neuron import LIFNeuron
-from defenses.base import DEFENSES, Defense, StepState
+from snnbench.defenses.base import DEFENSES, Defense, StepState
+from snnbench.errors import BenchError
+from snnbench.snn.fused import VPenalty, fused_penalty
+from snnbench.snn.neuron import LIFNeuron
 
 SIGMA_EPS = 1e-5
 

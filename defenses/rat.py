@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.errors import BenchError, did_you_mean
-from bench.snn.classifier import SNNClassifier
-from bench.specs import TrainSpec
-from defenses.base import DEFENSES, Defense, TrainContext
+from snnbench.defenses.base import DEFENSES, Defense, TrainContext
+from snnbench.errors import BenchError, did_you_mean
+from snnbench.snn.classifier import SNNClassifier
+from snnbench.specs import TrainSpec
 
 MIX_ATTACKS = ("fgsm_bptt", "rfgsm_bptt", "fgsm_bptr", "rfgsm_bptr")
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from bench.errors import BenchError
-from defenses.base import DEFENSES, Defense, StepState, TrainContext
+from snnbench.defenses.base import DEFENSES, Defense, StepState, TrainContext
+from snnbench.errors import BenchError
 
 
 def true_vs_best_other(logits: Tensor, y: Tensor, other: Tensor | None = None) -> tuple[Tensor, Tensor]:

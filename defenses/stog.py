@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.errors import BenchError
-from bench.snn.models import MakeNeuron
-from bench.snn.neuron import LIFNeuron, NeuronSpec
-from bench.specs import TrainSpec
-from defenses.base import DEFENSES, Defense, StepState, TrainContext
-from defenses.rat import single_step_examples
+from snnbench.defenses.base import DEFENSES, Defense, StepState, TrainContext
+from snnbench.defenses.rat import single_step_examples
+from snnbench.errors import BenchError
+from snnbench.snn.models import MakeNeuron
+from snnbench.snn.neuron import LIFNeuron, NeuronSpec
+from snnbench.specs import TrainSpec
 
 _EPS = 1e-3  # the reference code's guard in log(p / (1 - p + eps))
 

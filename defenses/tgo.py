@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bench.errors import BenchError
-from bench.snn.fused import VPenalty, fused_penalty
-from bench.snn.models import MakeNeuron
-from bench.snn.neuron import LIFNeuron, NeuronSpec
-from defenses.base import DEFENSES, Defense, StepState
+from snnbench.defenses.base import DEFENSES, Defense, StepState
+from snnbench.errors import BenchError
+from snnbench.snn.fused import VPenalty, fused_penalty
+from snnbench.snn.models import MakeNeuron
+from snnbench.snn.neuron import LIFNeuron, NeuronSpec
 
 
 class NoisyLIFNeuron(LIFNeuron):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from defenses.base import DEFENSES, Defense
+from snnbench.defenses.base import DEFENSES, Defense
 
 
 @DEFENSES.register("vanilla")

@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-from bench.snn.classifier import SNNClassifier
-from bench.snn.encoders import DirectEncoder
-from bench.snn.fused import set_backend
-from bench.snn.models import ARCHITECTURES
-from bench.snn.neuron import LIFNeuron, NeuronSpec
+from snnbench.snn.classifier import SNNClassifier
+from snnbench.snn.encoders import DirectEncoder
+from snnbench.snn.fused import set_backend
+from snnbench.snn.models import ARCHITECTURES
+from snnbench.snn.neuron import LIFNeuron, NeuronSpec
 
 
 def run(seed: int, bf16: bool, device: torch.device, epochs: int = 15) -> float:

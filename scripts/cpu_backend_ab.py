@@ -11,10 +11,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench import benchmark
-from bench.kinds import python_kinds
-from bench.registry import load_registry
-from bench.snn.fused import set_backend
+from snnbench import benchmark
+from snnbench.kinds import python_kinds
+from snnbench.registry import load_registry
+from snnbench.snn.fused import set_backend
 
 
 def main() -> None:

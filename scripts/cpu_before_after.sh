@@ -14,7 +14,7 @@ for i in $(seq 1 "$reps"); do
     tree=$([ $side = before ] && echo "$before" || echo "$after")
     rd="$out/$side-$i"; rm -rf "$rd"; mkdir -p "$rd"
     t0=$(date +%s.%N)
-    (cd "$tree" && PYTHONPATH="$tree" python -m bench "$@" --results-dir "$rd" >"$rd.log" 2>&1)
+    (cd "$tree" && PYTHONPATH="$tree" python -m snnbench "$@" --results-dir "$rd" >"$rd.log" 2>&1)
     t1=$(date +%s.%N)
     echo "$side $i $(echo "$t1 - $t0" | bc) s  load=$(cut -d' ' -f1 /proc/loadavg)" | tee -a "$out/times.txt"
   done

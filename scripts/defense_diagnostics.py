@@ -18,12 +18,12 @@ import torch
 import yaml
 from torch import nn
 
-from bench.data import to_float
-from bench.kinds import python_kinds
-from bench.registry import DEFAULT_PATH, load_registry
-from bench.runner import RunRequest, prepare, resolve
-from bench.store import Store
-from defenses.base import pgd_examples
+from snnbench.data import to_float
+from snnbench.defenses.base import pgd_examples
+from snnbench.kinds import python_kinds
+from snnbench.registry import DEFAULT_PATH, load_registry
+from snnbench.runner import RunRequest, prepare, resolve
+from snnbench.store import Store
 
 
 @torch.no_grad()

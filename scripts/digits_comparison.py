@@ -2,7 +2,7 @@
 full test set, PGD, APGD-CE, the standard protocol at its smoke budget (``standard_smoke``) and the per-sample
 worst case over fgsm, pgd, apgd, apgd_dlr, multi_pgd and the protocol.
 
-Runs ``python -m bench run`` once per (seed, training, defense) into one results directory (cached: a rerun
+Runs ``python -m snnbench run`` once per (seed, training, defense) into one results directory (cached: a rerun
 skips what is stored), then prints mean +- std (over seeds) of clean / PGD / APGD / worst accuracy per defense.
 
     python scripts/digits_comparison.py --results-dir /tmp/tables_cmp            # run everything, then report
@@ -31,7 +31,7 @@ def run_all(results_dir: Path, seeds: list[int], defenses: list[str], trainings:
     """One ``bench run`` per (seed, training, defense); seed-major so a partial run covers every defense."""
     jobs = [(s, t, d) for s in seeds for t in trainings for d in defenses if t == "at" or d not in AT_ONLY]
     for i, (seed, training, defense) in enumerate(jobs, 1):
-        cmd = [sys.executable, "-m", "bench", "run", "-d", defense, "--training", training, "--seed", str(seed),
+        cmd = [sys.executable, "-m", "snnbench", "run", "-d", defense, "--training", training, "--seed", str(seed),
                "--no-sweep", "-q", "--results-dir", str(results_dir)]
         for a in ATTACKS:
             cmd += ["-a", a]

@@ -10,9 +10,9 @@ Usage::
 Both module-level imports and imports inside functions (marked ``(f)``) count: a function-level import is
 how a cycle hides (Python tolerates it at run time, a reader cannot layer the code). Imports under
 ``if TYPE_CHECKING:`` are left out (they never run). An import names a module of the project
-(``bench``, ``attacks``, ``defenses`` and their submodules); ``from pkg import name`` is an edge to
+(``snnbench`` and its submodules, from the folders bench/, attacks/, defenses/); ``from pkg import name`` is an edge to
 ``pkg.name`` when that is a module, else to ``pkg``. Parent packages that Python initialises on the way
-(``bench/__init__.py`` for ``bench.x``) are not edges: they are not a choice of the importing module.
+(``bench/__init__.py`` for ``snnbench.x``) are not edges: they are not a choice of the importing module.
 
 A cycle is a strongly connected component of two or more modules (Tarjan's algorithm); one shortest
 cycle through its first module is printed as an example.
@@ -27,19 +27,26 @@ from collections import deque
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("bench", "attacks", "defenses")
+# repository folder -> the import name it installs as (pyproject.toml's package-dir; docs/design.md "Layout")
+PACKAGES = {"bench": "snnbench", "attacks": "snnbench.attacks", "defenses": "snnbench.defenses"}
 
 
 def modules(root: Path = ROOT) -> dict[str, Path]:
-    """Dotted module name -> file, for every ``.py`` file of the project's packages."""
+    """Dotted module name (``snnbench.…``) -> file, for every ``.py`` file of the project's packages."""
     out: dict[str, Path] = {}
-    for pkg in PACKAGES:
-        for path in sorted((root / pkg).rglob("*.py")):
-            parts = list(path.relative_to(root).with_suffix("").parts)
+    for folder, name in PACKAGES.items():
+        for path in sorted((root / folder).rglob("*.py")):
+            parts = [name, *path.relative_to(root / folder).with_suffix("").parts]
             if parts[-1] == "__init__":
                 parts = parts[:-1]
             out[".".join(parts)] = path
     return out
+
+
+def package_of(mod: str) -> str:
+    """The sub-package a module belongs to: snnbench.attacks, snnbench.defenses, snnbench.snn or snnbench."""
+    parts = mod.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 or mod in ("snnbench.attacks", "snnbench.defenses", "snnbench.snn") else "snnbench"
 
 
 def _is_type_checking(node: ast.If) -> bool:
@@ -193,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{mod} -> {deps or '-'}")
         print()
         pkg_edges = sorted(
-            {(m.split(".")[0], t.split(".")[0]) for m, e in full.items() for t in e if m.split(".")[0] != t.split(".")[0]}
+            {(package_of(m), package_of(t)) for m, e in full.items() for t in e if package_of(m) != package_of(t)}
         )
         print("# package graph: " + ", ".join(f"{a} -> {b}" for a, b in pkg_edges))
         print()

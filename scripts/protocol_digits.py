@@ -27,13 +27,13 @@ def main() -> None:
     a = ap.parse_args()
     if a.run:
         for d, t in ROWS:
-            cmd = [sys.executable, "-m", "bench", "run", "--defense", d, "--training", t, "--attack", "pgd",
+            cmd = [sys.executable, "-m", "snnbench", "run", "--defense", d, "--training", t, "--attack", "pgd",
                    "--attack", "apgd", "--attack", a.attack, "-q", "--results-dir", a.results_dir]
             if a.n_eval != "0":
                 cmd += ["--n-eval", a.n_eval]
             print("$", " ".join(cmd[1:]), flush=True)
             subprocess.run(cmd, check=False)
-    from bench.store import Store
+    from snnbench.store import Store
 
     store = Store(f"sqlite:///{a.results_dir}/bench.sqlite")
     for run in store.runs():

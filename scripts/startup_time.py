@@ -22,10 +22,10 @@ import time
 
 def _commands(tmp: str) -> dict[str, list[str]]:
     return {
-        "bench check --help": ["-m", "bench", "check", "--help"],
-        "bench report --help": ["-m", "bench", "report", "--help"],
-        "bench check (empty store)": ["-m", "bench", "check", "--results-dir", tmp],
-        "bench report (empty store)": ["-m", "bench", "report", "--results-dir", tmp, "--out", f"{tmp}/site"],
+        "bench check --help": ["-m", "snnbench", "check", "--help"],
+        "bench report --help": ["-m", "snnbench", "report", "--help"],
+        "bench check (empty store)": ["-m", "snnbench", "check", "--results-dir", tmp],
+        "bench report (empty store)": ["-m", "snnbench", "report", "--results-dir", tmp, "--out", f"{tmp}/site"],
     }
 
 

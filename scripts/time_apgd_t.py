@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from attacks.autoattack import APGDTargeted, _pyautoattack, batched_apgd_t_class
-from bench.data import to_float
-from bench.kinds import python_kinds
-from bench.registry import load_registry
-from bench.runner import RunRequest, prepare, resolve
-from bench.store import Store
+from snnbench.attacks.autoattack import APGDTargeted, _pyautoattack, batched_apgd_t_class
+from snnbench.data import to_float
+from snnbench.kinds import python_kinds
+from snnbench.registry import load_registry
+from snnbench.runner import RunRequest, prepare, resolve
+from snnbench.store import Store
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.store import EvalRecord, FlagRecord, RunInfo, Store
+from snnbench.store import EvalRecord, FlagRecord, RunInfo, Store
 
 PROTOCOL = "snn-standard-v1"
 

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from bench.store import EvalRecord, FlagRecord, RunInfo, Store
+from snnbench.store import EvalRecord, FlagRecord, RunInfo, Store
 
 N_CELLS, ATTACKS, N_SAMPLES = 4, ("fgsm", "pgd"), 97
 

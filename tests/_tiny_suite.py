@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from bench.kinds import python_kinds
-from bench.registry import DEFAULT_PATH, load_registry
+from snnbench.kinds import python_kinds
+from snnbench.registry import DEFAULT_PATH, load_registry
 
 _CACHE: dict[str, tuple] = {}
 
@@ -36,8 +36,8 @@ def tiny_suite_run(tmp_path_factory) -> tuple:
     """(registry, suite, store, results_dir, events) after `run_suite` on the tiny suite."""
     if "run" in _CACHE:
         return _CACHE["run"]
-    from bench.store import Store
-    from bench.suites import run_suite
+    from snnbench.store import Store
+    from snnbench.suites import run_suite
 
     root: Path = tmp_path_factory.mktemp("tiny_suite")
     raw = yaml.safe_load(DEFAULT_PATH.read_text())

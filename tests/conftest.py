@@ -15,8 +15,8 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session")
 def registry():
-    from bench.kinds import python_kinds
-    from bench.registry import load_registry
+    from snnbench.kinds import python_kinds
+    from snnbench.registry import load_registry
 
     return load_registry(kinds=python_kinds())
 
@@ -30,7 +30,7 @@ def results_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def digits_data(registry):
-    from bench.data import load_data
+    from snnbench.data import load_data
 
     return load_data(registry.datasets["digits"])
 
@@ -38,8 +38,8 @@ def digits_data(registry):
 @pytest.fixture(scope="session")
 def trained_vanilla(registry, tmp_path_factory):
     """(plan, prepared) for vanilla small_conv on digits, 8 epochs, T=4: clean accuracy ~97%."""
-    from bench.runner import RunRequest, prepare, resolve
-    from bench.store import Store
+    from snnbench.runner import RunRequest, prepare, resolve
+    from snnbench.store import Store
 
     results = tmp_path_factory.mktemp("shared_results")
     plan = resolve(registry, RunRequest(defense="vanilla", attacks=("pgd", "fgsm"), train_overrides={"epochs": 8}, device="cpu"))

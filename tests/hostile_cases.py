@@ -72,7 +72,7 @@ class Case:
 
 # --- builders ---------------------------------------------------------------------------------------------
 def init_db(ctx: Ctx) -> None:
-    from bench.store import RunInfo, Store
+    from snnbench.store import RunInfo, Store
 
     ctx.db_path.parent.mkdir(parents=True, exist_ok=True)
     ctx.results.mkdir(parents=True, exist_ok=True)
@@ -142,7 +142,7 @@ def png_bomb(width: int, height: int) -> bytes:
 def registry_with(ctx: Ctx, mutate: Callable[[dict], None]) -> str:
     import yaml
 
-    from bench.registry import DEFAULT_PATH
+    from snnbench.registry import DEFAULT_PATH
 
     raw = yaml.safe_load(DEFAULT_PATH.read_text())
     mutate(raw)
@@ -161,14 +161,14 @@ def write_file(ctx: Ctx, name: str, data: bytes | str) -> str:
 
 def plan_for(ctx: Ctx, *extra: str, registry: str | None = None):
     """The plan `bench run` would resolve for RUN + extra (to find checkpoint paths)."""
-    from bench.registry import load_registry
-    from bench.runner import RunRequest, resolve
+    from snnbench.registry import load_registry
+    from snnbench.runner import RunRequest, resolve
 
     overrides = {"epochs": 1, "T": 2}
     for k, v in zip(extra[::2], extra[1::2], strict=True):
         overrides[k.lstrip("-").replace("-", "_")] = float(v) if k == "--lr" else int(v)
     req = RunRequest(defense="vanilla", attacks=("fgsm",), train_overrides=overrides, n_eval=20, device="cpu")
-    from bench.kinds import python_kinds
+    from snnbench.kinds import python_kinds
 
     return resolve(load_registry(registry, kinds=python_kinds()), req)
 
@@ -176,7 +176,7 @@ def plan_for(ctx: Ctx, *extra: str, registry: str | None = None):
 def model_state(ctx: Ctx) -> dict:
     import torch
 
-    from bench.train import build_model
+    from snnbench.train import build_model
 
     plan = plan_for(ctx)
     torch.manual_seed(0)
@@ -250,10 +250,9 @@ def failing_suite(ctx: Ctx) -> list[str]:
     suite = {"dataset": "digits", "train": {"epochs": 1}, "n_eval": 20, "columns": ["clean"],
              "rows": [{"defense": "vanilla", "T": 3}, {"defense": "vanilla", "T": 2}]}
     reg = registry_with(ctx, lambda raw: raw["suites"].update({"two": suite}))
-    from bench.registry import load_registry
-    from bench.suites import plan_cell
-
-    from bench.kinds import python_kinds
+    from snnbench.kinds import python_kinds
+    from snnbench.registry import load_registry
+    from snnbench.suites import plan_cell
 
     r = load_registry(reg, kinds=python_kinds())
     bad = plan_cell(r, r.suites["two"], r.suites["two"].cells[0], "cpu")
@@ -340,7 +339,7 @@ def disk_full_save(mp) -> None:
 def disk_full_db(mp) -> None:
     from sqlalchemy.exc import OperationalError
 
-    from bench.store import Store
+    from snnbench.store import Store
 
     def full(self, fn):
         raise OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
@@ -548,7 +547,7 @@ def _probe(timeout: float, pattern: str) -> None:  # pragma: no cover - a measur
             ctx, argv = prepare_case(case, Path(tmp))
             t0 = time.perf_counter()
             if case.pre:
-                subprocess.run([sys.executable, "-m", "bench", *case.pre(ctx)], env=env0, cwd=tmp,
+                subprocess.run([sys.executable, "-m", "snnbench", *case.pre(ctx)], env=env0, cwd=tmp,
                                capture_output=True, timeout=timeout)
             before_db, before_files = db_dump(ctx), files_under(ctx.root)
             locker = hold_lock(ctx) if case.id == "db_write_locked" else None
@@ -556,7 +555,7 @@ def _probe(timeout: float, pattern: str) -> None:  # pragma: no cover - a measur
                 code, out, to = _inproc(case, argv, tmp)
             else:
                 try:
-                    r = subprocess.run([sys.executable, "-m", "bench", *argv], env={**env0, **case.env}, cwd=tmp,
+                    r = subprocess.run([sys.executable, "-m", "snnbench", *argv], env={**env0, **case.env}, cwd=tmp,
                                        capture_output=True, text=True, timeout=timeout, preexec_fn=_limit_memory)
                     code, out, to = r.returncode, r.stdout + r.stderr, False
                 except subprocess.TimeoutExpired as e:
@@ -582,7 +581,7 @@ def _inproc(case: Case, argv: list[str], cwd: str) -> tuple[int | None, str, boo
     import pytest
     from click.testing import CliRunner
 
-    from bench.cli import main
+    from snnbench.cli import main
 
     mp = pytest.MonkeyPatch()
     try:

@@ -10,7 +10,7 @@ from torch import nn
 
 pytest.importorskip("pyautoattack")
 
-from attacks.autoattack import APGD, AutoAttack, batched_apgd_class, eot_logits_grad  # noqa: E402
+from snnbench.attacks.autoattack import APGD, AutoAttack, batched_apgd_class, eot_logits_grad  # noqa: E402
 
 
 def _net(seed: int = 0) -> nn.Module:
@@ -164,7 +164,7 @@ def test_apgd_t_eot1_matches_fra31_targeted_exactly():
     ``APGDAttack_targeted`` examples with EOT 1."""
     from pyautoattack.autopgd_base import APGDAttack_targeted
 
-    from attacks.autoattack import batched_apgd_t_class
+    from snnbench.attacks.autoattack import batched_apgd_t_class
 
     net = _net()
     x, _ = _data()
@@ -181,7 +181,7 @@ def test_apgd_t_eot1_matches_fra31_targeted_exactly():
 def test_apgd_t_eot_runs_one_batched_forward_per_iteration():
     """With EOT 4, each target class costs one target-selection forward plus 1 + n_iter batched gradient
     forwards of 4 stacked copies (fra31's loop would make 4 per gradient)."""
-    from attacks.autoattack import batched_apgd_t_class
+    from snnbench.attacks.autoattack import batched_apgd_t_class
 
     x, _ = _data(8)
     model = Counting(_net())

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import snnbench
-from bench.errors import BenchError
-from bench.store import Store
+from snnbench.errors import BenchError
+from snnbench.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,7 +101,7 @@ def test_evaluate_records_a_run_with_card_and_checks(evaluated):
     assert bool(flags.loc[("run", "randomized_logits"), "ok"])  # declared deterministic, and it is
     assert {("fgsm", "in_eps_ball"), ("pgd", "zero_grad"), ("run", "eps_monotone")} <= set(flags.index)
     assert report.card.module.endswith("test_api.PlainSNN") and report.card.attacker_controls == ()
-    from bench.store import Store
+    from snnbench.store import Store
 
     store = Store(f"sqlite:///{db}")
     (run,) = store.runs()
@@ -123,7 +123,7 @@ def test_bench_report_lists_the_model(evaluated, tmp_path):
     db, _ = evaluated
     out = tmp_path / "site"
     r = subprocess.run(
-        [sys.executable, "-m", "bench", "report", "--db", f"sqlite:///{db}", "--out", str(out)],
+        [sys.executable, "-m", "snnbench", "report", "--db", f"sqlite:///{db}", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,

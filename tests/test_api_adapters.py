@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from bench.adapters import ForeignModel
-from bench.errors import BenchError
+from snnbench.adapters import ForeignModel
+from snnbench.errors import BenchError
 
 T = 4
 

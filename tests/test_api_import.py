@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import BenchError
-from bench.importers import SNNRAT_NORM, import_snnrat
-from bench.runner import make_defense
-from bench.train import build_model, load_checkpoint
+from snnbench.errors import BenchError
+from snnbench.importers import SNNRAT_NORM, import_snnrat
+from snnbench.runner import make_defense
+from snnbench.train import build_model, load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 T = 2
@@ -184,7 +184,7 @@ def test_import_gives_the_reference_logits(registry, images, model_name):
 
 def _import_cli(src: Path, model: str, out: Path) -> subprocess.CompletedProcess:
     """``bench import --format snnrat SRC --model MODEL -o OUT`` in a subprocess, as a user types it."""
-    cmd = [sys.executable, "-m", "bench", "import", "--format", "snnrat", str(src), "--model", model, "-o", str(out)]
+    cmd = [sys.executable, "-m", "snnbench", "import", "--format", "snnrat", str(src), "--model", model, "-o", str(out)]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
@@ -202,7 +202,7 @@ def test_cli_round_trip_loads_as_bench_run_would(registry, images, tmp_path):
     ours.load_state_dict(ck["state_dict"])
     with torch.no_grad():
         assert torch.allclose(ours(images), ref(images), atol=1e-4)
-    from bench.train import apply_state_dict
+    from snnbench.train import apply_state_dict
 
     ds = registry.datasets["cifar10"]
     _, rat = make_defense(registry, "rat_wrn")

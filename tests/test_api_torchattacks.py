@@ -10,12 +10,12 @@ import importlib.metadata
 import pytest
 import torch
 
-from attacks.torchattacks_kind import MeanLogits, TorchAttacks
-from bench.data import to_float
-from bench.errors import BenchError
-from bench.evaluate import AttackBoundsError, evaluate_attack
-from bench.runner import make_attack
-from bench.snn.neuron import LIFNeuron
+from snnbench.attacks.torchattacks_kind import MeanLogits, TorchAttacks
+from snnbench.data import to_float
+from snnbench.errors import BenchError
+from snnbench.scoring import AttackBoundsError, evaluate_attack
+from snnbench.runner import make_attack
+from snnbench.snn.neuron import LIFNeuron
 
 torchattacks = pytest.importorskip("torchattacks")
 CPU = torch.device("cpu")

@@ -8,13 +8,13 @@ import copy
 import pytest
 import torch
 
-from attacks import ATTACKS
-from attacks.base import GradientParams
-from bench.data import to_float
-from bench.errors import BenchError
-from bench.evaluate import check_bounds, evaluate_attack
-from bench.runner import make_attack
-from bench.snn.neuron import LIFNeuron
+from snnbench.attacks import ATTACKS
+from snnbench.attacks.base import GradientParams
+from snnbench.data import to_float
+from snnbench.errors import BenchError
+from snnbench.scoring import check_bounds, evaluate_attack
+from snnbench.runner import make_attack
+from snnbench.snn.neuron import LIFNeuron
 
 MODEL_ATTACKS = (
     "fgsm",

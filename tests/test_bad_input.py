@@ -19,9 +19,9 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from bench.cli import main
-from bench.registry import DEFAULT_PATH
-from bench.store import RunInfo, Store
+from snnbench.cli import main
+from snnbench.registry import DEFAULT_PATH
+from snnbench.store import RunInfo, Store
 
 RUN = ["run", "-q", "--defense", "vanilla", "--attack", "fgsm", "--device", "cpu", "--n-eval", "20"]
 
@@ -130,8 +130,8 @@ def _checkpoint_case(tmp: Path, ref: Path, kind: str) -> list[str]:
         data = ref.read_bytes()
         bad.write_bytes(data[: len(data) // 2])
     else:  # a real state dict of another architecture
-        from bench.snn.models import ARCHITECTURES
-        from bench.snn.neuron import LIFNeuron, NeuronSpec
+        from snnbench.snn.models import ARCHITECTURES
+        from snnbench.snn.neuron import LIFNeuron, NeuronSpec
 
         net = ARCHITECTURES["vgg11"]((1, 8, 8), 10, lambda s: LIFNeuron(NeuronSpec(), s), width=0.0625, fc=8)
         torch.save({"state_dict": net.state_dict()}, bad)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from attacks import ATTACKS
+from snnbench.attacks import ATTACKS
 
 BASELINE = Path(__file__).resolve().parents[1] / "results" / "baseline.json"
 
@@ -59,6 +59,6 @@ def test_baseline_smoke_invariants(registry):
 @pytest.mark.parametrize("p,n,bound", [(0.5, 120, 0.137), (0.5, 360, 0.079)])
 def test_readme_bound_of_the_gate(p, n, bound):
     """README and bench/regress.py state these bounds: keep them true."""
-    from bench.regress import Tolerance
+    from snnbench.regress import Tolerance
 
     assert Tolerance().of(p, n) == pytest.approx(bound, abs=5e-4)

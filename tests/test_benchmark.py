@@ -10,14 +10,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bench.benchmark import BenchSpec, EvalMeasurement, Measurement, eval_ratios, ratios, resolve
-from bench.errors import BenchError
+from snnbench.benchmark import BenchSpec, EvalMeasurement, Measurement, eval_ratios, ratios, resolve
+from snnbench.errors import BenchError
 
 TINY = ["--dataset", "digits", "--T", "2", "-b", "4", "--iters", "1", "--warmup", "0", "--pgd-steps", "1"]
 
 
 def test_perf_cli_measures_all_paths_and_writes_json(tmp_path):
-    from bench.cli import main
+    from snnbench.cli import main
 
     out = tmp_path / "b.json"
     res = CliRunner().invoke(main, ["perf", *TINY, "--workload", "vanilla,tgo,mpd", "--json", str(out)])
@@ -59,7 +59,7 @@ def test_ratios_relate_rows_to_ann_and_plain():
 def test_workloads_use_the_defenses_regularizers(workload, path, registry, monkeypatch):
     """The tgo/mpd workloads build the defenses' SNNs and call their own regulariser (a positive penalty
     every step; with the fused backend it is the neuron-computed one after the first step)."""
-    from bench import benchmark
+    from snnbench import benchmark
 
     calls = []
     orig = benchmark._regularizer
@@ -85,7 +85,7 @@ def test_workloads_use_the_defenses_regularizers(workload, path, registry, monke
 
 
 def test_perf_eval_workloads_run_apgd_with_and_without_eot(tmp_path):
-    from bench.cli import main
+    from snnbench.cli import main
 
     out = tmp_path / "e.json"
     res = CliRunner().invoke(
@@ -125,8 +125,8 @@ def test_eval_ratios():
 
 
 def test_json_path_checked_before_measuring(tmp_path, monkeypatch):
-    from bench import benchmark
-    from bench.cli import main
+    from snnbench import benchmark
+    from snnbench.cli import main
 
     monkeypatch.setattr(benchmark, "run_benchmark", lambda *a, **k: pytest.fail("measured before the check"))
     for bad, match in ((tmp_path / "missing" / "x.json", "does not exist"), (tmp_path, "is a directory")):
@@ -135,7 +135,7 @@ def test_json_path_checked_before_measuring(tmp_path, monkeypatch):
 
 
 def test_old_bench_name_is_a_hidden_alias_with_a_deprecation_line():
-    from bench.cli import main
+    from snnbench.cli import main
 
     res = CliRunner().invoke(main, ["bench", *TINY, "--path", "fused"])
     assert res.exit_code == 0, res.output
@@ -147,8 +147,8 @@ def test_old_bench_name_is_a_hidden_alias_with_a_deprecation_line():
 
 
 def test_cpu_default_is_digits_with_a_note(monkeypatch):
-    from bench import benchmark
-    from bench.cli import main
+    from snnbench import benchmark
+    from snnbench.cli import main
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert benchmark.default_dataset(None) == "digits" and benchmark.default_dataset("cuda") == "cifar10"
@@ -175,7 +175,7 @@ def test_cpu_default_is_digits_with_a_note(monkeypatch):
 
 
 def test_registry_option_is_honoured(tmp_path):
-    from bench.cli import main
+    from snnbench.cli import main
 
     res = CliRunner().invoke(main, ["perf", *TINY, "--registry", str(tmp_path / "none.yaml")])
     assert res.exit_code == 2 and "none.yaml" in res.output
@@ -200,7 +200,7 @@ def test_bad_options_are_bench_errors(spec, match, registry):
 
 
 def test_perf_cli_bad_option_exits_2():
-    from bench.cli import main
+    from snnbench.cli import main
 
     res = CliRunner().invoke(main, ["perf", *TINY, "--workload", "vanila"])
     assert res.exit_code == 2 and "did you mean 'vanilla'" in res.output

@@ -11,13 +11,13 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from bench import checks
-from bench.cli import main
-from bench.data import to_float
-from bench.errors import BenchError
-from bench.runner import RunRequest, attach_substitutes, resolve, run_attack, run_checks
-from bench.snn.neuron import LIFNeuron
-from bench.store import Store
+from snnbench import checks
+from snnbench.cli import main
+from snnbench.data import to_float
+from snnbench.errors import BenchError
+from snnbench.runner import RunRequest, attach_substitutes, resolve, run_attack, run_checks
+from snnbench.snn.neuron import LIFNeuron
+from snnbench.store import Store
 
 
 class NoisyLIF(LIFNeuron):

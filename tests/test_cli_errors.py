@@ -8,8 +8,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bench.cli import main
-from bench.store import Store
+from snnbench.cli import main
+from snnbench.store import Store
 
 
 @pytest.fixture
@@ -17,7 +17,7 @@ def env(tmp_path: Path):
     results = tmp_path / "results"
     db = f"sqlite:///{tmp_path / 'bench.sqlite'}"
     store = Store(db)
-    store.upsert_run(__import__("bench.store", fromlist=["RunInfo"]).RunInfo("h" * 64, {}, "digits", "m", "vanilla", "standard", 4, 0))
+    store.upsert_run(__import__("snnbench.store", fromlist=["RunInfo"]).RunInfo("h" * 64, {}, "digits", "m", "vanilla", "standard", 4, 0))
     return tmp_path, results, db, store
 
 

@@ -25,15 +25,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from attacks import ATTACKS
-from bench.data import Data, Split, to_float
-from bench.evaluate import check_bounds
-from bench.snn.classifier import SNNClassifier
-from bench.snn.neuron import LIFNeuron
-from bench.specs import TrainSpec
-from bench.train import apply_state_dict, build_model, load_verified, save_final, train
-from defenses import DEFENSES
-from defenses.vanilla import Vanilla
+from snnbench.attacks import ATTACKS
+from snnbench.data import Data, Split, to_float
+from snnbench.defenses import DEFENSES
+from snnbench.defenses.vanilla import Vanilla
+from snnbench.scoring import check_bounds
+from snnbench.snn.classifier import SNNClassifier
+from snnbench.snn.neuron import LIFNeuron
+from snnbench.specs import TrainSpec
+from snnbench.train import apply_state_dict, build_model, load_verified, save_final, train
 
 ROOT = Path(__file__).resolve().parent.parent
 ATTACK_CONTRACTS = ("bounds", "deterministic", "eot")

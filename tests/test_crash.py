@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.runner import RunRequest, prepare, resolve, run_attack
-from bench.store import Store
-from bench.train import load_checkpoint
+from snnbench.runner import RunRequest, prepare, resolve, run_attack
+from snnbench.store import Store
+from snnbench.train import load_checkpoint
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "2"}
 BENCH = [sys.executable, "-c", "from bench.cli import main; main()"]  # the `bench` console script
@@ -78,14 +78,14 @@ def test_kill_mid_epoch_then_resume_equals_uninterrupted(trained_vanilla, tmp_pa
 # A `bench run` whose store hangs while the evaluation row is flushed but not committed.
 _HANG_IN_TRANSACTION = """
 import sys, time
-import bench.store as st
+import snnbench.store as st
 real_pack = st.pack
 def hang(bits):
     print("in-transaction", flush=True)
     time.sleep(600)
     return real_pack(bits)
 st.pack = hang
-from bench.cli import main
+from snnbench.cli import main
 sys.argv = ["bench", *sys.argv[1:]]
 main()
 """

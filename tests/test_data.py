@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data import infer_custom_spec, load_data, load_npz, to_float
-from bench.errors import BenchError
+from snnbench.data import infer_custom_spec, load_data, load_npz, to_float
+from snnbench.errors import BenchError
 
 
 def test_digits_split(digits_data):

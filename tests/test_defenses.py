@@ -11,21 +11,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data import Data, Split, to_float
-from bench.runner import make_defense
-from bench.snn.neuron import LIFNeuron, NeuronSpec
-from bench.specs import TrainSpec
-from bench.train import build_model, train
-from defenses import DEFENSES
-from defenses.base import StepState, TrainContext
-from defenses.dlif import DLIFNeuron, perturbation_dynamics
-from defenses.feel import EvolutionaryLeakNeuron, FrequencyEncoder, default_radii
-from bench.snn.surrogate import SURROGATES
-from defenses.mpd_sgr import gradient_interval, layer_overlap, overlap
-from defenses.rat import orthogonal_retraction, project_simplex, single_step_examples
-from defenses.sr import finite_difference_penalty, true_vs_best_other
-from defenses.stog import StochasticGate
-from defenses.tgo import cosine_ramp, threshold_guard_penalty
+from snnbench.data import Data, Split, to_float
+from snnbench.defenses import DEFENSES
+from snnbench.defenses.base import StepState, TrainContext
+from snnbench.defenses.dlif import DLIFNeuron, perturbation_dynamics
+from snnbench.defenses.feel import EvolutionaryLeakNeuron, FrequencyEncoder, default_radii
+from snnbench.defenses.mpd_sgr import gradient_interval, layer_overlap, overlap
+from snnbench.defenses.rat import orthogonal_retraction, project_simplex, single_step_examples
+from snnbench.defenses.sr import finite_difference_penalty, true_vs_best_other
+from snnbench.defenses.stog import StochasticGate
+from snnbench.defenses.tgo import cosine_ramp, threshold_guard_penalty
+from snnbench.runner import make_defense
+from snnbench.snn.neuron import LIFNeuron, NeuronSpec
+from snnbench.snn.surrogate import SURROGATES
+from snnbench.specs import TrainSpec
+from snnbench.train import build_model, train
 
 
 def _model(registry, name: str, T: int = 4, seed: int = 0, **params):
@@ -438,15 +438,15 @@ def test_dlif_stability_loss_reaches_the_input_gains(registry, digits_data):
     ],
 )
 def test_bad_defense_params_name_the_field(kind, params, needle):
-    from bench.errors import BenchError
-    from bench.specs import from_mapping
+    from snnbench.errors import BenchError
+    from snnbench.specs import from_mapping
 
     with pytest.raises(BenchError, match=needle):
         from_mapping(DEFENSES.get(kind).Params, params, "defenses.x.params")
 
 
 def test_feel_radii_must_match_T(registry):
-    from bench.errors import BenchError
+    from snnbench.errors import BenchError
 
     _, defense = make_defense(registry, "feel")
     defense = type(defense)(dataclasses.replace(defense.params, radii=(4, 3)))

@@ -12,8 +12,8 @@ import itertools
 import pytest
 import torch
 
-from bench.snn.neuron import LIFNeuron, NeuronSpec
-from bench.snn.surrogate import SURROGATES
+from snnbench.snn.neuron import LIFNeuron, NeuronSpec
+from snnbench.snn.surrogate import SURROGATES
 
 
 class NoisyNeuron(LIFNeuron):
@@ -126,8 +126,8 @@ def test_unsupported_hooks_fall_back_to_reference():
 
 
 def test_fused_bptr_modes_keep_forward_and_rate_gradient(trained_vanilla):
-    from bench.snn.classifier import AttackerView
-    from bench.snn.fused import set_backend
+    from snnbench.snn.classifier import AttackerView
+    from snnbench.snn.fused import set_backend
 
     _, prep, _ = trained_vanilla
     x = prep.data.test.x[:32].float()
@@ -148,13 +148,13 @@ def test_fused_bptr_modes_keep_forward_and_rate_gradient(trained_vanilla):
 
 # --- V-penalties folded into the fused backward (TGO hinge, MPD-SGR overlap) ---------------------------------
 def _tgo_hinge(n):
-    from defenses.tgo import near_threshold_hinge
+    from snnbench.defenses.tgo import near_threshold_hinge
 
     return near_threshold_hinge(n, 0.5, 1)
 
 
 def _mpd_overlap(n):
-    from defenses.mpd_sgr import layer_overlap
+    from snnbench.defenses.mpd_sgr import layer_overlap
 
     return layer_overlap(n)
 
@@ -222,13 +222,13 @@ def test_fused_penalty_with_tgo_noise_and_defense_regularizers():
     fused backend: same loss and same parameter gradients."""
     from types import SimpleNamespace
 
-    from bench.snn.classifier import SNNClassifier
-    from bench.snn.encoders import DirectEncoder
-    from bench.snn.fused import set_backend
-    from bench.snn.models import ARCHITECTURES
-    from defenses.base import StepState, TrainContext
-    from defenses.mpd_sgr import MPDSGR
-    from defenses.tgo import TGO
+    from snnbench.defenses.base import StepState, TrainContext
+    from snnbench.defenses.mpd_sgr import MPDSGR
+    from snnbench.defenses.tgo import TGO
+    from snnbench.snn.classifier import SNNClassifier
+    from snnbench.snn.encoders import DirectEncoder
+    from snnbench.snn.fused import set_backend
+    from snnbench.snn.models import ARCHITECTURES
 
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(6, 1, 8, 8, generator=gen)
@@ -259,7 +259,7 @@ def test_fused_penalty_with_tgo_noise_and_defense_regularizers():
 
 
 def test_fused_penalty_not_computed_without_recording_gradients():
-    from bench.snn.fused import VPenalty
+    from snnbench.snn.fused import VPenalty
 
     n = _pair(LIFNeuron, NeuronSpec(), 4, True, "fused")
     n.v_penalty = VPenalty.hinge(0.5)
@@ -269,8 +269,8 @@ def test_fused_penalty_not_computed_without_recording_gradients():
 
 
 def test_set_backend_rejects_unknown_name():
-    from bench.errors import BenchError
-    from bench.snn.fused import set_backend
+    from snnbench.errors import BenchError
+    from snnbench.snn.fused import set_backend
 
     with pytest.raises(BenchError, match="backend"):
         set_backend(torch.nn.Sequential(LIFNeuron(NeuronSpec())), "cuda")
@@ -318,10 +318,10 @@ def test_triton_penalty_matches_reference_gpu(penalty, dtype):
 
 _INTERPRET_SCRIPT = """
 import torch
-from bench.snn.fused import (FusedSpec, PenaltyGrad, VPenalty, _backward_torch, _forward_torch,
+from snnbench.snn.fused import (FusedSpec, PenaltyGrad, VPenalty, _backward_torch, _forward_torch,
                              _moment_coefficients, hinge_value, moments_of)
-from bench.snn.triton_lif import lif_backward, lif_forward
-from defenses.mpd_sgr import overlap
+from snnbench.snn.triton_lif import lif_backward, lif_forward
+from snnbench.defenses.mpd_sgr import overlap
 torch.manual_seed(0)
 for hard, det, sg, tau in [(True, False, "triangle", 1.0), (False, True, "atan", 0.7), (True, False, "sigmoid", 0.9)]:
     fs = FusedSpec(tau, 1.0, hard, -0.25, det, sg, 0.8)

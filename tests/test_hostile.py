@@ -31,7 +31,7 @@ from hostile_cases import (
     verdict,
 )
 
-from bench.cli import main
+from snnbench.cli import main
 
 
 def _invoke(argv: list[str]):
@@ -88,7 +88,7 @@ def test_failed_run_is_listed_with_its_reason(isolated: Path) -> None:
 
 def test_imagefolder_test_classes_mapped_by_name(isolated: Path, registry) -> None:
     """A test split with a subset of the train classes keeps each image's train label (no relabelling)."""
-    from bench.data import infer_custom_spec, load_imagefolder
+    from snnbench.data import infer_custom_spec, load_imagefolder
 
     root = imagefolder(Ctx(isolated), {"a": 2, "b": 2, "c": 2}, {"c": 3})
     spec = infer_custom_spec(root, registry.datasets["digits"])
@@ -103,15 +103,15 @@ def test_imagefolder_test_classes_mapped_by_name(isolated: Path, registry) -> No
     ((4, 8, 8, 4), "first", (4, 8, 8, 4)),
 ])
 def test_channel_layout(shape, layout, expected, monkeypatch) -> None:
-    from bench.data import _as_images
+    from snnbench.data import _as_images
 
     monkeypatch.setenv("BENCH_CHANNELS", layout)
     assert tuple(_as_images(np.zeros(shape, np.uint8), "x").shape) == expected
 
 
 def test_yaml_bounds() -> None:
-    from bench.errors import BenchError
-    from bench.specs import safe_yaml, shown
+    from snnbench.errors import BenchError
+    from snnbench.specs import safe_yaml, shown
 
     assert safe_yaml("a: [1, {b: 8/255}]", "t") == {"a": [1, {"b": "8/255"}]}
     assert safe_yaml("a: &x [1]\nb: *x", "t") == {"a": [1], "b": [1]}  # yaml.safe_dump writes aliases
@@ -125,9 +125,9 @@ def test_yaml_bounds() -> None:
 def test_claims_make_concurrent_suites_compute_each_model_once(tmp_path: Path, registry) -> None:
     """A model claimed by another process is skipped (event "claimed"), not computed a second time; a
     released claim can be taken again."""
-    from bench.store import Store
-    from bench.suite_spec import load_suite
-    from bench.suites import plan_cell, run_suite
+    from snnbench.store import Store
+    from snnbench.suite_spec import load_suite
+    from snnbench.suites import plan_cell, run_suite
 
     store = Store(f"sqlite:///{tmp_path / 'bench.sqlite'}")
     assert store.claim("k", "a") and not store.claim("k", "b") and store.claim("k", "a")
@@ -137,7 +137,7 @@ def test_claims_make_concurrent_suites_compute_each_model_once(tmp_path: Path, r
            "rows": [{"defense": "vanilla"}]}
     names = {"datasets": registry.datasets, "models": registry.models, "defenses": registry.defenses,
              "attacks": registry.attacks}
-    from attacks import ATTACKS
+    from snnbench.attacks import ATTACKS
 
     suite = load_suite("one", raw, "suites.one", names, ATTACKS)
     plan = plan_cell(registry, suite, suite.cells[0], "cpu")
@@ -147,8 +147,8 @@ def test_claims_make_concurrent_suites_compute_each_model_once(tmp_path: Path, r
 
 
 def test_atomic_save_leaves_no_tmp_on_disk_full(tmp_path: Path, monkeypatch) -> None:
-    from bench.errors import BenchError
-    from bench.train import atomic_save
+    from snnbench.errors import BenchError
+    from snnbench.train import atomic_save
 
     def full(obj, f, *a, **k):
         f.write(b"half")
@@ -161,7 +161,7 @@ def test_atomic_save_leaves_no_tmp_on_disk_full(tmp_path: Path, monkeypatch) -> 
 
 
 def test_csv_cells_neutralised_numbers_kept() -> None:
-    from bench.export import write_rows
+    from snnbench.export import write_rows
 
     text = write_rows([{"a": "=1+2", "b": -0.5, "c": "@x", "d": "ok"}], "csv")
     assert text.splitlines()[1] == "'=1+2,-0.5,'@x,ok"

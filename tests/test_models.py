@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from bench.snn.classifier import SNNClassifier
-from bench.snn.encoders import DirectEncoder, PoissonEncoder
-from bench.snn.models import ARCHITECTURES
-from bench.snn.neuron import LIFNeuron, NeuronSpec
+from snnbench.snn.classifier import SNNClassifier
+from snnbench.snn.encoders import DirectEncoder, PoissonEncoder
+from snnbench.snn.models import ARCHITECTURES
+from snnbench.snn.neuron import LIFNeuron, NeuronSpec
 
 
 def _model(arch: str, shape, T=2, **params) -> SNNClassifier:
@@ -59,7 +59,7 @@ def test_poisson_encoder_is_randomized_and_direct_is_not():
 
 
 def test_T_below_one_is_rejected():
-    from bench.errors import BenchError
+    from snnbench.errors import BenchError
 
     with pytest.raises(BenchError, match="T must be >= 1"):
         _model("small_conv", (1, 8, 8), T=0)

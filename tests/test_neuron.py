@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.snn.neuron import LIFNeuron, NeuronSpec
-from bench.snn.surrogate import SURROGATES, spike
+from snnbench.snn.neuron import LIFNeuron, NeuronSpec
+from snnbench.snn.surrogate import SURROGATES, spike
 
 
 def _run(spec: NeuronSpec, xs: list[float]) -> tuple[list[float], list[float]]:
@@ -62,7 +62,7 @@ def test_triangle_width_matches_formula():
 
 
 def test_bptr_and_bptt_give_different_nonzero_input_gradients(trained_vanilla):
-    from bench.snn.classifier import AttackerView
+    from snnbench.snn.classifier import AttackerView
 
     plan, prep, _ = trained_vanilla
     x = torch.stack([prep.data.test.x[i] for i in range(16)]).float()
@@ -78,7 +78,7 @@ def test_bptr_and_bptt_give_different_nonzero_input_gradients(trained_vanilla):
 
 
 def test_forward_spikes_identical_across_gradient_modes(trained_vanilla):
-    from bench.snn.classifier import AttackerView
+    from snnbench.snn.classifier import AttackerView
 
     _, prep, _ = trained_vanilla
     x = prep.data.test.x[:32].float()

@@ -13,10 +13,17 @@ import pytest
 import torch
 from torch import nn
 
-from bench import checks
-from bench.protocol import BUDGETS, PROTOCOL_VERSION, counts_toward_worst, describe, is_protocol, stage_names
-from bench.runner import Prepared, _run_info, make_attack, run_attack, run_protocol
-from bench.store import Store
+from snnbench import checks
+from snnbench.protocol import (
+    BUDGETS,
+    PROTOCOL_VERSION,
+    counts_toward_worst,
+    describe,
+    is_protocol,
+    stage_names,
+)
+from snnbench.runner import Prepared, _run_info, make_attack, run_attack, run_protocol
+from snnbench.store import Store
 
 N = 60  # samples: seconds per protocol on 2 cores
 
@@ -155,7 +162,7 @@ def test_protocol_resumes_from_stored_stages(registry, trained_vanilla, tmp_path
         c.execute(text("DELETE FROM sample_outcome WHERE evaluation_id = :i"), {"i": eid})
         c.execute(text("DELETE FROM flag WHERE run_id = :r AND scope = 'standard_smoke'"), {"r": pr.run_id})
         c.execute(text("DELETE FROM evaluation WHERE id = :i"), {"i": eid})
-    import bench.runner as runner_mod
+    import snnbench.runner as runner_mod
 
     calls = []
     orig = runner_mod.evaluate_attack
@@ -198,8 +205,8 @@ def test_masking_flag_rules():
 def test_square_averages_each_query_over_eot_draws(registry, digits_data):
     """Square on a randomized model answers every query with the logits averaged over ``eot`` draws, in
     one batched forward (rows = draws x queried samples)."""
-    from attacks.square import Square, SquareParams
-    from bench.data import to_float
+    from snnbench.attacks.square import Square, SquareParams
+    from snnbench.data import to_float
 
     rows = []
 

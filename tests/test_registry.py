@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.errors import BenchError
-from bench.kinds import python_kinds
-from bench.registry import DEFAULT_PATH, Registry, load_registry
-from bench.specs import parse_number
+from snnbench.errors import BenchError
+from snnbench.kinds import python_kinds
+from snnbench.registry import DEFAULT_PATH, Registry, load_registry
+from snnbench.specs import parse_number
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,8 +91,8 @@ def test_parse_number_rejects(text):
 
 def test_code_and_yaml_agree(registry):
     """Every implemented kind has a YAML entry, every YAML kind is implemented."""
-    from attacks import ATTACKS
-    from defenses import DEFENSES
+    from snnbench.attacks import ATTACKS
+    from snnbench.defenses import DEFENSES
 
     for kinds, entries in ((DEFENSES, registry.defenses), (ATTACKS, registry.attacks)):
         used = {e.kind for e in entries.values()}
@@ -114,9 +114,9 @@ def test_kind_checks_need_the_kind_tables(tmp_path):
 def test_registry_loader_imports_no_implementation():
     """bench/registry.py reads YAML without attacks/, defenses/, bench/snn/ or torch (they import it)."""
     code = (
-        "import sys; from bench.registry import load_registry; load_registry(kinds=None); "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'attacks', 'defenses') "
-        "or m.startswith('bench.snn')))"
+        "import sys; from snnbench.registry import load_registry; load_registry(kinds=None); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' "
+        "or m.startswith(('snnbench.snn', 'snnbench.attacks', 'snnbench.defenses'))))"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
@@ -131,7 +131,7 @@ def test_registries_and_kinds_are_in_no_import_cycle():
     graph = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(graph)
     full = graph.graph(ROOT)
-    assert "attacks" in full["bench.kinds"] and "attacks" not in full["bench.registry"]
-    ours = ("bench.registry", "bench.registry_base", "bench.kinds", "attacks", "defenses")
+    assert "snnbench.attacks" in full["snnbench.kinds"] and "snnbench.attacks" not in full["snnbench.registry"]
+    ours = ("snnbench.registry", "snnbench.registry_base", "snnbench.kinds")
     for comp in graph.cycles(full, include_function_level=True):
-        assert not [m for m in comp if m.split(".")[0] in ours[3:] or m in ours[:3]], comp
+        assert not [m for m in comp if graph.package_of(m) in ("snnbench.attacks", "snnbench.defenses") or m in ours], comp

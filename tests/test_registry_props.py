@@ -15,9 +15,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.errors import BenchError
-from bench.kinds import python_kinds
-from bench.registry import DEFAULT_PATH, NAME_RE, SECTIONS, BenchRegistry, load_registry
+from snnbench.errors import BenchError
+from snnbench.kinds import python_kinds
+from snnbench.registry import DEFAULT_PATH, NAME_RE, SECTIONS, BenchRegistry, load_registry
 
 _FULL = yaml.safe_load(DEFAULT_PATH.read_text())
 # everything but the big paper tables (YAML parsing dominates the cost of an example): two small suites

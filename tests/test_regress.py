@@ -11,9 +11,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from bench.regress import Tolerance, compare, invariants, make_baseline
-from bench.store import EvalRecord
-from bench.measured import Measured, measure_suite
+from snnbench.measured import Measured, measure_suite
+from snnbench.regress import Tolerance, compare, invariants, make_baseline
+from snnbench.store import EvalRecord
 
 
 @pytest.fixture(scope="session")

@@ -22,13 +22,13 @@ import pytest
 from _plant import plant_eval, plant_flag, plant_run
 from sqlalchemy import text
 
-from bench import report as report_mod
-from bench.errors import BenchError
-from bench.export import evaluation_rows, suite_rows, write_rows
-from bench.registry import load_registry
-from bench.report import build_site, delta_class
-from bench.report_data import Acc, attack_label, leaderboard, wilson
-from bench.store import Store
+from snnbench import report as report_mod
+from snnbench.errors import BenchError
+from snnbench.export import evaluation_rows, suite_rows, write_rows
+from snnbench.registry import load_registry
+from snnbench.report import build_site, delta_class
+from snnbench.report_data import Acc, attack_label, leaderboard, wilson
+from snnbench.store import Store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ROOT = Path(__file__).resolve().parent.parent
@@ -504,7 +504,7 @@ def test_swap_without_renameat2_still_replaces_the_site(tmp_path, monkeypatch):
 def test_a_smoke_budget_flag_does_not_mark_the_full_budget_row(tmp_path, reg):
     """One model evaluated at both budgets: the smoke protocol's own failed flag (weaker than a stored
     attack) marks the smoke row only; the full-budget row of the same run stays reliable."""
-    from bench.store import FlagRecord
+    from snnbench.store import FlagRecord
 
     store = Store(f"sqlite:///{tmp_path / 'budgets.sqlite'}")
     r = plant_run(store, "tgo")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.errors import BenchError
-from bench.store import EvalRecord, FlagRecord, RunInfo, Store, pack, unpack
+from snnbench.errors import BenchError
+from snnbench.store import EvalRecord, FlagRecord, RunInfo, Store, pack, unpack
 
 
 def _rec(adv: list[bool], h: str = "a" * 64) -> EvalRecord:

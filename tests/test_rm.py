@@ -8,10 +8,10 @@ import yaml
 from _plant import plant_eval, plant_flag, plant_run
 from click.testing import CliRunner
 
-from bench.cli import main
-from bench.errors import BenchError
-from bench.registry import DEFAULT_PATH, load_registry
-from bench.store import Store
+from snnbench.cli import main
+from snnbench.errors import BenchError
+from snnbench.registry import DEFAULT_PATH, load_registry
+from snnbench.store import Store
 
 
 @pytest.fixture()
@@ -72,8 +72,8 @@ def test_ls_suites_counts_rows_columns_and_cells():
 
 
 def test_suite_progress_line_counts_elapsed_eta_and_accuracy(tmp_path):
-    from bench.cli_report import SuiteProgress
-    from bench.suites import CellEvent
+    from snnbench.cli_report import SuiteProgress
+    from snnbench.suites import CellEvent
 
     reg = load_registry(kinds=None)
     suite = reg.suites["smoke"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from bench.cli import main
-from bench.store import Store
+from snnbench.cli import main
+from snnbench.store import Store
 
 
 def test_run_trains_caches_and_stores(tmp_path):

@@ -12,11 +12,11 @@ import pytest
 import torch
 import yaml
 
-from bench.errors import BenchError
-from bench.kinds import python_kinds
-from bench.registry import DEFAULT_PATH, load_registry
-from bench.store import EvalRecord, FlagRecord, RunInfo, Store
-from bench.train import load_checkpoint
+from snnbench.errors import BenchError
+from snnbench.kinds import python_kinds
+from snnbench.registry import DEFAULT_PATH, load_registry
+from snnbench.store import EvalRecord, FlagRecord, RunInfo, Store
+from snnbench.train import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 XSS = "<script>alert('x')</script>"
@@ -43,7 +43,7 @@ def test_script_tag_names_are_refused(tmp_path, section):
 
 
 def test_site_escapes_registry_and_database_strings(tmp_path):
-    from bench.report import build_site
+    from snnbench.report import build_site
 
     def mutate(raw):
         raw["defenses"]["vanilla"]["description"] = XSS

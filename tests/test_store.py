@@ -23,8 +23,8 @@ from _store_writer import pattern as _pattern
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.exc import IntegrityError
 
-from bench.errors import BenchError
-from bench.store import SCHEMA_VERSION, Store
+from snnbench.errors import BenchError
+from snnbench.store import SCHEMA_VERSION, Store
 
 PG_URL = os.environ.get("BENCH_TEST_PG_URL")
 N_PROC = 8

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from bench.errors import BenchError
-from bench.kinds import python_kinds
-from bench.registry import DEFAULT_PATH, load_registry
+from snnbench.errors import BenchError
+from snnbench.kinds import python_kinds
+from snnbench.registry import DEFAULT_PATH, load_registry
 
 PAPER_SUITES = (
     "mpd_sgr_table1",
@@ -68,7 +68,7 @@ def test_paper_suites_validate_with_reported_numbers(registry):
 
 
 def test_smoke_covers_every_defense_and_attack(registry):
-    from attacks import ATTACKS
+    from snnbench.attacks import ATTACKS
 
     smoke = registry.suites["smoke"]
     kinds = {registry.attacks[a].kind for a in smoke.attacks if a != "clean"}
@@ -178,7 +178,7 @@ def test_cross_product_suite_and_cell_keys(tmp_path):
 
 def test_run_suite_runs_skips_and_resumes(tiny_suite):
     reg, suite, store, results, events = tiny_suite
-    from bench.suites import run_suite
+    from snnbench.suites import run_suite
 
     status = {(e.cell.row_label, e.cell.col_label): e.status for e in events}
     assert status[("vanilla (standard)", "pgd")] == "ran"
@@ -199,7 +199,7 @@ def test_run_suite_runs_skips_and_resumes(tiny_suite):
 
 def test_measure_suite_reads_what_ran(tiny_suite):
     reg, suite, store, _, _ = tiny_suite
-    from bench.suites import measure_suite
+    from snnbench.suites import measure_suite
 
     by = {(m.cell.defense, m.cell.attack): m for m in measure_suite(reg, suite, store)}
     pgd, clean = by[("vanilla", "pgd")], by[("vanilla", "clean")]

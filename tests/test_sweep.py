@@ -9,11 +9,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from bench.cli import main
-from bench.kinds import python_kinds
-from bench.registry import DEFAULT_PATH, load_registry
-from bench.store import Store
-from bench.sweep import FAULT_ENV, RayOptions, SweepConfig, plan_tasks, run_ray
+from snnbench.cli import main
+from snnbench.kinds import python_kinds
+from snnbench.registry import DEFAULT_PATH, load_registry
+from snnbench.store import Store
+from snnbench.sweep import FAULT_ENV, RayOptions, SweepConfig, plan_tasks, run_ray
 
 SUITE = {
     "description": "two models x (clean, fgsm) on digits, 1 epoch",

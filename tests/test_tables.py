@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.runner import make_attack, make_defense
-from bench.specs import TrainSpec
+from snnbench.runner import make_attack, make_defense
+from snnbench.specs import TrainSpec
 
 
 def _cells(registry, suite, **match):
@@ -67,9 +67,9 @@ def test_mpd_sgr_table1_dlif_at_is_pgd2_at_2_over_255(registry, digits_data):
     spec = TrainSpec(training="at")
     assert spec.at.steps == 2 and registry.datasets["cifar10"].train_eps == pytest.approx(2 / 255)
     # the PGD branch stays inside train_eps (FGSM would step 2 x train_eps)
-    from bench.data import to_float
-    from bench.train import build_model
-    from defenses.base import TrainContext
+    from snnbench.data import to_float
+    from snnbench.defenses.base import TrainContext
+    from snnbench.train import build_model
 
     ds = registry.datasets["digits"]
     model = build_model(ds, registry.models["small_conv"], defense, 2)
@@ -94,10 +94,10 @@ def test_cba_gradient_is_the_gradient_of_the_relu_ann_with_the_same_weights(regi
     and backward. Hand-build that ANN from the SNN's own modules and compare logits and input gradients."""
     from torch import nn
 
-    from bench.data import to_float
-    from bench.snn.classifier import AttackerView
-    from bench.snn.neuron import LIFNeuron
-    from bench.train import build_model
+    from snnbench.data import to_float
+    from snnbench.snn.classifier import AttackerView
+    from snnbench.snn.neuron import LIFNeuron
+    from snnbench.train import build_model
 
     _, defense = make_defense(registry, "vanilla")
     torch.manual_seed(0)
@@ -173,8 +173,8 @@ def test_vgg16_layout_and_tiny_imagenet_entry(registry):
     """MPD-SGR Table 5: VGG-16 on Tiny-ImageNet (64x64, 200 classes); 13 conv + 3 FC layers."""
     from torch import nn
 
-    from bench.snn.models import ARCHITECTURES
-    from bench.snn.neuron import LIFNeuron, NeuronSpec
+    from snnbench.snn.models import ARCHITECTURES
+    from snnbench.snn.neuron import LIFNeuron, NeuronSpec
 
     ds = registry.datasets["tiny_imagenet"]
     assert (ds.source, tuple(ds.shape), ds.classes) == ("imagefolder", (3, 64, 64), 200)
@@ -228,7 +228,7 @@ def test_digits_comparison_verdicts_follow_welch_t_test():
 
 
 def test_digits_comparison_claims_name_configs_of_the_registry():
-    from bench.registry import load_registry
+    from snnbench.registry import load_registry
 
     mod, reg = _comparison_script(), load_registry(kinds=None)
     for _, _, better, worse in mod.CLAIMS:

@@ -13,9 +13,9 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from bench.errors import BenchError, did_you_mean
-from bench.snn.neuron import GRAD_MODES, LIFNeuron
-from bench.snn.surrogate import ATTACK_SURROGATES
+from snnbench.errors import BenchError, did_you_mean
+from snnbench.snn.neuron import GRAD_MODES, LIFNeuron
+from snnbench.snn.surrogate import ATTACK_SURROGATES
 
 
 @contextmanager

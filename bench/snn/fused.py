@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bench.snn.surrogate import SURROGATES
+from snnbench.snn.surrogate import SURROGATES
 
 BACKENDS = ("torch", "fused")
 
@@ -267,7 +267,7 @@ class FusedLIFFunction(torch.autograd.Function):
         mu = sd = None
         hinge = pen is not None and pen.kind == "hinge"
         if triton_available(x_seq.device):
-            from bench.snn.triton_lif import lif_forward
+            from snnbench.snn.triton_lif import lif_forward
 
             s_seq, v_seq, part = lif_forward(x_seq, noise, fs, pen.params[0] if hinge else None)  # type: ignore[union-attr]
             if hinge:
@@ -301,7 +301,7 @@ class FusedLIFFunction(torch.autograd.Function):
         if g_s is None and g_v is None and pg is None:
             return None, None, None, None
         if triton_available(v_seq.device):
-            from bench.snn.triton_lif import lif_backward
+            from snnbench.snn.triton_lif import lif_backward
 
             dx = lif_backward(v_seq, g_s, g_v, fs, pg)
         else:
@@ -334,8 +334,8 @@ def fused_penalty(neuron: Any, pen: VPenalty) -> Tensor | None:
 def set_backend(model: torch.nn.Module, backend: str) -> int:
     """Set the neuron backend ("auto", "torch" or "fused") on every LIF neuron of ``model``; returns the
     number of neurons changed."""
-    from bench.errors import BenchError, did_you_mean
-    from bench.snn.neuron import LIFNeuron
+    from snnbench.errors import BenchError, did_you_mean
+    from snnbench.snn.neuron import LIFNeuron
 
     valid = ("auto", *BACKENDS)
     if backend not in valid:

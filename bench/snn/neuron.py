@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from bench.snn.surrogate import SURROGATES, spike
+from snnbench.snn.surrogate import SURROGATES, spike
 
 GRAD_MODES = ("bptt", "bptr", "bptr_rga", "cba")
 RESETS = ("hard", "soft")
@@ -48,7 +48,7 @@ class NeuronSpec:
     detach_reset: bool = False
 
     def __post_init__(self) -> None:
-        from bench.errors import BenchError, did_you_mean
+        from snnbench.errors import BenchError, did_you_mean
 
         if self.reset not in RESETS:
             raise BenchError(f"neuron.reset: {self.reset!r} is not a reset; {did_you_mean(self.reset, RESETS)}")
@@ -200,7 +200,7 @@ class LIFNeuron(nn.Module):
         return cls.membrane_noise is LIFNeuron.membrane_noise or self.noise_independent_of_v
 
     def _run_fused(self, x_seq: Tensor) -> Tensor:
-        from bench.snn.fused import FusedSpec, fused_lif
+        from snnbench.snn.fused import FusedSpec, fused_lif
 
         sp = self.spec
         surrogate, gamma = self.attack_surrogate or (sp.surrogate, sp.gamma)

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attacks.base import Attack, seeded
-from bench.data import Split, to_float
-from bench.eot_defaults import RANDOMIZED_DRAWS
-from bench.snn.classifier import SNNClassifier
+from snnbench.attacks.base import Attack, seeded
+from snnbench.data import Split, to_float
+from snnbench.eot_defaults import RANDOMIZED_DRAWS
+from snnbench.snn.classifier import SNNClassifier
 
 BALL_TOL = 1e-5
 _SCORE_SEED = 7_919  # scoring draws use their own seeded stream, separate from the attack's
