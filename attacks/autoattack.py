@@ -4,7 +4,7 @@ Croce & Hein, ICML 2020. We use fra31's implementation, not torchattacks' ``APGD
 defaults run 10 iterations instead of 100 (docs/ecosystem.md 2.2, 3.2). Traps handled here:
 
 - fra31's attacks call ``torch.random.manual_seed`` inside ``perturb``: they run inside
-  :func:`attacks.base.seeded` (``fork_rng``), so the rest of the run's RNG stream is unchanged;
+  :func:`snnbench.seeding.seeded` (``fork_rng``), so the rest of the run's RNG stream is unchanged;
 - inputs are cast to float32 and must be 4-D NCHW (our images are);
 - its EOT (``eot_iter``) loops over forward/backward passes, one per draw: our ``apgd`` kind and the APGD
   stages of ``autoattack`` (APGD-CE, APGD-DLR) run :class:`BatchedEOTAPGD` instead, fra31's Alg. 1 line for

@@ -31,8 +31,6 @@ they neither depend on nor change the rest of the run's random stream.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -42,6 +40,7 @@ from torch import Tensor
 from snnbench.eot_defaults import AUTO_EOT
 from snnbench.errors import BenchError
 from snnbench.registry_base import Registry
+from snnbench.seeding import seeded
 from snnbench.snn.classifier import AttackerView, SNNClassifier
 
 
@@ -144,15 +143,6 @@ class Attack:
             "alpha": self.alpha,
             **self.capabilities(),
         }
-
-
-@contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Run with a private, seeded copy of the global RNG (CPU and the batch's CUDA device)."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 def project(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:

@@ -1,7 +1,7 @@
 """The standard SNN evaluation protocol (``snn-standard-v1``) as an attack kind: ``standard``.
 
 A composite attack: it declares its stages (each an ordinary attack instance of this package) and the
-runner (:func:`snnbench.runner.run_protocol`) runs them as a cascade over the samples still robust, storing
+pipeline (:func:`snnbench.strategies.run_cascade`) runs them as a cascade over the samples still robust, storing
 each stage's per-sample outcome, so a stage already stored is never rerun (an interrupted protocol resumes
 at the next stage). The definition and its rationale are in :mod:`bench.protocol` (torch-free).
 """
@@ -101,7 +101,7 @@ class StandardProtocol(Attack):
         return out
 
     def perturb(self, model: SNNClassifier, x, y):  # type: ignore[no-untyped-def]
-        raise AssertionError("the standard protocol is run stage by stage by bench.runner.run_protocol")
+        raise AssertionError("the standard protocol is run stage by stage by snnbench.strategies.run_cascade")
 
     def config(self) -> dict[str, Any]:
         return {

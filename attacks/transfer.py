@@ -61,7 +61,7 @@ class Transfer(Attack):
     def perturb(self, model: SNNClassifier, x: Tensor, y: Tensor) -> Tensor:
         if self.substitute is None:
             raise BenchError(
-                "transfer: no substitute model attached (the runner attaches one; see bench/runner.py)"
+                "transfer: no substitute model attached (the pipeline attaches one; see bench/prepare.py attach_substitutes)"
             )
         self.substitute.eval()
         return self.inner.perturb(self.substitute, x, y)

@@ -22,10 +22,10 @@ Example::
     df = snnbench.results("sqlite:///results/bench.sqlite")
     df.pivot_table(index="name", columns="attack", values="robust_acc")
 
-Read side: bench/frames.py. How the pieces fit (one place to rewire when the runner changes): :func:`plan_external` resolves the
-request like ``snnbench.runner.resolve`` does for a recipe (with the transfer substitute's plan, which the runner's
-``attach_substitutes`` trains or loads), :func:`register_run` writes the run row, and
-:func:`run_pieces` calls the runner's ``run_attack`` and ``run_checks`` exactly as ``bench run`` does.
+Read side: bench/frames.py. Write side: ``evaluate`` checks its arguments, wraps the module
+(:func:`as_benchmark_model`), builds an external :class:`~snnbench.plan.Plan` (:func:`snnbench.plan.plan_external`)
+and hands it to the same pipeline as ``bench run`` (:func:`snnbench.pipeline.evaluate_plans`): the same clean
+row, histogram, strategies, checks and flags.
 """
 
 from __future__ import annotations
@@ -34,60 +34,35 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from snnbench.adapters import ForeignModel, attacker_controls
-from snnbench.attacks.base import Attack
-from snnbench.data import Data, load_data, to_float
+from snnbench.data import load_data, to_float
 from snnbench.errors import BenchError
-from snnbench.frames import EXTERNAL, evaluation_frame, leaderboard, results, suite
+from snnbench.frames import evaluation_frame, leaderboard, results, suite
 from snnbench.kinds import python_kinds
 from snnbench.paths import database_url, make_sqlite_folder, results_dir_of
+from snnbench.pipeline import evaluate_plans
+from snnbench.plan import External, ModelCard, plan_external, resolve_dataset
+from snnbench.protocol import worst_case
 from snnbench.registry import BenchRegistry, load_registry
 from snnbench.snn.classifier import SNNClassifier
-from snnbench.specs import DatasetSpec, Entry, to_dict
-from snnbench.store import RunInfo, Store
+from snnbench.specs import Entry
+from snnbench.store import Store
 
 ATTACK_KEYS = ("kind", "params", "name", "description")
 
 
-@dataclass(frozen=True)
-class ModelCard:
-    """Who the model is: shown on the leaderboard's run page and stored as the ``model_card`` artifact."""
-
-    name: str
-    description: str = ""
-    paper: str = ""
-    randomized: bool = False
-    randomized_source: str = "declared"  # declared | detected
-    module: str = ""  # the model's class, e.g. "mypkg.nets.MySNN"
-    libraries: tuple[str, ...] = ()
-    attacker_controls: tuple[str, ...] = ()
-    weights_sha256: str = ""
 
 
-@dataclass
-class ExternalPlan:
-    """The fields of a ``snnbench.runner.Plan`` that ``run_attack`` / ``run_checks`` read, for a foreign model."""
 
-    dataset: DatasetSpec
-    attacks: list[tuple[Entry, Attack]]
-    config: dict[str, Any]
-    config_hash: str
-    device: torch.device
-    n_eval: int
-    request: Any  # bench.runner.RunRequest (eval_batch_size)
-    substitute: Any = None  # bench.runner.Plan of the transfer substitute (see substitute_plan), or None
 
 
 @dataclass
@@ -206,124 +181,12 @@ def as_benchmark_model(model: nn.Module, randomized: bool | None, x: torch.Tenso
     return ForeignModel(model, randomized=bool(randomized)), "declared"
 
 
-def plan_external(
-    reg: BenchRegistry,
-    card: ModelCard,
-    dataset: DatasetSpec,
-    attack_names: list[str],
-    overrides: dict[str, Any],
-    n_eval: int,
-    device: torch.device,
-    batch_size: int,
-    substitute: bool = True,
-    dataset_arg: str | None = None,
-    data_root: str | None = None,
-) -> ExternalPlan:
-    """Resolve attacks through the registry (``snnbench.runner.make_attack``) and hash the config; with
-    ``substitute``, also the plan of the transfer substitute (:func:`substitute_plan`)."""
-    from snnbench.runner import RunRequest, canonical_hash, make_attack
-
-    attacks = [make_attack(reg, a, dataset, overrides) for a in attack_names]
-    for entry, atk in attacks:
-        if atk.needs_substitute and not atk.composite and not substitute:  # the protocol skips its stage
-            raise BenchError(
-                f"attack {entry.name!r} needs a substitute model; substitute=False turned it off"
-            )
-    attacks.sort(key=lambda ea: ea[1].from_store)  # `worst` reads the others' stored outcomes: last
-    config = {
-        "dataset": {
-            k: v
-            for k, v in to_dict(dataset).items()
-            if k not in ("eps", "alpha", "description", "eval_samples")
-        },
-        "external": {
-            k: v for k, v in to_dict(card).items() if k not in ("description", "paper")
-        },  # metadata: not identity
-        "format": 1,
-    }
-    request = RunRequest(
-        defense=card.name,
-        attacks=tuple(attack_names),
-        dataset=dataset.name,
-        n_eval=n_eval,
-        eval_batch_size=batch_size,
-        device=str(device),
-    )
-    plan = ExternalPlan(dataset, attacks, config, canonical_hash(config), device, n_eval, request)
-    if substitute and any(a.needs_substitute for _, a in attacks):
-        plan.substitute = substitute_plan(reg, dataset_arg or dataset.name, device, data_root)
-    return plan
 
 
-def substitute_plan(reg: BenchRegistry, dataset: str, device: torch.device, data_root: str | None) -> Any:
-    """The black-box substitute of a foreign model, as a ``snnbench.runner.Plan`` that the runner's
-    ``attach_substitutes`` trains (or loads from the checkpoint cache) and hands to the transfer attacks.
-
-    The papers' substitute is a vanilla model of the *same* architecture (docs/defenses.md, "Black-box"); a
-    foreign architecture cannot be rebuilt here, so the substitute is snnbench's vanilla model of the
-    dataset's default architecture, standard training, seed 1 (the recipes' default seed is 42; the same
-    config as ``bench run --defense vanilla --seed 1``, so either reuses the other's checkpoint).
-    A transfer attack needs only a well-trained model on the same data: a weaker substitute can make the
-    transfer stage weaker, never the reported number higher.
-    """
-    from snnbench.runner import RunRequest, resolve
-
-    req = RunRequest(
-        defense="vanilla",
-        dataset=dataset,
-        train_overrides={"seed": 1, "training": "standard"},
-        data_root=data_root,
-        device=str(device),
-    )
-    return resolve(reg, req)
 
 
-def register_run(store: Store, plan: ExternalPlan, card: ModelCard, T: int) -> int:
-    """Write (or find) the run row of a foreign model and its model card."""
-    from snnbench.runner import device_name, git_sha, versions
-
-    info = RunInfo(
-        config_hash=plan.config_hash,
-        config=plan.config,
-        dataset=plan.dataset.name,
-        model=card.module.rsplit(".", 1)[-1][:64],
-        defense=card.name,
-        training=EXTERNAL,
-        T=T,
-        seed=0,
-        git_sha=git_sha(),
-        versions=versions(),
-        device=device_name(plan.device),
-        host=platform.node(),
-    )
-    run_id = store.upsert_run(info)
-    store.finish_run(run_id, status=EXTERNAL)  # no checkpoint file: the weights' sha256 is in the config
-    old = store.artifacts(run_id, "model_card").get("", {})
-    keep = {k: old[k] for k in ("description", "paper") if old.get(k) and not getattr(card, k)}
-    store.put_artifact(
-        run_id, "model_card", "", {**to_dict(card), **keep}
-    )  # a later call without them keeps them
-    return run_id
 
 
-def run_pieces(
-    plan: ExternalPlan,
-    model: nn.Module,
-    data: Data,
-    run_id: int,
-    store: Store,
-    force: bool,
-    checks: bool,
-    progress: Any = None,
-) -> None:
-    """The runner's evaluation steps, as ``bench run`` calls them: each attack, then the run-level checks."""
-    from snnbench.runner import Prepared, run_attack, run_checks
-
-    prep = Prepared(model, data, run_id, False, 0.0, Path(""))  # type: ignore[arg-type]
-    for entry, attack in plan.attacks:
-        run_attack(plan, prep, entry, attack, store, force, progress)  # type: ignore[arg-type]
-    if checks:
-        run_checks(plan, prep, store, sweep=True, progress=progress)  # type: ignore[arg-type]
 
 
 # --- public --------------------------------------------------------------------------------------------
@@ -396,8 +259,6 @@ def evaluate(
     if not isinstance(model, nn.Module):
         raise BenchError(f"evaluate: model must be a torch.nn.Module, got {type(model).__name__}")
     reg = load_registry(registry, kinds=python_kinds())
-    from snnbench.runner import resolve_dataset
-
     ds = resolve_dataset(reg, dataset)
     if eps is not None and not 0 <= float(eps) <= 1:
         raise BenchError(f"eps {eps}: must be in [0, 1] (pixel units, e.g. 8/255 or 0.1)")
@@ -423,18 +284,17 @@ def evaluate(
         weights_sha256=weights_sha256(model),
     )
     n_eval = n if n is not None else ds.eval_samples
-    plan = plan_external(reg, card, ds, names, {"eps": eps}, n_eval, dev, batch_size, substitute, dataset, data_root)
+    external = External(bench_model, card, T, data)
+    plan = plan_external(reg, external, ds, names, {"eps": eps}, n_eval, dev, batch_size, substitute, dataset,
+                         data_root)
     for _, atk in plan.attacks:  # a knob the model does not expose fails here, before anything is stored
         if atk.uses_gradient and not atk.from_store:
             atk.view(bench_model)
-    from snnbench.runner import attach_substitutes
-
     url = database_url(db)
     make_sqlite_folder(url)
     store = Store(url)
-    attach_substitutes(plan, store, results_dir_of(db))  # type: ignore[arg-type]
-    run_id = register_run(store, plan, card, T)
-    run_pieces(plan, bench_model, data, run_id, store, force, checks)
+    prep = evaluate_plans(reg, [plan], store, results_dir_of(db), force=force, checks=checks)
+    run_id = prep.run_id
     report = _report(store, run_id, card, [e.name for e, _ in plan.attacks])
     if report.failed_checks:
         warnings.warn(
@@ -456,7 +316,7 @@ def _report(store: Store, run_id: int, card: ModelCard, names: list[str]) -> Rep
     linf = [e for e in evals if json.loads(e.attack_config_json).get("norm", "linf") == "linf"]
     extra = {}
     if linf and len({e.n for e in linf}) == 1:
-        adv = np.logical_and.reduce([store.sample_outcomes(e.id)[1] for e in linf])
+        _, adv = worst_case([store.sample_outcomes(e.id) for e in linf])
         extra["worst"] = float(adv.mean()) if len(adv) else float("nan")
     return Report(run_id, store.display_url, card, table, flags, extra)
 
@@ -471,8 +331,6 @@ def load_dataset(
 
         x, y = load_dataset("digits", "train")     # [1437, 1, 8, 8], [1437]
     """
-    from snnbench.runner import resolve_dataset
-
     if split not in ("train", "test"):
         raise BenchError(f"split: {split!r} is not train or test")
     data = load_data(resolve_dataset(load_registry(registry, kinds=python_kinds()), name), data_root)

@@ -40,7 +40,8 @@ from torch import Tensor, nn
 
 from snnbench.errors import BenchError, did_you_mean
 from snnbench.registry import BenchRegistry
-from snnbench.snn.fused import set_backend
+from snnbench.seeding import seeded
+from snnbench.snn.neuron import set_backend
 from snnbench.specs import DatasetSpec, ModelSpec, from_mapping
 
 #: training workload -> registry defense config
@@ -268,8 +269,7 @@ def _setup_case(spec: BenchSpec, c: Case):
 
 def measure(spec: BenchSpec, c: Case) -> Measurement:
     """One (workload, path, precision): a training step and a PGD attack on random data."""
-    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if c.device.type == "cuda" else []):
-        torch.manual_seed(0)
+    with seeded(0, c.device):
         net, defense, x, y, amp = _setup_case(spec, c)
         opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
         records = defense is not None and defense.records
@@ -332,8 +332,7 @@ def measure_eval(spec: BenchSpec, c: Case, name: str) -> EvalMeasurement:
     from snnbench.attacks.autoattack import batched_apgd_class
 
     eot = spec.eot if EVALS[name][1] else 1
-    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if c.device.type == "cuda" else []):
-        torch.manual_seed(0)
+    with seeded(0, c.device):
         net, _, x, _, amp = _setup_case(spec, c)
         net.eval()
         model = _Float32Logits(net, amp)

@@ -106,7 +106,6 @@ def main() -> None:
 @click.option("--gamma", type=float, default=None, help="Attacker's surrogate width (default: the model's own).")
 @click.option("--eps-sweep/--no-eps-sweep", "eps_sweep", default=True, show_default=True,
               help="Short PGD eps sweep after the attacks (the accuracy-vs-eps monotonicity check).")
-@click.option("--sweep/--no-sweep", "old_sweep", default=None, hidden=True)  # old name of --eps-sweep
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Evaluate this state dict instead of training.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
               help="Shared checkpoint directory (default: $BENCH_CHECKPOINTS or RESULTS/checkpoints).")
@@ -128,9 +127,10 @@ def run(**o) -> None:
     A second run with the same config loads the cached checkpoint and skips stored evaluations.
     """
     from snnbench.kinds import python_kinds
-    from snnbench.pipeline import evaluate_model
+    from snnbench.pipeline import evaluate_plans
+    from snnbench.plan import RunRequest, resolve
+    from snnbench.prepare import ensure_writable
     from snnbench.registry import load_registry
-    from snnbench.runner import RunRequest, ensure_writable, resolve
     from snnbench.store import Store
 
     check_run_flags(o)
@@ -160,8 +160,8 @@ def run(**o) -> None:
     quiet = o["quiet"]
     if not quiet:
         _print_header(plan, store.url)
-    prep = evaluate_model(reg, [plan], store, results, force=o["force"], progress=_progress(quiet),
-                          eps_sweep=o["eps_sweep"] if o["old_sweep"] is None else o["old_sweep"])
+    prep = evaluate_plans(reg, [plan], store, results, force=o["force"], progress=_progress(quiet),
+                          eps_sweep=o["eps_sweep"])
     if not quiet:
         how = f"trained in {prep.train_seconds:.1f}s" if prep.trained else "loaded"
         click.echo(f"model: {how} -> {prep.checkpoint}", err=True)
@@ -266,7 +266,7 @@ def _capabilities(cls) -> str:
 def _built_randomized(reg, defense: str) -> bool:
     """Whether the defense's model samples at inference, asked of the built model (not a class flag):
     a config may switch its randomness on or off (``tgo`` vs ``tgo_eot``)."""
-    from snnbench.runner import make_defense
+    from snnbench.plan import make_defense
     from snnbench.train import build_model
 
     ds = reg.datasets["digits"]
@@ -293,10 +293,9 @@ for _cmd in (report, check, export):
     main.add_command(_cmd)
 
 
-from snnbench.cli_bench import bench_cmd, perf_cmd  # noqa: E402  (`bench perf`; `bench bench`: hidden old name)
+from snnbench.cli_bench import perf_cmd  # noqa: E402  (`bench perf`)
 
 main.add_command(perf_cmd)
-main.add_command(bench_cmd)
 
 from snnbench.cli_sweep import sweep  # noqa: E402  (`bench sweep`: missing suite cells, local or on Ray)
 

@@ -182,14 +182,5 @@ def perf_cmd(**o) -> None:
     _perf(**o)
 
 
-@click.command(name="bench", hidden=True)
-@_options
-@user_errors
-def bench_cmd(**o) -> None:
-    """Deprecated name of ``bench perf``."""
-    click.echo("warning: `bench bench` is deprecated and will be removed; use `bench perf`", err=True)
-    _perf(**o)
-
-
 if __name__ == "__main__":  # pragma: no cover
     perf_cmd()

@@ -59,8 +59,8 @@ def import_cmd(
     """
     from snnbench.importers import import_snnrat, load_reference
     from snnbench.kinds import python_kinds
+    from snnbench.plan import make_defense
     from snnbench.registry import load_registry
-    from snnbench.runner import make_defense
     from snnbench.train import CHECKPOINT_FORMAT, atomic_save, build_model, sha256_file
 
     reg = load_registry(registry, kinds=python_kinds())

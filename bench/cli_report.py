@@ -31,7 +31,7 @@ def _store(db: str | None, results_dir: str | None, create: bool = True):
     url = paths.database_url(db, results)
     if not create:
         return Store(url, readonly=True), results
-    from snnbench.runner import ensure_writable
+    from snnbench.prepare import ensure_writable
 
     ensure_writable(results)
     return Store(url), results
@@ -79,7 +79,7 @@ def run_suite_command(reg, o: dict[str, Any]) -> None:
     t0 = time.perf_counter()
     tracker = SuiteProgress(reg, suite, store, quiet)
     bars = _progress(quiet) if sys.stderr.isatty() else (None if quiet else line_progress)
-    sweep = o["eps_sweep"] if o.get("old_sweep") is None else o["old_sweep"]
+    sweep = o["eps_sweep"]
     opts = SuiteOptions(device=o["device"], data_root=o["data_root"], checkpoint_dir=o["checkpoint_dir"],
                         force=o["force"], eps_sweep=sweep)
     events = run_suite(reg, suite, store, results, progress=bars, notify=tracker, opts=opts)
@@ -209,7 +209,7 @@ def line_progress(**kwargs: Any) -> _LineBar:
 
 def results_table(reg, suite, store, width: int = 10) -> list[str]:
     """The suite's measured accuracies as a text grid (percent; '-' not measured), rows x columns."""
-    from snnbench.suites import measure_suite
+    from snnbench.measured import measure_suite
 
     measured = measure_suite(reg, suite, store)
     grid = {(m.cell.row, m.cell.col): m for m in measured}

@@ -76,8 +76,8 @@ def sweep(**o) -> None:
     where it stopped: rerun the same command.
     """
     from snnbench.kinds import python_kinds
+    from snnbench.prepare import ensure_writable
     from snnbench.registry import load_registry
-    from snnbench.runner import ensure_writable
     from snnbench.store import Store
     from snnbench.sweep import RayOptions, SweepConfig, plan_tasks, run_local, run_ray
 
@@ -97,8 +97,7 @@ def sweep(**o) -> None:
     ensure_writable(results)
     ck_dir = o["checkpoint_dir"] or os.environ.get("BENCH_CHECKPOINTS")
     if ck_dir:
-        ck_dir = str(Path(ck_dir).resolve())
-        os.environ["BENCH_CHECKPOINTS"] = ck_dir  # the local executor's prepare() reads it
+        ck_dir = str(Path(ck_dir).resolve())  # handed to every task in SweepConfig (workers on other nodes too)
     store = Store(database_url(o["db"], results))
     tasks = plan_tasks(reg, o["suite"], store, o["force"])
     n_cells = sum(len(t.cells) for t in tasks)

@@ -60,31 +60,6 @@ EVAL_FIELDS = (
     "paper",
     "flags_failed",
 )
-SUITE_FIELDS = (
-    "suite",
-    "row",
-    "col",
-    "row_label",
-    "col_label",
-    "key",
-    "dataset",
-    "model",
-    "T",
-    "training",
-    "defense",
-    "attack",
-    "status",
-    "n",
-    "clean_acc",
-    "measured_acc",
-    "measured_ci_low",
-    "measured_ci_high",
-    "reported_acc",
-    "delta_acc",
-    "source",
-    "paper",
-    "run_id",
-)
 
 
 def evaluation_row(run: Any, e: Any, flags_failed: str = "", paper: str = "") -> dict[str, Any]:

@@ -13,9 +13,7 @@ import pandas as pd
 
 from snnbench.paths import database_url
 from snnbench.registry import load_registry
-from snnbench.store import Store
-
-EXTERNAL = "external"  # the run's `training` column for a model snnbench did not train (bench.api.evaluate)
+from snnbench.store import EXTERNAL, Store
 
 
 def evaluation_frame(evals: list) -> pd.DataFrame:
@@ -196,8 +194,8 @@ def suite(
 
         suite("smoke", pivot=True)["measured"]      # the smoke suite's measured table
     """
+    from snnbench.measured import measure_suite
     from snnbench.suite_spec import CLEAN
-    from snnbench.suites import measure_suite
 
     reg = load_registry(registry, kinds=None)
     spec = reg.get("suites", name, "suite")

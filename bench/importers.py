@@ -36,7 +36,6 @@ from torch import nn
 
 from snnbench.errors import BenchError
 
-FORMATS = ("snnrat",)
 SNNRAT_NORM = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 SNNRAT_VGG_CFG = {"vgg11": [[64, "A"], [128, 256, "A"], [512, 512, 512, "A"], [512, 512], []]}
 _SUFFIX = re.compile(r"\.(weight|bias|running_mean|running_var|num_batches_tracked)$")

@@ -27,6 +27,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 PROTOCOL_VERSION = "snn-standard-v1"
 PROTOCOL_KIND = "standard"
 EPS_TOL = 1e-9
@@ -49,10 +51,6 @@ BUDGETS: dict[str, dict[str, int]] = {
     "smoke": {"steps": 20, "target_classes": 3, "queries": 300, "transfer_steps": 7},
 }
 
-#: run-level flags that mark a result "potentially unreliable" when they fail (gradient masking)
-MASKING_FLAGS = ("gradfree_gap", "large_eps", "more_iters", "library_warning", "zero_grad", "apgd_le_pgd",
-                 "bb_ge_wb", "protocol_le_attacks")
-
 
 def stage_names(surrogates: tuple[tuple[str, float], ...] = SURROGATE_ENSEMBLE) -> list[str]:
     """The stage names of the cascade, in order."""
@@ -73,21 +71,37 @@ def describe(budget: str = "full") -> str:
     )
 
 
-def counts_toward_worst(cfg: Mapping[str, Any], eps: float) -> bool:
-    """Whether a stored evaluation (its attack config JSON) may enter an L-inf worst case at ``eps``.
+def counts_toward_worst(cfg: Mapping[str, Any], eps: float, eval_eps: float | None = None) -> bool:
+    """Whether a stored evaluation (its attack config JSON) may enter an L-inf worst case at ``eps``: the
+    one rule that ``--attack worst``, the report and the gate share.
 
     Decided by the capability attributes stored with the evaluation (``attacks/base.py``): a bounded
-    L-inf attack at an eps not above ``eps``. Rows stored before the attributes existed fall back to
+    L-inf attack at an eps not above ``eps`` (``eval_eps`` given: at exactly ``eps``, as a leaderboard
+    column at one budget needs). Clean rows, worst-case rows and the protocol's own final row (its stages
+    are stored and count) are left out. Rows stored before the attributes existed fall back to
     ``norm == "linf"`` with the kinds that were unbounded then left out.
     """
-    if cfg.get("kind") in ("clean", "worst"):
+    if cfg.get("kind") in ("clean", "worst") or cfg.get("from_store") or is_protocol(cfg):
         return False
     if "bounded" in cfg:
         ok = bool(cfg["bounded"]) and cfg.get("norm") == "linf"
     else:
         ok = cfg.get("norm", "linf") == "linf" and cfg.get("kind") not in ("gaussian", "cw_l2")
+    if eval_eps is not None:
+        return ok and abs(eval_eps - eps) <= 1e-9
     e = cfg.get("eps")
     return ok and (e is None or float(e) <= eps + EPS_TOL)
+
+
+def worst_case(outcomes: list[tuple[Any, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample worst case of ``(clean, adv)`` outcome pairs on the same samples: a sample is
+    clean-correct only if every evaluation found it so, and robust only if no attack fooled it. The one
+    reduction behind ``--attack worst``, the report's worst-case column and the API's ``Report.worst``."""
+    if not outcomes:
+        raise ValueError("worst_case needs at least one evaluation")
+    clean = np.logical_and.reduce([np.asarray(c, bool) for c, _ in outcomes])
+    adv = np.logical_and.reduce([np.asarray(a, bool) for _, a in outcomes])
+    return clean, adv
 
 
 def is_protocol(cfg: Mapping[str, Any]) -> bool:

@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import numpy as np
-
+from snnbench.protocol import counts_toward_worst
+from snnbench.protocol import worst_case as per_sample_worst
 from snnbench.registry import BenchRegistry
 from snnbench.store import Store
 from snnbench.suite_spec import CLEAN
@@ -166,21 +166,6 @@ def attack_label(name: str, cfg: dict[str, Any], eot: int | None = None) -> str:
     if cfg.get("norm") not in (None, "linf"):
         parts.append(str(cfg["norm"]).upper())
     return f"{name} ({', '.join(parts)})" if parts else name
-
-
-def counts_toward_worst(cfg: dict[str, Any], eps: float, eval_eps: float) -> bool:
-    """Whether an evaluation enters a worst case at ``eps``: the lead's ``bench.protocol`` decides when it
-    exists; else the stored capability fields (a bounded L-inf attack at this eps; rows without capability
-    fields count when their stored ``norm`` is ``linf``)."""
-    if cfg.get("kind") in (CLEAN, "worst", STANDARD) or cfg.get("from_store"):
-        return False
-    try:
-        from snnbench.protocol import counts_toward_worst as decide  # type: ignore[import-not-found]
-    except ImportError:
-        decide = None
-    if decide is not None:
-        return bool(decide(cfg, eps)) and abs(eval_eps - eps) <= 1e-9
-    return cfg.get("norm") == "linf" and cfg.get("bounded", True) is not False and abs(eval_eps - eps) <= 1e-9
 
 
 # --- provenance -------------------------------------------------------------------------------------
@@ -472,7 +457,7 @@ def worst_case(store: Store, evals: list, eps: float) -> tuple[Acc | None, list[
     n = max((e.n for e, _ in rows), key=lambda m: sum(1 for e, _ in rows if e.n == m))
     same = [(e, c) for e, c in rows if e.n == n]
     try:
-        adv = np.logical_and.reduce([store.sample_outcomes(e.id)[1] for e, _ in same])
+        _, adv = per_sample_worst([store.sample_outcomes(e.id) for e, _ in same])
     except Exception:  # noqa: BLE001 - missing or truncated outcome bits: no worst case, not a crash
         return None, []
     return Acc(int(adv.sum()), n), [attack_label(e.attack, c, e.eot) for e, c in same]

@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 SCHEMA_VERSION = 2
+EXTERNAL = "external"  # run.training (and run.status) of a model snnbench did not train (snnbench.evaluate)
 # MIGRATIONS[v]: DDL taking a database from schema version v to v + 1, run in one transaction.
 # 1 -> 2 (issue 7): the worker host of a run, and the epoch a killed training resumed from.
 MIGRATIONS: dict[int, tuple[str, ...]] = {

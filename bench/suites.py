@@ -1,7 +1,7 @@
 """Run a suite's cells and look up what was measured for them.
 
 ``run_suite`` resolves every cell with the runner (``resolve``), groups the cells by trained model (config
-hash) and hands each group to the one per-model pipeline (:func:`bench.pipeline.evaluate_model`, the same
+hash) and hands each group to the one per-model pipeline (:func:`snnbench.pipeline.evaluate_plans`, the same
 as ``bench run``): train or load once, histogram, clean and attack cells not stored yet, checks, sweeps.
 An interrupted suite resumes where it stopped (training from its per-epoch checkpoint, evaluations from
 the store). Reported-only cells are skipped with a reason; a model whose training or evaluation fails is
@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from snnbench.errors import BenchError
-from snnbench.measured import CELL_INDEX, Measured, cell_spec_hash, index_key, measure_suite  # noqa: F401
-from snnbench.pipeline import clean_hash, evaluate_model
+from snnbench.measured import CELL_INDEX, cell_spec_hash, index_key
+from snnbench.pipeline import clean_hash, evaluate_plans
+from snnbench.plan import Plan, RunRequest, resolve
 from snnbench.registry import BenchRegistry
-from snnbench.runner import Plan, RunRequest, attack_config_hash, resolve
 from snnbench.store import Store
+from snnbench.strategies import attack_config_hash
 from snnbench.suite_spec import CLEAN, Cell, Suite
 
 
@@ -157,7 +158,7 @@ def run_suite(
 
         done = len(events)
         try:
-            evaluate_model(reg, group_plans, store, results_dir, force=opts.force, progress=progress,
+            evaluate_plans(reg, group_plans, store, results_dir, force=opts.force, progress=progress,
                            eps_sweep=opts.eps_sweep, sweeps=suite.sweeps or None, on_plan=on_plan)
         except Exception as e:  # record the failure, go on with the next model; the CLI exits non-zero
             why = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__

@@ -73,7 +73,8 @@ class TaskResult:
 
 def plan_tasks(reg: BenchRegistry, suite_name: str, store: Store, force: bool = False) -> list[SweepTask]:
     """The suite's missing cells (all runnable cells with ``force``), grouped by trained model."""
-    from snnbench.suites import measure_suite, plan_cell
+    from snnbench.measured import measure_suite
+    from snnbench.suites import plan_cell
 
     suite = reg.get("suites", suite_name, "--suite")
     groups: dict[str, list[int]] = {}
@@ -91,7 +92,7 @@ def plan_tasks(reg: BenchRegistry, suite_name: str, store: Store, force: bool = 
 
 def run_task(cfg: SweepConfig, task: SweepTask) -> TaskResult:
     """Run one task's cells (in this process); user errors become a failed result, not an exception."""
-    from snnbench.suites import run_suite
+    from snnbench.suites import SuiteOptions, run_suite
 
     t0 = time.perf_counter()
     try:
@@ -107,7 +108,8 @@ def run_task(cfg: SweepConfig, task: SweepTask) -> TaskResult:
             raise BenchError(f"suite {cfg.suite!r} changed since the sweep was planned; rerun bench sweep")
         store = Store(cfg.db_url)
         sub = dataclasses.replace(suite, cells=cells)
-        events = run_suite(reg, sub, store, Path(cfg.results_dir), cfg.device, cfg.force)
+        opts = SuiteOptions(device=cfg.device, force=cfg.force, checkpoint_dir=cfg.checkpoint_dir)
+        events = run_suite(reg, sub, store, Path(cfg.results_dir), opts=opts)
     except BenchError as e:
         return TaskResult(task, False, error=str(e), host=platform.node(), seconds=time.perf_counter() - t0)
     out = tuple((e.cell.key, e.status, e.message) for e in events)
@@ -138,8 +140,6 @@ def _ray_entry(cfg: SweepConfig, task: SweepTask) -> TaskResult:
     if marker and not os.path.exists(marker):
         Path(marker).write_text(task.config_hash)
         os._exit(1)  # the worker dies mid-task, as on a pre-empted node
-    if cfg.checkpoint_dir:
-        os.environ["BENCH_CHECKPOINTS"] = cfg.checkpoint_dir  # this worker process only
     if cfg.num_threads:
         import torch
 

@@ -17,9 +17,8 @@ from sklearn.datasets import load_digits
 
 from snnbench.snn.classifier import SNNClassifier
 from snnbench.snn.encoders import DirectEncoder
-from snnbench.snn.fused import set_backend
 from snnbench.snn.models import ARCHITECTURES
-from snnbench.snn.neuron import LIFNeuron, NeuronSpec
+from snnbench.snn.neuron import LIFNeuron, NeuronSpec, set_backend
 
 
 def run(seed: int, bf16: bool, device: torch.device, epochs: int = 15) -> float:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from snnbench import benchmark
 from snnbench.kinds import python_kinds
 from snnbench.registry import load_registry
-from snnbench.snn.fused import set_backend
+from snnbench.snn.neuron import set_backend
 
 
 def main() -> None:

@@ -21,8 +21,9 @@ from torch import nn
 from snnbench.data import to_float
 from snnbench.defenses.base import pgd_examples
 from snnbench.kinds import python_kinds
+from snnbench.plan import RunRequest, resolve
+from snnbench.prepare import prepare
 from snnbench.registry import DEFAULT_PATH, load_registry
-from snnbench.runner import RunRequest, prepare, resolve
 from snnbench.store import Store
 
 

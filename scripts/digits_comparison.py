@@ -32,7 +32,7 @@ def run_all(results_dir: Path, seeds: list[int], defenses: list[str], trainings:
     jobs = [(s, t, d) for s in seeds for t in trainings for d in defenses if t == "at" or d not in AT_ONLY]
     for i, (seed, training, defense) in enumerate(jobs, 1):
         cmd = [sys.executable, "-m", "snnbench", "run", "-d", defense, "--training", training, "--seed", str(seed),
-               "--no-sweep", "-q", "--results-dir", str(results_dir)]
+               "--no-eps-sweep", "-q", "--results-dir", str(results_dir)]
         for a in ATTACKS:
             cmd += ["-a", a]
         t0 = time.time()

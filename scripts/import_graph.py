@@ -4,7 +4,7 @@ Usage::
 
     python scripts/import_graph.py            # edges per module, then cycles
     python scripts/import_graph.py --cycles   # cycles only
-    python scripts/import_graph.py --check    # exit status 1 when any cycle exists (for CI/tests)
+    python scripts/import_graph.py --check    # exit status 1 on any cycle or up-arrow (tests/test_layout.py)
     python scripts/import_graph.py --root ../other-checkout --cycles
 
 Both module-level imports and imports inside functions (marked ``(f)``) count: a function-level import is
@@ -47,6 +47,44 @@ def package_of(mod: str) -> str:
     """The sub-package a module belongs to: snnbench.attacks, snnbench.defenses, snnbench.snn or snnbench."""
     parts = mod.split(".")
     return ".".join(parts[:2]) if len(parts) > 2 or mod in ("snnbench.attacks", "snnbench.defenses", "snnbench.snn") else "snnbench"
+
+
+# The layers, lowest first (docs/design.md "Layers"). A module may import its own layer and lower ones; an
+# import into a higher layer (module- or function-level) is an "up-arrow" and fails --check, as a cycle does.
+# A new module must be placed here (an unplaced module fails --check too).
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("leaf", ("errors", "registry_base", "eot_defaults", "paths", "seeding", "specs", "papers", "suite_spec", "protocol")),
+    ("config and storage", ("registry", "store", "data")),
+    ("spiking core", ("snn", "snn.*")),
+    ("attacks and defenses", ("attacks", "attacks.*", "defenses", "defenses.*")),
+    ("model services", ("kinds", "train", "scoring", "checks", "adapters", "importers")),
+    ("read side", ("frames", "measured", "report_data", "report_plots", "export", "regress", "cost", "report")),
+    ("pipeline", ("plan", "provenance", "prepare", "strategies", "diagnostics", "pipeline", "suites", "sweep",
+                  "benchmark")),
+    ("entry points", ("api", "cli", "cli_*", "__main__", "")),
+]
+
+
+def layer_of(mod: str) -> int:
+    """Index in :data:`LAYERS` of a module (``snnbench.x.y`` matched as ``x.y``); -1 when unplaced."""
+    from fnmatch import fnmatch
+
+    short = mod[len("snnbench."):] if mod.startswith("snnbench.") else ("" if mod == "snnbench" else mod)
+    for i, (_, pats) in enumerate(LAYERS):
+        if any(fnmatch(short, p) if p else short == "" for p in pats):
+            return i
+    return -1
+
+
+def up_arrows(full: dict[str, dict[str, bool]]) -> list[tuple[str, str, bool]]:
+    """(importer, imported, function-level) for every import into a higher layer, and unplaced modules
+    as (module, "unplaced", False)."""
+    out = [(m, "unplaced", False) for m in sorted(full) if layer_of(m) < 0]
+    for m, edges in sorted(full.items()):
+        for t, f in sorted(edges.items()):
+            if layer_of(m) >= 0 and layer_of(t) > layer_of(m):
+                out.append((m, t, f))
+    return out
 
 
 def _is_type_checking(node: ast.If) -> bool:
@@ -189,7 +227,7 @@ def cycles(full: dict[str, dict[str, bool]], include_function_level: bool) -> li
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cycles", action="store_true", help="print only the cycles")
-    ap.add_argument("--check", action="store_true", help="exit 1 when any cycle exists")
+    ap.add_argument("--check", action="store_true", help="exit 1 when any cycle or up-arrow exists")
     ap.add_argument("--root", type=Path, default=ROOT, help="repository root to read (default: this one)")
     args = ap.parse_args(argv)
     full = graph(args.root)
@@ -216,7 +254,11 @@ def main(argv: list[str] | None = None) -> int:
         for comp in comps:
             print(f"  component of {len(comp)}: {', '.join(comp)}")
             print(f"    e.g. {' -> '.join(example_cycle(g, comp))}")
-    return 1 if args.check and total else 0
+    ups = up_arrows(full)
+    print(f"# up-arrows (imports into a higher layer, LAYERS): {len(ups)}")
+    for m, target, f in ups:
+        print(f"  {m} -> {target}{' (f)' if f else ''}")
+    return 1 if args.check and (total or ups) else 0
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ import torch
 from snnbench.attacks.autoattack import APGDTargeted, _pyautoattack, batched_apgd_t_class
 from snnbench.data import to_float
 from snnbench.kinds import python_kinds
+from snnbench.plan import RunRequest, resolve
+from snnbench.prepare import prepare
 from snnbench.registry import load_registry
-from snnbench.runner import RunRequest, prepare, resolve
 from snnbench.store import Store
 
 

@@ -38,7 +38,8 @@ def digits_data(registry):
 @pytest.fixture(scope="session")
 def trained_vanilla(registry, tmp_path_factory):
     """(plan, prepared) for vanilla small_conv on digits, 8 epochs, T=4: clean accuracy ~97%."""
-    from snnbench.runner import RunRequest, prepare, resolve
+    from snnbench.plan import RunRequest, resolve
+    from snnbench.prepare import prepare
     from snnbench.store import Store
 
     results = tmp_path_factory.mktemp("shared_results")

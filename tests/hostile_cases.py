@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 RUN = ["run", "-q", "--defense", "vanilla", "--attack", "fgsm", "--device", "cpu", "--n-eval", "20",
-       "--no-sweep", "--epochs", "1", "--T", "2"]
+       "--no-eps-sweep", "--epochs", "1", "--T", "2"]
 
 
 @dataclass
@@ -161,8 +161,8 @@ def write_file(ctx: Ctx, name: str, data: bytes | str) -> str:
 
 def plan_for(ctx: Ctx, *extra: str, registry: str | None = None):
     """The plan `bench run` would resolve for RUN + extra (to find checkpoint paths)."""
+    from snnbench.plan import RunRequest, resolve
     from snnbench.registry import load_registry
-    from snnbench.runner import RunRequest, resolve
 
     overrides = {"epochs": 1, "T": 2}
     for k, v in zip(extra[::2], extra[1::2], strict=True):

@@ -15,7 +15,7 @@ from torch import nn
 
 from snnbench.errors import BenchError
 from snnbench.importers import SNNRAT_NORM, import_snnrat
-from snnbench.runner import make_defense
+from snnbench.plan import make_defense
 from snnbench.train import build_model, load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent

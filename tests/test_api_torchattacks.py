@@ -9,13 +9,13 @@ import importlib.metadata
 
 import pytest
 import torch
+from _noisy import make_noisy
 
 from snnbench.attacks.torchattacks_kind import MeanLogits, TorchAttacks
 from snnbench.data import to_float
 from snnbench.errors import BenchError
+from snnbench.plan import make_attack
 from snnbench.scoring import AttackBoundsError, evaluate_attack
-from snnbench.runner import make_attack
-from snnbench.snn.neuron import LIFNeuron
 
 torchattacks = pytest.importorskip("torchattacks")
 CPU = torch.device("cpu")
@@ -77,18 +77,12 @@ def test_kind_uses_the_attackers_view(registry, trained_vanilla, xy):
     assert not torch.equal(atan, ours(registry, "fgsm").generate(prep.model, x, y))
 
 
-class NoisyLIF(LIFNeuron):
-    randomized = True
-
-    def membrane_noise(self, v, t):
-        return 0.5 * torch.randn_like(v)
 
 
 def test_eot_where_the_class_supports_it(trained_vanilla, xy):
     _, prep, _ = trained_vanilla
     noisy = copy.deepcopy(prep.model)
-    for n in noisy.neurons():
-        n.__class__ = NoisyLIF
+    make_noisy(noisy)
     x, _ = xy
     eot = kind("EOTPGD", steps=2)
     assert eot.eot_via(noisy) == "eot_iter" and eot.build(noisy, x).eot_iter == 10

@@ -3,18 +3,16 @@ reproducible; strength orderings on a trained tiny model; EOT, BPTT/BPTR, torcha
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
+from _noisy import noisy_copy
 
 from snnbench.attacks import ATTACKS
 from snnbench.attacks.base import GradientParams
 from snnbench.data import to_float
 from snnbench.errors import BenchError
+from snnbench.plan import make_attack
 from snnbench.scoring import check_bounds, evaluate_attack
-from snnbench.runner import make_attack
-from snnbench.snn.neuron import LIFNeuron
 
 MODEL_ATTACKS = (
     "fgsm",
@@ -32,21 +30,8 @@ MODEL_ATTACKS = (
 )
 
 
-class NoisyLIF(LIFNeuron):
-    """LIF with Gaussian membrane noise at inference: a randomized model for the EOT tests."""
-
-    randomized = True
-    sigma = 0.5
-
-    def membrane_noise(self, v, t):
-        return self.sigma * torch.randn_like(v)
 
 
-def noisy_copy(model):
-    m = copy.deepcopy(model)
-    for n in m.neurons():
-        n.__class__ = NoisyLIF
-    return m
 
 
 def batch(prep, n=48):

@@ -1,6 +1,6 @@
 """``bench perf``: every (workload, path) is measured in one run, ratios are consistent, JSON is written
 (its path checked before measuring), the defenses' own regularisers run, the APGD workloads run, bad
-options are one-line errors, and ``bench bench`` still works with a deprecation line."""
+options are one-line errors, and the old ``bench bench`` name is gone."""
 
 from __future__ import annotations
 
@@ -134,12 +134,11 @@ def test_json_path_checked_before_measuring(tmp_path, monkeypatch):
         assert res.exit_code == 2 and match in res.output, res.output
 
 
-def test_old_bench_name_is_a_hidden_alias_with_a_deprecation_line():
+def test_perf_is_listed_and_the_old_bench_name_is_gone():
     from snnbench.cli import main
 
-    res = CliRunner().invoke(main, ["bench", *TINY, "--path", "fused"])
-    assert res.exit_code == 0, res.output
-    assert "deprecated" in res.output and "bench perf" in res.output and "vanilla  fused" in res.output
+    res = CliRunner().invoke(main, ["bench", *TINY])
+    assert res.exit_code == 2 and "No such command" in res.output, res.output
     helptext = CliRunner().invoke(main, ["--help"]).output
     section = helptext.split("Commands:")[1].strip("\n").split("\n\n")[0]  # up to the epilog
     listed = [ln.split()[0] for ln in section.splitlines() if ln.strip()]

@@ -8,30 +8,19 @@ import copy
 import numpy as np
 import pytest
 import torch
+from _noisy import noisy_copy
 from click.testing import CliRunner
 from torch import nn
 
 from snnbench import checks
 from snnbench.cli import main
 from snnbench.data import to_float
+from snnbench.diagnostics import run_checks
 from snnbench.errors import BenchError
-from snnbench.runner import RunRequest, attach_substitutes, resolve, run_attack, run_checks
-from snnbench.snn.neuron import LIFNeuron
+from snnbench.plan import RunRequest, resolve
+from snnbench.prepare import attach_substitutes
 from snnbench.store import Store
-
-
-class NoisyLIF(LIFNeuron):
-    randomized = True
-
-    def membrane_noise(self, v, t):
-        return 0.5 * torch.randn_like(v)
-
-
-def noisy_copy(model):
-    m = copy.deepcopy(model)
-    for n in m.neurons():
-        n.__class__ = NoisyLIF
-    return m
+from snnbench.strategies import run_strategy
 
 
 class Constant(nn.Module):
@@ -100,7 +89,7 @@ def test_transfer_worst_and_checks_through_the_runner(registry, trained_vanilla)
     sub = attach_substitutes(plan, store, prep.checkpoint.parent.parent)
     assert sub.checkpoint != prep.checkpoint
     for entry, atk in plan.attacks:
-        assert run_attack(plan, prep, entry, atk, store, force=True)
+        assert run_strategy(plan, prep, entry, atk, store, force=True)
     ev = {e.attack: e for e in store.evaluations(prep.run_id) if e.n == 60}
     worst = ev["worst"]
     assert worst.robust_acc <= min(ev[a].robust_acc for a in ("pgd", "fgsm", "transfer"))
@@ -121,7 +110,7 @@ def test_worst_without_stored_evaluations_is_a_user_error(registry, trained_vani
     plan0, prep, store = trained_vanilla
     plan = _plan(registry, plan0, ("worst",), n_eval=7)
     with pytest.raises(BenchError, match="no L-inf evaluation"):
-        run_attack(plan, prep, *plan.attacks[0], store)
+        run_strategy(plan, prep, *plan.attacks[0], store)
 
 
 def test_cli_prints_checks(tmp_path):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _noisy import make_noisy
 
 from snnbench.attacks import ATTACKS
 from snnbench.data import Data, Split, to_float
@@ -31,7 +32,6 @@ from snnbench.defenses import DEFENSES
 from snnbench.defenses.vanilla import Vanilla
 from snnbench.scoring import check_bounds
 from snnbench.snn.classifier import SNNClassifier
-from snnbench.snn.neuron import LIFNeuron
 from snnbench.specs import TrainSpec
 from snnbench.train import apply_state_dict, build_model, load_verified, save_final, train
 
@@ -64,14 +64,6 @@ def _one_thread():
 
 
 
-class NoisyLIF(LIFNeuron):
-    """LIF with Gaussian membrane noise at inference: the randomized model of the EOT contract."""
-
-    randomized = True
-    sigma = 0.05
-
-    def membrane_noise(self, v, t):
-        return self.sigma * torch.randn_like(v)
 
 
 def _tiny_model(registry, defense, seed: int = 0) -> SNNClassifier:
@@ -96,8 +88,7 @@ def target(registry):
 def randomized(registry, batch):
     """A randomized model and labels it classifies (so that attacks that skip misclassified points work)."""
     model = _tiny_model(registry, Vanilla()).eval()
-    for n in model.neurons():
-        n.__class__ = NoisyLIF
+    make_noisy(model, 0.05)
     assert model.randomized
     with torch.random.fork_rng(), torch.no_grad():
         torch.manual_seed(0)

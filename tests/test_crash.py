@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from snnbench.runner import RunRequest, prepare, resolve, run_attack
+from snnbench.plan import RunRequest, resolve
+from snnbench.prepare import prepare
 from snnbench.store import Store
+from snnbench.strategies import run_strategy
 from snnbench.train import load_checkpoint
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "2"}
@@ -126,7 +128,7 @@ def test_kill_inside_evaluation_leaves_no_partial_row(trained_vanilla, tmp_path,
     )
     prep = prepare(plan, store, results)
     entry, attack = plan.attacks[0]
-    assert run_attack(plan, prep, entry, attack, store)
+    assert run_strategy(plan, prep, entry, attack, store)
     assert store.counts()["evaluation"] == 1 and store.counts()["sample_outcome"] == 1
     assert Path(ref_prep.checkpoint).exists()
 

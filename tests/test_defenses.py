@@ -21,7 +21,7 @@ from snnbench.defenses.rat import orthogonal_retraction, project_simplex, single
 from snnbench.defenses.sr import finite_difference_penalty, true_vs_best_other
 from snnbench.defenses.stog import StochasticGate
 from snnbench.defenses.tgo import cosine_ramp, threshold_guard_penalty
-from snnbench.runner import make_defense
+from snnbench.plan import make_defense
 from snnbench.snn.neuron import LIFNeuron, NeuronSpec
 from snnbench.snn.surrogate import SURROGATES
 from snnbench.specs import TrainSpec

@@ -127,7 +127,7 @@ def test_unsupported_hooks_fall_back_to_reference():
 
 def test_fused_bptr_modes_keep_forward_and_rate_gradient(trained_vanilla):
     from snnbench.snn.classifier import AttackerView
-    from snnbench.snn.fused import set_backend
+    from snnbench.snn.neuron import set_backend
 
     _, prep, _ = trained_vanilla
     x = prep.data.test.x[:32].float()
@@ -227,8 +227,8 @@ def test_fused_penalty_with_tgo_noise_and_defense_regularizers():
     from snnbench.defenses.tgo import TGO
     from snnbench.snn.classifier import SNNClassifier
     from snnbench.snn.encoders import DirectEncoder
-    from snnbench.snn.fused import set_backend
     from snnbench.snn.models import ARCHITECTURES
+    from snnbench.snn.neuron import set_backend
 
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(6, 1, 8, 8, generator=gen)
@@ -270,7 +270,7 @@ def test_fused_penalty_not_computed_without_recording_gradients():
 
 def test_set_backend_rejects_unknown_name():
     from snnbench.errors import BenchError
-    from snnbench.snn.fused import set_backend
+    from snnbench.snn.neuron import set_backend
 
     with pytest.raises(BenchError, match="backend"):
         set_backend(torch.nn.Sequential(LIFNeuron(NeuronSpec())), "cuda")

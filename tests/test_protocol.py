@@ -1,4 +1,4 @@
-"""The standard protocol (bench/protocol.py, attacks/protocol.py, runner.run_protocol) and the
+"""The standard protocol (bench/protocol.py, attacks/protocol.py, strategies.run_cascade) and the
 gradient-masking checks, on planted models: a model whose gradient is masked must be caught (the
 protocol's gradient-free stage breaks it and ``gradfree_gap`` fails); an honest model passes."""
 
@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 from snnbench import checks
+from snnbench.plan import make_attack
+from snnbench.prepare import Prepared, run_info
 from snnbench.protocol import (
     BUDGETS,
     PROTOCOL_VERSION,
@@ -22,8 +24,8 @@ from snnbench.protocol import (
     is_protocol,
     stage_names,
 )
-from snnbench.runner import Prepared, _run_info, make_attack, run_attack, run_protocol
 from snnbench.store import Store
+from snnbench.strategies import run_cascade, run_strategy
 
 N = 60  # samples: seconds per protocol on 2 cores
 
@@ -65,9 +67,9 @@ def _protocol(registry, plan, prep, store: Store, model, n: int = N):
     p = dataclasses.replace(plan, n_eval=n)
     entry, attack = make_attack(registry, "standard_smoke", plan.dataset, {})
     attack.set_substitute(prep.model, "honest-substitute")
-    run_id = store.upsert_run(_run_info(p))
+    run_id = store.upsert_run(run_info(p))
     pr = Prepared(model, prep.data, run_id, False, 0.0, prep.checkpoint)
-    assert run_protocol(p, pr, entry, attack, store)
+    assert run_cascade(p, pr, entry, attack, store)
     evs = {e.attack: e for e in store.evaluations(run_id)}
     art = store.artifacts(run_id, "protocol")["standard_smoke"]
     flags = {(f.scope, f.kind): f for f in store.flags(run_id)}
@@ -113,10 +115,10 @@ def test_masked_model_is_caught_and_honest_model_passes(registry, trained_vanill
     # APGD alone is fooled by the mask: it reports (near) clean accuracy
     _, apgd = make_attack(registry, "apgd", plan.dataset, {"steps": 20})
     p = dataclasses.replace(masked_plan, n_eval=N, attacks=[(registry.attacks["apgd"], apgd)])
-    run_id = store.upsert_run(_run_info(p))
+    run_id = store.upsert_run(run_info(p))
     masked = masked_copy(prep.model)
     pr = Prepared(masked, prep.data, run_id, False, 0.0, prep.checkpoint)
-    run_attack(p, pr, registry.attacks["apgd"], apgd, store)
+    run_strategy(p, pr, registry.attacks["apgd"], apgd, store)
     apgd_masked = next(e for e in store.evaluations(run_id) if e.attack == "apgd").robust_acc
 
     _, _, evs_h, art_h, flags_h = _protocol(registry, honest_plan, prep, store, prep.model)
@@ -162,13 +164,13 @@ def test_protocol_resumes_from_stored_stages(registry, trained_vanilla, tmp_path
         c.execute(text("DELETE FROM sample_outcome WHERE evaluation_id = :i"), {"i": eid})
         c.execute(text("DELETE FROM flag WHERE run_id = :r AND scope = 'standard_smoke'"), {"r": pr.run_id})
         c.execute(text("DELETE FROM evaluation WHERE id = :i"), {"i": eid})
-    import snnbench.runner as runner_mod
+    import snnbench.strategies as runner_mod
 
     calls = []
     orig = runner_mod.evaluate_attack
     runner_mod.evaluate_attack = lambda *a, **k: calls.append(1) or orig(*a, **k)
     try:
-        assert run_protocol(p, pr2, entry, attack, store)
+        assert run_cascade(p, pr2, entry, attack, store)
     finally:
         runner_mod.evaluate_attack = orig
     assert calls == []

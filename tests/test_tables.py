@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from snnbench.runner import make_attack, make_defense
+from snnbench.plan import make_attack, make_defense
 from snnbench.specs import TrainSpec
 
 

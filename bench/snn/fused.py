@@ -40,74 +40,23 @@ writes the hard reset as ``where(S, V_reset, V)``, which equals ``V (1 - S) + V_
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from snnbench.snn.fused_spec import PENALTY_KINDS, FusedSpec, PenaltyGrad, VPenalty, same_layout  # noqa: F401  (re-exported)
 from snnbench.snn.surrogate import SURROGATES
 
 BACKENDS = ("torch", "fused")
 
 
-@dataclass(frozen=True)
-class FusedSpec:
-    """Everything the fused kernels need besides tensors (hashable, passed through autograd)."""
-
-    tau: float
-    v_th: float
-    hard: bool
-    v_reset: float
-    detach_reset: bool
-    surrogate: str
-    gamma: float
 
 
-PENALTY_KINDS = ("hinge", "moments")
 
 
-@dataclass(frozen=True)
-class VPenalty:
-    """A regulariser on the pre-spike potential V folded into the fused neuron (module docstring).
-
-    ``kind`` "hinge": ``params = (delta,)``; "moments": ``fn(mu, sigma, *params) -> [T, C]`` with sigma =
-    std + ``eps``. ``scale`` multiplies value and gradient. Build with :meth:`hinge` / :meth:`moments`.
-    Equal specs compare equal (``fn`` by identity), so a caller can check what a forward computed.
-    """
-
-    kind: str
-    params: tuple[Any, ...] = ()
-    scale: float = 1.0
-    fn: Callable[..., Tensor] | None = None
-    eps: float = 0.0
-
-    def __post_init__(self) -> None:
-        assert self.kind in PENALTY_KINDS, self.kind
-        assert self.kind != "moments" or self.fn is not None, "moments penalty needs fn"
-
-    @staticmethod
-    def hinge(delta: float, scale: float = 1.0) -> VPenalty:
-        """``scale * sum max(0, delta - |V - V_th|)`` over every step, sample and neuron (TGO Eq. 12)."""
-        return VPenalty("hinge", (float(delta),), float(scale))
-
-    @staticmethod
-    def moments(fn: Callable[..., Tensor], *params: Any, eps: float = 0.0, scale: float = 1.0) -> VPenalty:
-        """``scale * sum_{t,c} fn(mu, std + eps, *params)`` of V - V_th per (t, c) (MPD-SGR Eq. 16)."""
-        return VPenalty("moments", tuple(params), float(scale), fn, float(eps))
 
 
-@dataclass
-class PenaltyGrad:
-    """The penalty's V-gradient as the backward consumes it: hinge ``coef`` (0-dim, fp32, upstream grad times
-    scale) and ``delta``; moments ``alpha``/``beta`` [T, C] fp32 (dV = alpha + beta z)."""
-
-    kind: str
-    coef: Tensor | None = None
-    delta: float = 0.0
-    alpha: Tensor | None = None
-    beta: Tensor | None = None
 
 
 def moment_dims(v_seq: Tensor) -> tuple[int, ...]:
@@ -179,9 +128,6 @@ def dense_steps(x_seq: Tensor) -> Tensor:
     return x_seq.contiguous()
 
 
-def same_layout(t: Tensor, ref: Tensor) -> Tensor:
-    """``t`` with exactly ``ref``'s strides (a copy only when they differ)."""
-    return t if t.stride() == ref.stride() else torch.empty_like(ref, dtype=t.dtype).copy_(t)
 
 
 def _forward_torch(x_seq: Tensor, noise: Tensor | None, fs: FusedSpec) -> tuple[Tensor, Tensor]:
@@ -329,18 +275,3 @@ def fused_penalty(neuron: Any, pen: VPenalty) -> Tensor | None:
         return got[1]
     neuron.v_penalty = pen
     return None
-
-
-def set_backend(model: torch.nn.Module, backend: str) -> int:
-    """Set the neuron backend ("auto", "torch" or "fused") on every LIF neuron of ``model``; returns the
-    number of neurons changed."""
-    from snnbench.errors import BenchError, did_you_mean
-    from snnbench.snn.neuron import LIFNeuron
-
-    valid = ("auto", *BACKENDS)
-    if backend not in valid:
-        raise BenchError(f"neuron backend: {backend!r} is not a backend; {did_you_mean(backend, valid)}")
-    neurons = [m for m in model.modules() if isinstance(m, LIFNeuron)]
-    for n in neurons:
-        n.backend = backend
-    return len(neurons)

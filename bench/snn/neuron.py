@@ -222,3 +222,17 @@ class LIFNeuron(nn.Module):
         sp = self.spec
         return f"tau={sp.tau}, v_th={sp.v_th}, reset={sp.reset}, surrogate={sp.surrogate}({sp.gamma}), shape={self.shape}"
 
+
+def set_backend(model: torch.nn.Module, backend: str) -> int:
+    """Set the neuron backend ("auto", "torch" or "fused") on every LIF neuron of ``model``; returns the
+    number of neurons changed."""
+    from snnbench.errors import BenchError, did_you_mean
+    from snnbench.snn.fused import BACKENDS
+
+    valid = ("auto", *BACKENDS)
+    if backend not in valid:
+        raise BenchError(f"neuron backend: {backend!r} is not a backend; {did_you_mean(backend, valid)}")
+    neurons = [m for m in model.modules() if isinstance(m, LIFNeuron)]
+    for n in neurons:
+        n.backend = backend
+    return len(neurons)

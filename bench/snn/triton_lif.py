@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from snnbench.snn.fused import FusedSpec, PenaltyGrad, same_layout
+from snnbench.snn.fused_spec import FusedSpec, PenaltyGrad, same_layout
 
 SURROGATE_IDS = {"triangle": 0, "rectangle": 1, "sigmoid": 2, "superspike": 3, "atan": 4}
 BLOCK = 1024

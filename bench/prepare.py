@@ -1,0 +1,164 @@
+"""The model of a plan, ready to attack: trained, loaded or taken from the user, with its run registered.
+
+:func:`prepare` is the pipeline's first step for both kinds of plan (:mod:`snnbench.plan`): a recipe is
+loaded from the checkpoint cache or a given checkpoint, or trained (resuming a partial run); an external
+module is used as it is. Either way the run row is written from one :func:`run_info` and the test data is
+loaded once. :func:`attach_substitutes` prepares the transfer substitute the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from snnbench.data import Data, load_data, to_float
+from snnbench.errors import BenchError
+from snnbench.plan import Plan
+from snnbench.provenance import device_name, git_sha, versions
+from snnbench.scoring import eval_size
+from snnbench.seeding import seeded
+from snnbench.specs import to_dict
+from snnbench.store import EXTERNAL, RunInfo, Store
+from snnbench.train import (
+    apply_state_dict,
+    build_model,
+    checkpoint_dir,
+    checkpoint_lock,
+    failed_run_guard,
+    load_checkpoint,
+    load_verified,
+    save_final,
+    sha256_file,
+    train,
+)
+
+
+def ensure_writable(results_dir: Path) -> None:
+    try:
+        (results_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        probe = results_dir / f".write-probe-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise BenchError(f"results directory {results_dir} is not writable ({e.strerror}); pass --results-dir DIR") from None
+
+
+@dataclass
+class Prepared:
+    """A plan's model on its device, its data, its run id; ``checkpoint`` is None for an external model."""
+
+    model: nn.Module
+    data: Data
+    run_id: int
+    trained: bool
+    train_seconds: float
+    checkpoint: Path | None
+
+    def check_batch(self, plan: Plan, n: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` evaluated test samples, on the plan's device: the batch every check uses."""
+        n = min(n, eval_size(self.data.test, plan.n_eval))
+        return to_float(self.data.test.x[:n]).to(plan.device), self.data.test.y[:n].to(plan.device)
+
+
+def prepare(plan: Plan, store: Store, results_dir: Path, progress: Callable | None = None) -> Prepared:
+    """The plan's model, ready to attack, and its registered run (recipe: train or load; external: as is)."""
+    if plan.external is not None:
+        return _prepare_external(plan, store)
+    return _prepare_recipe(plan, store, results_dir, progress)
+
+
+def _load_eval_data(plan: Plan) -> Data:
+    data = plan.external.data if plan.external is not None and plan.external.data is not None else None
+    data = data or load_data(plan.dataset, plan.request.data_root)
+    if plan.n_eval > len(data.test):  # n_eval 0 = all; above the test set would store a duplicate "all"
+        raise BenchError(f"--n-eval {plan.n_eval} exceeds the test set of {plan.dataset.name} ({len(data.test)} samples)")
+    return data
+
+
+def _prepare_external(plan: Plan, store: Store) -> Prepared:
+    """Register a user's module: its run row (training ``external``, no checkpoint: the weights' sha256 is
+    in the config) and its model card artifact (a later call without description/paper keeps them)."""
+    assert plan.external is not None
+    data = _load_eval_data(plan)
+    card = plan.external.card
+    run_id = store.upsert_run(run_info(plan))
+    store.finish_run(run_id, status=EXTERNAL)
+    old = store.artifacts(run_id, "model_card").get("", {})
+    keep = {k: old[k] for k in ("description", "paper") if old.get(k) and not getattr(card, k)}
+    store.put_artifact(run_id, "model_card", "", {**to_dict(card), **keep})
+    return Prepared(plan.external.module, data, run_id, False, 0.0, None)
+
+
+def _prepare_recipe(plan: Plan, store: Store, results_dir: Path, progress: Callable | None) -> Prepared:
+    """Load data; load the foreign/cached checkpoint or train (resuming a partial run); register the run."""
+    data = _load_eval_data(plan)
+    with seeded(plan.train.seed, plan.device):
+        model = build_model(plan.dataset, plan.model, plan.defense, plan.train.T)
+        ck_dir = checkpoint_dir(results_dir, plan.request.checkpoint_dir)
+        final = ck_dir / f"{plan.config_hash[:32]}.pt"
+        trained, seconds, resumed = False, 0.0, None
+        known = store.run_by_hash(plan.config_hash)
+        if plan.request.checkpoint:
+            ck = load_checkpoint(plan.request.checkpoint)
+            apply_state_dict(model, ck["state_dict"], plan.request.checkpoint)
+            final = Path(plan.request.checkpoint)
+        else:
+            with checkpoint_lock(final):  # a worker sharing the directory may be training this config
+                if final.exists():
+                    ck = load_verified(final, plan.config_hash, known.checkpoint_sha256 if known else "")
+                    apply_state_dict(model, ck["state_dict"], str(final))
+                else:
+                    store.upsert_run(run_info(plan))  # status "running" until the checkpoint exists
+                    partial = ck_dir / f"{plan.config_hash[:32]}.partial.pt"
+                    with failed_run_guard(store, plan.config_hash):  # an error marks the run "failed"
+                        out = train(model, plan.defense, data, plan.train, partial, plan.device, progress)
+                        save_final(model.state_dict(), plan.config_hash, final)
+                    partial.unlink(missing_ok=True)
+                    trained, seconds, resumed = True, out.seconds, out.resumed_from
+    model.to(plan.device).eval()
+    run_id = store.upsert_run(run_info(plan))
+    if trained or plan.request.checkpoint or not store.run_by_hash(plan.config_hash).checkpoint_sha256:
+        store.finish_run(run_id, status="trained", train_seconds=seconds if trained else None,
+                         checkpoint_path=str(final), checkpoint_sha256=sha256_file(final), resumed_from=resumed)
+    return Prepared(model, data, run_id, trained, seconds, final)
+
+
+def run_info(plan: Plan) -> RunInfo:
+    """The run row of either kind of plan (an external model: its card's name and class, training
+    ``external``, the declared T, seed 0)."""
+    if plan.recipe is not None:
+        r = plan.recipe
+        who = {"model": r.model.name, "defense": r.defense_entry.name, "training": r.train.training,
+               "T": r.train.T, "seed": r.train.seed}
+    else:
+        assert plan.external is not None
+        card = plan.external.card
+        who = {"model": card.module.rsplit(".", 1)[-1][:64], "defense": card.name, "training": EXTERNAL,
+               "T": plan.external.T, "seed": 0}
+    return RunInfo(
+        config_hash=plan.config_hash,
+        config=plan.config,
+        dataset=plan.dataset.name,
+        git_sha=git_sha(),
+        versions=versions(),
+        device=device_name(plan.device),
+        host=platform.node(),
+        **who,
+    )
+
+
+def attach_substitutes(plan: Plan, store: Store, results_dir: Path, progress: Callable | None = None) -> Prepared | None:
+    """Train or load the substitute model and hand it to every attack that needs one."""
+    if plan.substitute is None:
+        return None
+    sub = prepare(plan.substitute, store, results_dir, progress)
+    for _, attack in plan.attacks:
+        if attack.needs_substitute:
+            attack.set_substitute(sub.model, plan.substitute.config_hash)
+    return sub
