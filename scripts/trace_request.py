@@ -50,14 +50,18 @@ def trace(fn, root: Path) -> tuple[list[str], list[str]]:
             return
         seen.setdefault(mod, None)
         me = orch(mod)
-        if me is None:
+        name = frame.f_code.co_name
+        if me is None or name == "<module>":  # imports are not control flow
+            return
+        obj = frame.f_locals.get("self")
+        if obj is not None and isinstance(getattr(type(obj), name, None), property):  # attribute reads
             return
         back = frame.f_back
         while back is not None and module_of(back.f_code.co_filename, root) is None:
             back = back.f_back
         caller = orch(module_of(back.f_code.co_filename, root)) if back is not None else None
         if caller is not None and caller != me:
-            path.append(f"{caller} -> {me}.{frame.f_code.co_name}")
+            path.append(f"{caller} -> {me}.{name}")
 
     sys.setprofile(prof)
     try:
@@ -89,10 +93,10 @@ def main() -> None:
         Path(args.results_dir).mkdir(parents=True, exist_ok=True)
         mods, path = trace(lambda: api.evaluate(model, attacks=["pgd"], n=50, db=db, substitute=False), args.root)
     else:
-        try:
+        if (args.root / "bench" / "runner.py").exists():  # a checkout from before the move (PYTHONPATH=ROOT)
+            from bench.cli import main as cli
+        else:
             from snnbench.cli import main as cli
-        except ImportError:
-            from bench.cli import main as cli  # an old checkout
         argv = [*rest, "--results-dir", args.results_dir] if "--results-dir" not in rest else rest
         mods, path = trace(lambda: cli(argv, standalone_mode=False), args.root)
     print(f"{len(mods)} project modules ran:")
