@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -204,20 +205,45 @@ class _Tee(io.TextIOBase):
         self.out.flush()
 
 
+class _Collect(logging.Handler):
+    """A logging handler that keeps the messages of WARNING and above."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+#: loggers the attack libraries report through: fra31's AutoAttack (``pyautoattack``) logs its reliability
+#: verdicts ("Square Attack has decreased the robust accuracy ... unreliable", "points with zero gradient",
+#: "randomized defense") to ``logging.getLogger('auto-attack')`` when it was given a logger
+LIBRARY_LOGGERS = ("auto-attack",)
+
+
 @contextlib.contextmanager
 def library_messages() -> Iterator[list[str]]:
-    """Collect warnings raised and lines printed inside a library attack (fra31's AutoAttack warns through
-    ``warnings.warn`` and prints its verdicts); printed lines still reach the terminal."""
+    """Collect what a library attack reports inside the block: warnings raised (``warnings.warn``), WARNING+
+    records on its loggers (:data:`LIBRARY_LOGGERS`) and verdict lines printed (printed lines still reach
+    the terminal)."""
     import sys
 
     out: list[str] = []
     tee = _Tee(sys.stdout)
+    handler = _Collect()
+    loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
+    for lg in loggers:
+        lg.addHandler(handler)
     with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(tee):
         warnings.simplefilter("always")
         try:
             yield out
         finally:
+            for lg in loggers:
+                lg.removeHandler(handler)
             out.extend(str(w.message) for w in caught if "autoattack" in (w.filename or ""))
+            out.extend(handler.messages)
             out.extend(line for line in tee.buf.getvalue().splitlines()
                        if any(m in line.lower() for m in _LIBRARY_MARKERS))
 

@@ -193,6 +193,21 @@ def test_library_warnings_become_failed_flags():
     assert checks.library_flag("apgd", msgs).ok
 
 
+def test_autoattack_logger_verdicts_become_failed_flags():
+    """pyautoattack reports "unreliable" through logging.getLogger('auto-attack') (its checks.py with a
+    logger), not through warnings: that path must fail the flag too, with the text stored."""
+    import logging
+
+    with checks.library_messages() as msgs:
+        logging.getLogger("auto-attack").warning(
+            "Square Attack has decreased the robust accuracy of 12.50%. This might indicate that the robustness "
+            "evaluation using AutoAttack is unreliable.")
+        logging.getLogger("auto-attack").info("clean accuracy: 97.00%")  # information, not a verdict
+    f = checks.library_flag("autoattack", msgs)
+    assert not f.ok and f.value == 1 and "unreliable" in f.message
+    assert not logging.getLogger("auto-attack").handlers  # the handler is removed after the block
+
+
 def test_masking_flag_rules():
     stages = [{"name": "apgd-ce", "kind": "apgd", "robust": 0.8, "n_broken": 10},
               {"name": "square", "kind": "square", "robust": 0.5, "n_broken": 60},
