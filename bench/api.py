@@ -51,7 +51,7 @@ from snnbench.kinds import python_kinds
 from snnbench.paths import database_url, make_sqlite_folder, results_dir_of
 from snnbench.pipeline import evaluate_plans
 from snnbench.plan import External, ModelCard, plan_external, resolve_dataset
-from snnbench.protocol import worst_case
+from snnbench.protocol import cascade_lines, worst_case
 from snnbench.registry import BenchRegistry, load_registry
 from snnbench.snn.classifier import SNNClassifier
 from snnbench.specs import Entry
@@ -93,7 +93,8 @@ class Report:
         cols = ["attack", "eps", "n", "eot", "clean_acc", "robust_acc", "seconds"]
         body = self.table[cols].to_string(index=False) if len(self.table) else "(no evaluations)"
         warn = f"\nfailed checks: {', '.join(self.failed_checks)}" if self.failed_checks else ""
-        return f"Report(run {self.run_id}, {self.card.name}, worst {self.worst:.4f})\n{body}{warn}"
+        cascade = "".join("\n" + "\n".join(cascade_lines(art)) for art in self.extra.get("cascades", {}).values())
+        return f"Report(run {self.run_id}, {self.card.name}, worst {self.worst:.4f})\n{body}{cascade}{warn}"
 
 
 # --- pieces --------------------------------------------------------------------------------------------
@@ -318,6 +319,9 @@ def _report(store: Store, run_id: int, card: ModelCard, names: list[str]) -> Rep
     if linf and len({e.n for e in linf}) == 1:
         _, adv = worst_case([store.sample_outcomes(e.id) for e in linf])
         extra["worst"] = float(adv.mean()) if len(adv) else float("nan")
+    cascades = {k: v for k, v in store.artifacts(run_id, "protocol").items() if k in names}
+    if cascades:
+        extra["cascades"] = cascades  # each stage's cumulative robust accuracy and samples broken
     return Report(run_id, store.display_url, card, table, flags, extra)
 
 

@@ -191,6 +191,11 @@ def _print_results(store, run_id: int, plan) -> None:
             f"{plan.defense_entry.name:<12} {plan.train.training:<9} {e.attack:<36} {e.eps:>7.4f} {e.n:>6} {e.eot:>4} "
             f"{100 * e.clean_acc:>6.2f}% {100 * e.robust_acc:>6.2f}% {e.seconds:>7.2f}"
         )
+    from snnbench.protocol import cascade_lines
+
+    for name, art in sorted(store.artifacts(run_id, "protocol").items()):
+        if name in names:
+            click.echo("\n".join(cascade_lines(art)))
     flags = [f for f in store.flags(run_id) if f.scope in names or f.scope.split("/")[0] in names or f.scope == "run"]
     flags.sort(key=lambda f: f.ok)  # failed checks first
     if flags:

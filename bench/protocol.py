@@ -115,3 +115,21 @@ def binomial_tolerance(p: float, n: int, k: float = 2.0, floor: float = 0.01) ->
         return 1.0
     p = min(max(p, 0.0), 1.0)
     return max(floor, k * math.sqrt(p * (1 - p) / n))
+
+
+def cascade_lines(artifact: Mapping[str, Any]) -> list[str]:
+    """The protocol's cascade as text, one line per stage (``bench run``, ``print(report)``): each stage's
+    robust accuracy is cumulative (after it and every earlier stage), ``broke`` counts the samples that
+    stage was the first to break; a stage that could not run says why instead of "broke 0"."""
+    n = int(artifact.get("n", 0))
+    lines = [f"cascade {artifact.get('version', '?')} ({artifact.get('budget', '?')} budget), n={n}, "
+             f"clean {100 * float(artifact.get('clean', 0.0)):.2f}%; robust is cumulative"]
+    stages = list(artifact.get("stages", []))
+    for i, s in enumerate(stages, 1):
+        head = f"  {i:>2}/{len(stages)} {str(s.get('name', '?')):<22}"
+        if s.get("skipped"):
+            lines.append(f"{head} skipped: {s['skipped']}")
+        else:
+            lines.append(f"{head} robust {100 * float(s.get('robust', 0.0)):6.2f}%  broke {int(s.get('n_broken', 0)):>4}"
+                         f"  ({float(s.get('seconds', 0.0)):.1f}s)")
+    return lines

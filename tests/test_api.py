@@ -284,3 +284,13 @@ def test_substitute_false_skips_the_protocol_transfer_stage_with_its_reason(plai
     transfer = [s for s in stages if s["kind"] == "transfer"]
     assert transfer and "substitute" in transfer[0]["skipped"]
     assert not (tmp_path / "checkpoints").exists()
+    # the cascade is shown: every stage with its cumulative robust accuracy and samples broken, and the
+    # skipped stage with its reason instead of "broke 0" (print(report); bench run prints the same lines)
+    text = repr(rep)
+    assert "robust is cumulative" in text
+    lines = text.splitlines()
+    assert sum(" broke " in ln for ln in lines) == sum(not s["skipped"] for s in stages)
+    assert sum("skipped:" in ln and " broke " not in ln for ln in lines) == sum(bool(s["skipped"]) for s in stages)
+    assert any("transfer" in ln and "skipped:" in ln for ln in lines)
+    broken = sum(int(s["n_broken"]) for s in stages)
+    assert broken == round(30 * (rep.clean - float(rep.table.iloc[-1]["robust_acc"])))
