@@ -319,7 +319,7 @@ class APGDTargeted(Attack):
         p = self.params
         view = self.view(model)
         with torch.no_grad():
-            classes = view(x[:1]).shape[1]
+            classes = view(x).shape[1]  # the whole batch: a batch of one breaks batch-statistics models
         atk = batched_apgd_t_class()(
             view, n_iter=p.steps, norm="Linf", n_restarts=p.restarts, eps=self.eps, seed=p.seed,
             eot_iter=self.eot_samples(model), rho=0.75, n_target_classes=min(p.target_classes, classes - 1),

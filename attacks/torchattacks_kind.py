@@ -140,7 +140,7 @@ class TorchAttacks(Attack):
             kwargs["eot_iter"] = n
         if "n_classes" in self.signature and "n_classes" not in p.args:
             with contextlib.suppress(Exception):
-                kwargs["n_classes"] = int(view(x[:1]).shape[-1])
+                kwargs["n_classes"] = int(view(x).shape[-1])  # whole batch: batch-statistics models
         with contextlib.redirect_stdout(io.StringIO()):  # "Failed to set device" is printed, not logged
             atk = self.cls(target, **{**kwargs, **p.args})
         atk.set_device(x.device)

@@ -47,6 +47,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from snnbench.contract import OutputRule, check_output_rule, to_logits
 from snnbench.errors import BenchError, did_you_mean
 from snnbench.snn.classifier import record_neurons
 from snnbench.snn.neuron import GRAD_MODES, LIFNeuron, RateMask
@@ -277,6 +278,9 @@ class ForeignModel(nn.Module):
             ``randomized_logits`` check compares it with what identical calls actually do.
         reset: clear the state of every spikingjelly / snntorch neuron found before each forward (keep it
             on unless ``model.forward`` resets them itself).
+        output: how the raw output becomes logits ``[B, K]`` (:mod:`snnbench.contract`: ``"auto"``,
+            ``"logits"``, ``"rate"``, ``"membrane"`` or a callable). The model is called on a copy of its
+            input, so an in-place edit of ``x`` cannot change the benchmark's test data.
 
     Attributes:
         attacker_controls: the knobs of :meth:`gradient_mode` that reach the model: ``"surrogate"`` when
@@ -292,11 +296,13 @@ class ForeignModel(nn.Module):
             logits = model(x)
     """
 
-    def __init__(self, model: nn.Module, randomized: bool, reset: bool = True) -> None:
+    def __init__(self, model: nn.Module, randomized: bool, reset: bool = True, output: OutputRule = "auto") -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise BenchError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
         self.model = model
+        self.output = check_output_rule(output)
+        self.contract = None  # the ContractReport of snnbench.contract.probe_model, set by evaluate
         self.declared_randomized = bool(randomized)
         self.reset_state = reset
         self.train(model.training)
@@ -366,7 +372,7 @@ class ForeignModel(nn.Module):
         if self.reset_state:
             for f in self._found:
                 f.adapter.reset(f.neurons)
-        return self.model(x)
+        return to_logits(self.model(x.clone()), self.output, len(x))
 
 
 def attacker_controls(model: nn.Module) -> frozenset[str]:

@@ -45,6 +45,7 @@ from torch import nn
 
 from snnbench.adapters import ForeignModel, attacker_controls
 from snnbench.data import load_data, to_float
+from snnbench.contract import OutputRule, check_output_rule, check_weights, probe_model
 from snnbench.errors import BenchError
 from snnbench.frames import evaluation_frame, leaderboard, results, suite
 from snnbench.kinds import python_kinds
@@ -159,7 +160,8 @@ def _attack_entries(
     return reg, names
 
 
-def as_benchmark_model(model: nn.Module, randomized: bool | None, x: torch.Tensor) -> tuple[nn.Module, str]:
+def as_benchmark_model(model: nn.Module, randomized: bool | None, x: torch.Tensor,
+                       output: OutputRule = "auto") -> tuple[nn.Module, str]:
     """The model the harness attacks, and whether ``randomized`` was declared or detected.
 
     snnbench's own ``SNNClassifier`` is used as it is (its parts declare their randomness); anything else is
@@ -177,9 +179,11 @@ def as_benchmark_model(model: nn.Module, randomized: bool | None, x: torch.Tenso
             )
         return model, "declared"
     if randomized is None:
-        probe = ForeignModel(model, randomized=False).eval()
-        return ForeignModel(model, randomized=logit_spread(probe, x) > 1e-6), "detected"
-    return ForeignModel(model, randomized=bool(randomized)), "declared"
+        probe = ForeignModel(model, randomized=False, output=output).eval()
+        with torch.no_grad():
+            probe(x)  # a contract violation says so before the spread is read
+        return ForeignModel(model, randomized=logit_spread(probe, x) > 1e-6, output=output), "detected"
+    return ForeignModel(model, randomized=bool(randomized), output=output), "declared"
 
 
 
@@ -212,13 +216,17 @@ def evaluate(
     registry: str | None = None,
     data_root: str | None = None,
     substitute: bool = True,
+    output: OutputRule = "auto",
 ) -> Report:
     """Attack ``model`` and record the run in the results database (it then appears in ``bench report``).
 
     Args:
         model: any ``nn.Module`` mapping images in [0, 1] shaped like the dataset (``[B, 1, 8, 8]`` for
-            digits) to logits ``[B, K]``. Put normalisation, encoding and the time loop inside it; reset
-            neuron state inside ``forward`` (spikingjelly/snntorch neurons are reset for you).
+            digits) to scores: logits ``[B, K]``, multi-step ``[T, B, K]`` or snntorch's ``(spk_rec,
+            mem_rec)`` (see ``output``). Put normalisation, encoding and the time loop inside it; reset
+            neuron state inside ``forward`` (spikingjelly/snntorch neurons are reset for you). The model
+            contract (README "Model contract", :mod:`snnbench.contract`) is checked on a probe batch before
+            anything is stored.
         dataset: a registry dataset (``bench ls datasets``) or a path to an .npz file / ImageFolder.
         attacks: registry attack names (``bench ls attacks``) and/or inline configs
             ``{"kind": "torchattacks", "params": {"name": "VMIFGSM"}, "name": "vmi"}``.
@@ -244,6 +252,10 @@ def evaluate(
             cached beside ``db``) snnbench's vanilla model of the dataset's default architecture as the
             black-box substitute. ``False`` skips the protocol's transfer stage (the reason is stored) and
             refuses ``attacks=["transfer"]``.
+        output: how the raw output becomes logits: ``"auto"`` (default: ``[B, K]`` as is, ``[T, B, K]``
+            averaged over time, a tuple's first tensor averaged over time = snntorch's spike count / T),
+            ``"logits"``, ``"rate"``, ``"membrane"`` (a tuple's last tensor, e.g. snntorch's ``mem_rec``,
+            averaged over time) or a callable ``raw -> logits``.
 
     Returns:
         a :class:`Report` with the run id, a DataFrame of this call's evaluations and one of the run's flags.
@@ -259,6 +271,7 @@ def evaluate(
     """
     if not isinstance(model, nn.Module):
         raise BenchError(f"evaluate: model must be a torch.nn.Module, got {type(model).__name__}")
+    check_weights(model)  # materialised and finite, before anything reads them
     reg = load_registry(registry, kinds=python_kinds())
     ds = resolve_dataset(reg, dataset)
     if eps is not None and not 0 <= float(eps) <= 1:
@@ -270,9 +283,13 @@ def evaluate(
     reg, names = _attack_entries(reg, attacks, protocol)
     dev = _device_of(model, device)
     data = load_data(ds, data_root)
-    probe = to_float(data.test.x[: min(64, len(data.test))]).to(dev)
-    bench_model, source = as_benchmark_model(model, randomized, probe)
+    probe = to_float(data.test.x[: min(64, len(data.test))]).to(dev).clone()
+    probe_y = data.test.y[: len(probe)].to(dev)
+    bench_model, source = as_benchmark_model(model, randomized, probe, check_output_rule(output))
     bench_model.eval()
+    # the model contract: output form, classes, finite values; differentiability and batch dependence
+    contract = probe_model(bench_model, probe, probe_y, ds.classes, bool(bench_model.randomized))
+    bench_model.contract = contract
     card = ModelCard(
         name=(name or type(model).__name__)[:64],
         description=description,
@@ -288,8 +305,12 @@ def evaluate(
     external = External(bench_model, card, T, data)
     plan = plan_external(reg, external, ds, names, {"eps": eps}, n_eval, dev, batch_size, substitute, dataset,
                          data_root)
-    for _, atk in plan.attacks:  # a knob the model does not expose fails here, before anything is stored
-        if atk.uses_gradient and not atk.from_store:
+    for entry, atk in plan.attacks:  # a knob the model does not expose fails here, before anything is stored
+        if atk.uses_gradient and not atk.from_store and not atk.composite:
+            if not contract.differentiable:
+                raise BenchError(f"attack {entry.name}: the model is non-differentiable (its logits carry no "
+                                 "gradient to the input); use protocol='standard' (its gradient-free and transfer "
+                                 "stages still run) or a gradient-free attack (square, transfer, gaussian)")
             atk.view(bench_model)
     url = database_url(db)
     make_sqlite_folder(url)

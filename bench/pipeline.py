@@ -20,16 +20,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from snnbench.data import Split, to_float
 from snnbench.diagnostics import record_vpre_hist, run_checks, run_sweeps
 from snnbench.plan import Plan, canonical_hash
 from snnbench.prepare import Prepared, attach_substitutes, prepare
 from snnbench.registry import BenchRegistry
-from snnbench.scoring import predict
-from snnbench.seeding import seeded
+from snnbench.scoring import clean_correct
 from snnbench.store import EvalRecord, Store
 from snnbench.strategies import run_strategy
 from snnbench.suite_spec import CLEAN
@@ -93,22 +88,8 @@ def run_clean(plan: Plan, prep: Prepared, store: Store, force: bool = False) -> 
     if not force and store.has_evaluation(prep.run_id, h):
         return False
     t0 = time.perf_counter()
-    with seeded(plan.seed, plan.device):  # randomized models: a reproducible draw
-        correct = _clean_correct(
-            prep.model, prep.data.test, plan.n_eval, plan.request.eval_batch_size, plan.device
-        )
+    correct = clean_correct(prep.model, prep.data.test, plan.n_eval, plan.request.eval_batch_size, plan.device,
+                            plan.seed)
     rec = EvalRecord(CLEAN, h, {"kind": CLEAN}, 0.0, correct, correct, time.perf_counter() - t0, 1)
     store.record_evaluation(prep.run_id, rec)
     return True
-
-
-def _clean_correct(
-    model: torch.nn.Module, split: Split, n: int, batch_size: int, device: torch.device
-) -> np.ndarray:
-    n = min(n, len(split)) if n > 0 else len(split)
-    out = []
-    for start in range(0, n, batch_size):
-        x = to_float(split.x[start : min(n, start + batch_size)]).to(device)  # [B, C, H, W]
-        y = split.y[start : min(n, start + batch_size)].to(device)
-        out.append((predict(model, x) == y).cpu())
-    return torch.cat(out).numpy().astype(bool) if out else np.zeros(0, bool)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from snnbench.contract import check_logits, check_weights, contract_flags, data_fingerprint
 from snnbench.data import Data, load_data, to_float
 from snnbench.errors import BenchError
 from snnbench.plan import Plan
@@ -59,6 +60,18 @@ class Prepared:
     trained: bool
     train_seconds: float
     checkpoint: Path | None
+    fingerprint: str = ""  # sha256 of the test images when prepared (snnbench.contract.data_fingerprint)
+
+    def __post_init__(self) -> None:
+        if not self.fingerprint:
+            self.fingerprint = data_fingerprint(self.data.test.x)
+
+    def verify_data(self, after: str) -> None:
+        """Raise unless the test images are byte-equal to what they were when the model was prepared
+        (a model or attack that edits its input in place would change every later attack's data)."""
+        if data_fingerprint(self.data.test.x) != self.fingerprint:
+            raise BenchError(f"the test data changed during {after}: the model (or attack) edits its input in "
+                             "place; nothing after it was stored (clone x in forward before editing it)")
 
     def check_batch(self, plan: Plan, n: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``n`` evaluated test samples, on the plan's device: the batch every check uses."""
@@ -92,6 +105,9 @@ def _prepare_external(plan: Plan, store: Store) -> Prepared:
     old = store.artifacts(run_id, "model_card").get("", {})
     keep = {k: old[k] for k in ("description", "paper") if old.get(k) and not getattr(card, k)}
     store.put_artifact(run_id, "model_card", "", {**to_dict(card), **keep})
+    report = getattr(plan.external.module, "contract", None)
+    if report is not None:  # what the contract probe found (snnbench.contract): kept even with checks=False
+        store.record_flags(run_id, contract_flags(report))
     return Prepared(plan.external.module, data, run_id, False, 0.0, None)
 
 
@@ -108,6 +124,7 @@ def _prepare_recipe(plan: Plan, store: Store, results_dir: Path, progress: Calla
             ck = load_checkpoint(plan.request.checkpoint)
             apply_state_dict(model, ck["state_dict"], plan.request.checkpoint)
             final = Path(plan.request.checkpoint)
+            _check_loaded(model, data, plan)
         else:
             with checkpoint_lock(final):  # a worker sharing the directory may be training this config
                 if final.exists():
@@ -127,6 +144,15 @@ def _prepare_recipe(plan: Plan, store: Store, results_dir: Path, progress: Calla
         store.finish_run(run_id, status="trained", train_seconds=seconds if trained else None,
                          checkpoint_path=str(final), checkpoint_sha256=sha256_file(final), resumed_from=resumed)
     return Prepared(model, data, run_id, trained, seconds, final)
+
+
+def _check_loaded(model: nn.Module, data: Data, plan: Plan) -> None:
+    """A given checkpoint's weights are finite and its logits finite on a few test images (the model
+    contract, snnbench.contract), before its run row is written."""
+    check_weights(model)
+    x = to_float(data.test.x[:8]).clone()
+    with torch.no_grad():
+        check_logits(model.eval()(x), len(x), plan.dataset.classes)
 
 
 def run_info(plan: Plan) -> RunInfo:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from snnbench.attacks.base import Attack, seeded
 from snnbench.data import Split, to_float
@@ -70,6 +70,19 @@ def check_bounds(x: Tensor, x_adv: Tensor, eps: float | None, attack: str) -> fl
     if x.numel() and (float(x_adv.min()) < -BALL_TOL or float(x_adv.max()) > 1 + BALL_TOL):
         raise AttackBoundsError(f"{attack}: images leave [0, 1] ({float(x_adv.min())}..{float(x_adv.max())})")
     return linf
+
+
+def clean_correct(model: nn.Module, split: Split, n: int, batch_size: int, device: torch.device,
+                  seed: int) -> np.ndarray:
+    """Per-sample clean correctness on the first ``n`` test samples (one seeded draw for randomized models)."""
+    n = eval_size(split, n)
+    out = []
+    with seeded(seed, device):  # randomized models: a reproducible draw
+        for start in range(0, n, batch_size):
+            x = to_float(split.x[start : min(n, start + batch_size)]).to(device).clone()  # [B, C, H, W]
+            y = split.y[start : min(n, start + batch_size)].to(device)
+            out.append((predict(model, x) == y).cpu())
+    return torch.cat(out).numpy().astype(bool) if out else np.zeros(0, bool)
 
 
 def eval_size(split: Split, n: int) -> int:

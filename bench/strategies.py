@@ -26,7 +26,7 @@ from snnbench.errors import BenchError
 from snnbench.plan import Plan, canonical_hash
 from snnbench.prepare import Prepared
 from snnbench.protocol import counts_toward_worst, worst_case
-from snnbench.scoring import eval_size, evaluate_attack
+from snnbench.scoring import clean_correct, eval_size, evaluate_attack
 from snnbench.specs import Entry
 from snnbench.store import EvalRecord, FlagRecord, Store
 
@@ -60,9 +60,14 @@ def run_single(
     h = attack_hash(plan, entry, attack)
     if not force and store.has_evaluation(prep.run_id, h):
         return False
+    why = _needs_gradient(attack, prep.model)
+    if why:
+        raise BenchError(f"--attack {entry.name}: {why}; use the standard protocol (its gradient-free and transfer "
+                         "stages still run) or a gradient-free attack (square, transfer, gaussian)")
     with checks.library_messages() as messages:
         out = evaluate_attack(prep.model, attack, prep.data.test, plan.n_eval, plan.request.eval_batch_size,
                               plan.device, progress, desc=entry.name)
+    prep.verify_data(f"the attack {entry.name}")
     rec = EvalRecord(entry.name, h, attack.config(), attack.eps, out.clean_correct, out.adv_correct, out.seconds,
                      attack.eot_samples(prep.model))
     flags = [checks.ball_flag(entry.name, out.max_linf, attack.eps, attack.bounded and attack.norm == "linf"),
@@ -107,6 +112,10 @@ def run_cascade(
         h = canonical_hash({"protocol": base, "stage": i, "attack": cfg})
         skipped = _stage_unsupported(st, prep.model)
         ev = stored.get(h) if not force else None
+        if clean is None and (skipped and ev is None):  # the first stage cannot run: clean from a plain pass
+            clean = clean_correct(prep.model, prep.data.test, n, plan.request.eval_batch_size, plan.device, plan.seed)
+            robust &= clean
+            broken_by[~clean] = -2
         if ev is not None:
             c_full, adv_full = store.sample_outcomes(ev.id)
             secs = ev.seconds
@@ -118,6 +127,7 @@ def run_cascade(
                 out = evaluate_attack(prep.model, st, prep.data.test, plan.n_eval, plan.request.eval_batch_size,
                                       plan.device, progress, indices=idx, desc=f"{entry.name} {i + 1}/{len(plan_stages)} {sname}")
             messages += [f"{sname}: {m}" for m in stage_messages]
+            prep.verify_data(f"the protocol stage {sname}")
             if clean is None:
                 c_full = out.clean_correct.copy()
                 adv_full = out.adv_correct & c_full
@@ -149,10 +159,22 @@ def run_cascade(
     return True
 
 
+def _needs_gradient(attack: Attack, model: Any) -> str:
+    """Why ``attack`` cannot run on ``model`` for want of gradients ("" when it can): the model contract
+    (snnbench.contract) found logits that carry no gradient to the input."""
+    report = getattr(model, "contract", None)
+    if attack.uses_gradient and not attack.from_store and report is not None and not report.differentiable:
+        return "the model is non-differentiable (its logits carry no gradient to the input)"
+    return ""
+
+
 def _stage_unsupported(stage: Attack, model: Any) -> str:
-    """Why a protocol stage cannot run on this model ("" when it can): the transfer stage needs a
-    substitute; surrogate and gradient-mode stages need a model that lets the attacker set them (every
-    SNNClassifier does; a foreign model declares ``attacker_controls``)."""
+    """Why a protocol stage cannot run on this model ("" when it can): gradient stages need a
+    differentiable model; the transfer stage needs a substitute; surrogate and gradient-mode stages need a
+    model that lets the attacker set them (every SNNClassifier does; a foreign model declares
+    ``attacker_controls``)."""
+    if _needs_gradient(stage, model):
+        return _needs_gradient(stage, model)
     if stage.transfer and getattr(stage, "substitute", None) is None:
         return "no substitute model attached"
     controls = getattr(model, "attacker_controls", frozenset({"surrogate", "grad_mode"}))

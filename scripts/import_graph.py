@@ -57,7 +57,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("config and storage", ("registry", "store", "data")),
     ("spiking core", ("snn", "snn.*")),
     ("attacks and defenses", ("attacks", "attacks.*", "defenses", "defenses.*")),
-    ("model services", ("kinds", "train", "scoring", "checks", "adapters", "importers")),
+    ("model services", ("kinds", "train", "scoring", "checks", "contract", "adapters", "importers")),
     ("read side", ("frames", "measured", "report_data", "report_plots", "export", "regress", "cost", "report")),
     ("pipeline", ("plan", "provenance", "prepare", "strategies", "diagnostics", "pipeline", "suites", "sweep",
                   "benchmark")),
