@@ -52,7 +52,7 @@ from snnbench.kinds import python_kinds
 from snnbench.paths import database_url, make_sqlite_folder, results_dir_of
 from snnbench.pipeline import evaluate_plans
 from snnbench.plan import External, ModelCard, plan_external, resolve_dataset
-from snnbench.protocol import cascade_lines, worst_case
+from snnbench.protocol import blocks_rank, cascade_lines, worst_case
 from snnbench.registry import BenchRegistry, load_registry
 from snnbench.snn.classifier import SNNClassifier
 from snnbench.specs import Entry
@@ -90,10 +90,21 @@ class Report:
     def failed_checks(self) -> list[str]:
         return [f"{r.kind} ({r.scope})" for r in self.flags.itertuples() if not r.ok]
 
+    @property
+    def blocking_checks(self) -> list[str]:
+        """Failed checks that keep the run off the leaderboard's ranking (bench.protocol.blocks_rank): its
+        robust accuracy is then an upper bound, not a ranked number."""
+        budgets = {str(a.get("budget", "full")) for a in self.extra.get("cascades", {}).values()} or {"full"}
+        budget = "full" if "full" in budgets else min(budgets)
+        return [f"{r.kind} ({r.scope})" for r in self.flags.itertuples() if not r.ok and blocks_rank(r.kind, budget)]
+
     def __repr__(self) -> str:
         cols = ["attack", "eps", "n", "eot", "clean_acc", "robust_acc", "seconds"]
         body = self.table[cols].to_string(index=False) if len(self.table) else "(no evaluations)"
         warn = f"\nfailed checks: {', '.join(self.failed_checks)}" if self.failed_checks else ""
+        if self.blocking_checks:
+            warn += ("\nUNRELIABLE, NOT RANKED: every robust accuracy above is an upper bound (failed: "
+                     f"{', '.join(self.blocking_checks)})")
         cascade = "".join("\n" + "\n".join(cascade_lines(art)) for art in self.extra.get("cascades", {}).values())
         return f"Report(run {self.run_id}, {self.card.name}, worst {self.worst:.4f})\n{body}{cascade}{warn}"
 

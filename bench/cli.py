@@ -191,12 +191,15 @@ def _print_results(store, run_id: int, plan) -> None:
             f"{plan.defense_entry.name:<12} {plan.train.training:<9} {e.attack:<36} {e.eps:>7.4f} {e.n:>6} {e.eot:>4} "
             f"{100 * e.clean_acc:>6.2f}% {100 * e.robust_acc:>6.2f}% {e.seconds:>7.2f}"
         )
-    from snnbench.protocol import cascade_lines
+    from snnbench.protocol import blocks_rank, cascade_lines
 
+    budgets = set()
     for name, art in sorted(store.artifacts(run_id, "protocol").items()):
         if name in names:
             click.echo("\n".join(cascade_lines(art)))
-    flags = [f for f in store.flags(run_id) if f.scope in names or f.scope.split("/")[0] in names or f.scope == "run"]
+            budgets.add(str(art.get("budget", "full")))
+    flags = [f for f in store.flags(run_id)
+             if f.scope in names or f.scope.split("/")[0] in names or f.scope in ("run", "model")]
     flags.sort(key=lambda f: f.ok)  # failed checks first
     if flags:
         failed = sum(not f.ok for f in flags)
@@ -204,6 +207,10 @@ def _print_results(store, run_id: int, plan) -> None:
     for f in flags:
         value = "" if f.value is None else f"{f.value:.4g}"
         click.echo(f"  {'ok' if f.ok else 'FAIL':<4} {f.scope:<24} {f.kind:<19} {value:>8}  {f.message}")
+    budget = "full" if "full" in budgets or not budgets else min(budgets)
+    blocking = [f"{f.kind} ({f.scope})" for f in flags if not f.ok and blocks_rank(f.kind, budget)]
+    if blocking and budgets:
+        click.echo(f"UNRELIABLE, NOT RANKED: the protocol's robust accuracy is an upper bound (failed: {', '.join(blocking)})")
 
 
 @main.command()

@@ -148,7 +148,8 @@ def _samples(store: Store, ev: pd.DataFrame) -> pd.DataFrame:
 def leaderboard(db: str | os.PathLike | None = None, registry: str | None = None) -> pd.DataFrame:
     """The ranking ``bench report`` draws, as one DataFrame: one row per model. Ranked rows (``ranked``
     True) carry their threat model, the standard protocol's robust accuracy with its 95% Wilson interval
-    and the rank range; models without the standard protocol are listed with ``ranked`` False and their
+    and the rank range; a protocol row with a failed check has ``ranked`` False, rank "unranked" and the
+    checks in ``unranked_by`` (its robust accuracy is an upper bound); models without the standard protocol are listed with ``ranked`` False and their
     strongest stored attack (RobustBench's convention: only the fixed evaluation ranks).
 
     Example::
@@ -163,11 +164,12 @@ def leaderboard(db: str | os.PathLike | None = None, registry: str | None = None
     for tm in tables:
         for r in tm.rows:
             rows.append({
-                "ranked": True, "threat_model": tm.label, "protocol": tm.protocol, "budget": tm.budget,
+                "ranked": r.ranked, "threat_model": tm.label, "protocol": tm.protocol, "budget": tm.budget,
                 "rank": r.rank, "run_id": r.run_id, "dataset": r.dataset, "defense": r.defense,
                 "training": r.training, "model": r.model, "T": r.T, "clean": r.clean.value,
                 "robust": r.robust.value, "robust_lo": r.robust.lo, "robust_hi": r.robust.hi,
                 "attack": r.attack, "n_attacks": None, "flags": ", ".join(r.flags),
+                "unranked_by": ", ".join(r.blocking),
             })
     for o in others:
         rows.append({
@@ -176,6 +178,7 @@ def leaderboard(db: str | os.PathLike | None = None, registry: str | None = None
             "clean": o.clean.value if o.clean else None, "robust": o.strongest.value if o.strongest else None,
             "robust_lo": o.strongest.lo if o.strongest else None, "robust_hi": o.strongest.hi if o.strongest else None,
             "attack": o.strongest_attack, "n_attacks": o.n_attacks, "flags": ", ".join(o.flags),
+            "unranked_by": "no standard-protocol evaluation",
         })
     return pd.DataFrame(rows)
 

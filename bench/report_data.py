@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from snnbench.protocol import counts_toward_worst
+from snnbench.protocol import blocks_rank, counts_toward_worst
 from snnbench.protocol import worst_case as per_sample_worst
 from snnbench.registry import BenchRegistry
 from snnbench.store import Store
@@ -281,13 +281,31 @@ class LeaderRow:
     rank_hi: int = 0
     tied_with_leader: bool = False
 
+    budget: str = "full"
+
     @property
     def unreliable(self) -> bool:
         return bool(self.flags)
 
     @property
+    def blocking(self) -> list[str]:
+        """The failed checks that keep this row off the ranking (bench.protocol.blocks_rank)."""
+        return [f for f in self.flags if blocks_rank(f.split(" (", 1)[0], self.budget)]
+
+    @property
+    def ranked(self) -> bool:
+        return not self.blocking
+
+    @property
     def rank(self) -> str:
+        if not self.ranked:
+            return "unranked"
         return str(self.rank_lo) if self.rank_lo == self.rank_hi else f"{self.rank_lo}–{self.rank_hi}"
+
+    @property
+    def robust_bound(self) -> str:
+        """The robust accuracy as shown: an upper bound ("≤ 52.5%") when a check failed."""
+        return ("≤ " if not self.ranked else "") + f"{100 * self.robust.value:.1f}%"
 
 
 @dataclass
@@ -309,9 +327,15 @@ class OtherRow:
     reason: str = ""  # unreadable: why
 
 
-def rank_ranges(rows: list[LeaderRow]) -> None:
-    """Sort by robust then clean accuracy; set each row's rank range from interval overlaps."""
-    rows.sort(key=lambda r: (-r.robust.value, -r.clean.value, r.run_id))
+def rank_ranges(all_rows: list[LeaderRow]) -> None:
+    """Sort by robust then clean accuracy; set each ranked row's rank range from interval overlaps.
+    Rows with a failed check that blocks ranking (issue 20: a masked model must not rank on the number its
+    masking bought) go after every ranked row, unranked, their number an upper bound."""
+    all_rows.sort(key=lambda r: (not r.ranked, -r.robust.value, -r.clean.value, r.run_id))
+    rows = [r for r in all_rows if r.ranked]
+    for r in all_rows:
+        if not r.ranked:
+            r.rank_lo = r.rank_hi = 0
     n = len(rows)
     for r in rows:
         above = sum(1 for o in rows if o is not r and o.robust.lo > r.robust.hi)
@@ -388,6 +412,7 @@ def leaderboard(reg: BenchRegistry, store: Store) -> tuple[list[ThreatModel], li
                     _stages(store, run.id, e.attack),
                     row_flags + [f"unreadable evaluation ({b})" for b in bad],
                     prov,
+                    budget=str(cfg.get("budget", "?")),
                 )
             )
         if not standard and (evals or bad):  # a run with no evaluation at all (a transfer substitute) is no model row

@@ -64,7 +64,7 @@ def planted(tmp_path: Path) -> Store:
     plant_eval(store, a, "pgd", 120, 110, 60, steps=7, alpha=0.025)
     b = plant_run(store, "tgo")
     plant_eval(store, b, "standard", 120, 100, 55, kind="standard")
-    plant_flag(store, b, "gradfree_gap", False, "Square beats APGD by 12 points")
+    plant_flag(store, b, "more_iters", False, "APGD-CE 20 -> 40 iterations lowers it by 12 points")
     plant_flag(store, b, "zero_grad", True)
     c = plant_run(store, "rat", external="cd" * 32, source="https://example.org/rat.pt")
     plant_eval(store, c, "standard", 120, 100, 10, kind="standard")
@@ -123,6 +123,32 @@ def test_ranks_by_standard_protocol_only_with_overlaps_as_rank_ranges(tmp_path, 
     assert [o.defense for o in leaderboard(reg, store)[1]] == ["feel"]
 
 
+def test_a_failed_masking_check_unranks_the_row_and_shows_its_number_as_an_upper_bound(tmp_path, reg):
+    """Issue 20 item 5: a row that fails a masking check is not ranked by its number (listed after the
+    ranked rows, "unranked", robust shown as an upper bound, the check named: site, CSV/JSON, DataFrame);
+    the smoke budget's own artefacts (more_iters, protocol_le_attacks) do not unrank."""
+    from snnbench import frames
+
+    store = planted(tmp_path)
+    plant_flag(store, 1, "gradfree_gap", False, "Square broke 12 samples after every gradient stage")
+    (t,), _ = leaderboard(reg, store)
+    assert [r.defense for r in t.rows] == ["tgo", "rat", "vanilla"]  # tgo: more_iters only, still ranked
+    assert [r.rank for r in t.rows] == ["1", "2", "unranked"]
+    assert t.rows[2].blocking == ["gradfree_gap (run)"] and t.rows[2].robust_bound.startswith("≤ ")
+    assert t.rows[0].ranked and t.rows[0].unreliable  # potentially unreliable, ranked: a budget artefact
+    out = tmp_path / "site"
+    build_site(reg, store, out)
+    html = (out / "index.html").read_text()
+    assert "unreliable, not ranked" in html and "upper bound: failed gradfree_gap (run)" in html
+    rows = {r["defense"]: r for r in json.loads((out / "leaderboard.json").read_text())}
+    assert rows["vanilla"]["rank"] == "not ranked: failed gradfree_gap (run)"
+    assert rows["vanilla"]["robust_is_upper_bound"] is True and rows["vanilla"]["rank_best"] is None
+    assert rows["tgo"]["robust_is_upper_bound"] is False
+    lb = frames.leaderboard(db=store.url, registry=None)
+    v = lb[lb.defense == "vanilla"].iloc[0]
+    assert not v.ranked and v.unranked_by == "gradfree_gap (run)"
+
+
 def test_site_says_when_two_models_intervals_overlap(tmp_path, reg):
     store = planted(tmp_path)
     out = tmp_path / "site"
@@ -135,7 +161,7 @@ def test_site_says_when_two_models_intervals_overlap(tmp_path, reg):
         r"45\.83</span> <span class=\"ci\"[^>]*>\[37\.2, 54\.7\]", html
     )  # value + Wilson interval
     assert "Not evaluated with the standard protocol" in html
-    assert "potentially unreliable" in html and "gradfree_gap (run)" in html
+    assert "potentially unreliable" in html and "more_iters (run)" in html
     assert "Wang et al., ICLR 2026" in html and "https://arxiv.org/abs/2602.20548" in html  # tgo's paper
     assert "@inproceedings{tgo," in html  # BibTeX to copy
     assert "external ckpt" in html and "trained here" in html
