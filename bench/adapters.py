@@ -51,7 +51,7 @@ from snnbench.contract import OutputRule, check_output_rule, to_logits
 from snnbench.errors import BenchError, did_you_mean
 from snnbench.snn.classifier import record_neurons
 from snnbench.snn.neuron import GRAD_MODES, LIFNeuron, RateMask
-from snnbench.snn.surrogate import SURROGATES
+from snnbench.snn.surrogate import ADAPTIVE, SURROGATES
 
 CONTROLS = frozenset({"surrogate", "grad_mode"})
 #: Attacker's surrogate width when none is given: the width each family is used with in the papers'
@@ -340,6 +340,24 @@ class ForeignModel(nn.Module):
         """Record ``v_pre`` and spikes of the snnbench neurons found, for the block."""
         return record_neurons(self.neurons())
 
+    def unsupported(self, mode: str = "bptt", surrogate: str | None = None) -> str:
+        """Why :meth:`gradient_mode` cannot set ``mode`` / ``surrogate`` on this model ("" when it can)."""
+        if mode not in GRAD_MODES:
+            return f"grad_mode: {mode!r} is not a gradient mode; {did_you_mean(mode, GRAD_MODES)}"
+        own = all(f.adapter.library == "snnbench" for f in self._found)
+        if surrogate is not None and surrogate not in SURROGATES and not (surrogate == ADAPTIVE and own and self._found):
+            if surrogate == ADAPTIVE:
+                return (f"the adaptive surrogate {ADAPTIVE!r} needs snnbench neurons (it reads each neuron's "
+                        "membrane statistics); this model's neurons are from another library")
+            return f"surrogate: {surrogate!r} is unknown; {did_you_mean(surrogate, SURROGATES)}"
+        if mode != "bptt" and "grad_mode" not in self.attacker_controls:
+            return f"grad_mode {mode!r} does not reach this model: {self.controls_reason()}"
+        if mode == "bptr_rga" and not own:
+            return "grad_mode 'bptr_rga' needs snnbench neurons (it reads their leak tau); use 'bptr'"
+        if surrogate is not None and "surrogate" not in self.attacker_controls:
+            return f"surrogate {surrogate!r} does not reach this model: {self.controls_reason()}"
+        return ""
+
     @contextmanager
     def gradient_mode(self, mode: str = "bptt", surrogate: str | None = None, gamma: float | None = None):
         """Set the attacker's gradient mode and surrogate on every neuron found, for the block.
@@ -347,22 +365,13 @@ class ForeignModel(nn.Module):
         ``bptt`` without a surrogate is always allowed (the model's own gradient); anything else needs the
         matching entry of :attr:`attacker_controls`, else a :class:`BenchError` says why it is missing.
         """
-        if mode not in GRAD_MODES:
-            raise BenchError(f"grad_mode: {mode!r} is not a gradient mode; {did_you_mean(mode, GRAD_MODES)}")
-        if surrogate is not None and surrogate not in SURROGATES:
-            raise BenchError(f"surrogate: {surrogate!r} is unknown; {did_you_mean(surrogate, SURROGATES)}")
-        if mode != "bptt" and "grad_mode" not in self.attacker_controls:
-            raise BenchError(f"grad_mode {mode!r} does not reach this model: {self.controls_reason()}")
-        if mode == "bptr_rga" and any(f.adapter.library != "snnbench" for f in self._found):
-            raise BenchError(
-                "grad_mode 'bptr_rga' needs snnbench neurons (it reads their leak tau); use 'bptr'"
-            )
-        if surrogate is not None and "surrogate" not in self.attacker_controls:
-            raise BenchError(f"surrogate {surrogate!r} does not reach this model: {self.controls_reason()}")
+        why = self.unsupported(mode, surrogate)
+        if why:
+            raise BenchError(why)
         with ExitStack() as stack:
             for f in self._found:
                 if surrogate is not None:
-                    g = gamma if gamma is not None else DEFAULT_GAMMA[surrogate]
+                    g = gamma if gamma is not None else DEFAULT_GAMMA.get(surrogate, 1.0)
                     stack.enter_context(f.adapter.surrogate(f.neurons, surrogate, g))
                 if f.adapter.grad_mode is not None:
                     stack.enter_context(f.adapter.grad_mode(f.neurons, mode))

@@ -179,6 +179,11 @@ def _stage_unsupported(stage: Attack, model: Any) -> str:
         return "no substitute model attached"
     controls = getattr(model, "attacker_controls", frozenset({"surrogate", "grad_mode"}))
     p = stage.params
+    unsupported = getattr(model, "unsupported", None)  # a foreign model says what it cannot take, and why
+    if callable(unsupported):
+        why = unsupported(getattr(p, "grad_mode", "bptt"), getattr(p, "surrogate", None))
+        if why:
+            return why
     for knob, wanted in (("surrogate", getattr(p, "surrogate", None) is not None),
                          ("grad_mode", getattr(p, "grad_mode", "bptt") != "bptt")):
         if wanted and knob not in controls:
