@@ -174,7 +174,9 @@ def _print_header(plan, db_url: str) -> None:
         f"dataset  {plan.dataset.name} {list(plan.dataset.shape)} ({plan.dataset.classes} classes)   eps {plan.dataset.eps:.4g}",
         f"model    {plan.model.name} ({plan.model.arch}, encoder {plan.model.encoder})   T={t.T}",
         f"defense  {plan.defense_entry.name} ({plan.defense_entry.kind})   training={t.training}",
-        f"train    epochs={t.epochs} batch={t.batch_size} lr={t.lr} wd={plan.defense.weight_decay(t)} seed={t.seed}",
+        (f"weights  {plan.request.checkpoint} (given checkpoint: not trained here, training settings do not apply)"
+         if plan.request.checkpoint else
+         f"train    epochs={t.epochs} batch={t.batch_size} lr={t.lr} wd={plan.defense.weight_decay(t)} seed={t.seed}"),
         f"attacks  {', '.join(f'{e.name}(eps={a.eps:.4g})' for e, a in plan.attacks)}",
         f"device   {plan.device}   config {plan.config_hash[:12]}   db {db_url}",
     ]

@@ -126,7 +126,7 @@ def load_digits_data(spec: DatasetSpec) -> Data:
     return Data(spec, Split(torch.from_numpy(xtr), torch.from_numpy(ytr)), Split(torch.from_numpy(xte), torch.from_numpy(yte)))
 
 
-def _torchvision_split(spec: DatasetSpec, root: Path, train: bool) -> Split:
+def _torchvision_split(spec: DatasetSpec, root: Path, train: bool, download: bool = True) -> Split:
     import torchvision.datasets as tvd
 
     cls = {"CIFAR10": tvd.CIFAR10, "CIFAR100": tvd.CIFAR100, "MNIST": tvd.MNIST, "FashionMNIST": tvd.FashionMNIST}[
@@ -135,6 +135,8 @@ def _torchvision_split(spec: DatasetSpec, root: Path, train: bool) -> Split:
     try:
         ds = cls(str(root), train=train, download=False)
     except RuntimeError:
+        if not download:
+            raise BenchError(f"dataset {spec.name!r}: files not found under {root} (not downloaded)") from None
         try:
             ds = cls(str(root), train=train, download=True)
         except Exception as e:  # network errors come in many types (URLError, OSError, HTTPError)
@@ -268,15 +270,16 @@ def infer_custom_spec(path: Path, base: DatasetSpec) -> DatasetSpec:
     )
 
 
-def load_data(spec: DatasetSpec, data_root: str | Path | None = None) -> Data:
-    """Load a dataset by its spec; every failure is a one-line BenchError."""
+def load_data(spec: DatasetSpec, data_root: str | Path | None = None, download: bool = True) -> Data:
+    """Load a dataset by its spec; every failure is a one-line BenchError (``download=False``: a
+    torchvision dataset whose files are absent is an error, not a download)."""
     if spec.source == "sklearn_digits":
         data = load_digits_data(spec)
     elif spec.source == "torchvision":
         root = Path(data_root or "data")
         if data_root is not None and not root.is_dir():
             raise BenchError(f"--data-root {root} does not exist; create it or point it at the dataset files")
-        data = Data(spec, _torchvision_split(spec, root, True), _torchvision_split(spec, root, False))
+        data = Data(spec, _torchvision_split(spec, root, True, download), _torchvision_split(spec, root, False, download))
     elif spec.source == "npz":
         data = load_npz(spec, Path(spec.path))
     elif spec.source == "imagefolder":

@@ -115,19 +115,28 @@ def _strip(state: dict) -> dict[str, torch.Tensor]:
     }
 
 
+NORMS = ("reference", "dataset", "custom")
+
+
 def import_snnrat(
-    state: dict, model: nn.Module, arch: str, norm: str = "reference"
+    state: dict, model: nn.Module, arch: str, norm: str = "reference",
+    mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """A complete state dict for ``model`` (an ``SNNClassifier`` of arch ``wrn16`` or ``vgg11``) from an
-    SNN-RAT reference state dict; raises a one-line BenchError naming unmatched keys."""
+    SNN-RAT reference state dict; raises a one-line BenchError naming unmatched keys.
+
+    ``norm``: the in-model normalisation the checkpoint was trained with: ``reference`` (SNN-RAT's CIFAR
+    mean/std), ``dataset`` (the registry dataset's) or ``custom`` (``mean_std``, one value per channel)."""
     builders: dict[str, Callable[[nn.Module], dict[str, str]]] = {
         "wrn16": snnrat_wrn_prefixes,
         "vgg11": snnrat_vgg_prefixes,
     }
     if arch not in builders:
         raise BenchError(f"--model: snnrat checkpoints map onto wrn16 or vgg11 models, not arch {arch!r}")
-    if norm not in ("reference", "dataset"):
-        raise BenchError(f"--norm: {norm!r} is not reference or dataset")
+    if norm not in NORMS:
+        raise BenchError(f"--norm: {norm!r} is not one of {', '.join(NORMS)}")
+    if (norm == "custom") != (mean_std is not None):
+        raise BenchError("--mean/--std: give both (one value per input channel) to set the normalisation")
     renamed, unmatched = rename(_strip(state), builders[arch](model.net))
     own = model.state_dict()
     unmatched += [k for k in renamed if k not in own]
@@ -158,6 +167,16 @@ def import_snnrat(
             raise BenchError(
                 f"--norm reference: the SNN-RAT normalisation has {len(mean)} channels, the dataset {own['mean'].numel()}; use --norm dataset"
             )
+        out["mean"] = torch.tensor(mean, dtype=own["mean"].dtype).view_as(own["mean"])
+        out["std"] = torch.tensor(std, dtype=own["std"].dtype).view_as(own["std"])
+    if norm == "custom":
+        assert mean_std is not None
+        mean, std = mean_std
+        if len(mean) != own["mean"].numel() or len(std) != own["std"].numel():
+            raise BenchError(f"--mean/--std: give {own['mean'].numel()} values each (the dataset's channels), "
+                             f"got {len(mean)} and {len(std)}")
+        if any(not (s_ > 0) for s_ in std):
+            raise BenchError("--std: every value must be > 0")
         out["mean"] = torch.tensor(mean, dtype=own["mean"].dtype).view_as(own["mean"])
         out["std"] = torch.tensor(std, dtype=own["std"].dtype).view_as(own["std"])
     return out

@@ -4,6 +4,7 @@ widths), random weights and BN statistics, their state dicts imported: snnbench'
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -228,3 +229,34 @@ def test_unmatched_keys_are_one_line(registry, tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("error: snnrat checkpoint does not map onto wrn16")
     assert len(r.stderr.strip().splitlines()) == 1 and "reference keys unmatched" in r.stderr
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_import_takes_the_checkpoints_normalisation_and_any_dataset_and_prints_a_clean_check(registry, tmp_path):
+    """Issue 22 item 4: --mean/--std set the normalisation the checkpoint was trained with (printed, and
+    stored in the checkpoint's in-model buffers); --dataset takes an .npz like bench run; a clean-accuracy
+    check on the first test samples is printed after import."""
+    import numpy as np
+
+    ref = _reference(registry, "vgg11_tiny")
+    src = tmp_path / "vgg.pth"
+    torch.save(ref.state_dict(), src)
+    g = np.random.default_rng(0)
+    npz = tmp_path / "mine.npz"
+    np.savez(npz, x_train=g.integers(0, 255, (40, 32, 32, 3), dtype=np.uint8), y_train=g.integers(0, 10, 40),
+             x_test=g.integers(0, 255, (30, 32, 32, 3), dtype=np.uint8), y_test=g.integers(0, 10, 30))
+    out = tmp_path / "o.pt"
+    cmd = [sys.executable, "-m", "snnbench", "import", "--format", "snnrat", str(src), "--model", "vgg11_tiny",
+           "--dataset", str(npz), "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25", "-o", str(out)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "normalisation (custom): mean (0.5, 0.5, 0.5) std (0.25, 0.25, 0.25)" in r.stdout
+    assert re.search(r"clean check: \d+\.\d% on the first 30 test samples of mine", r.stdout), r.stdout
+    ck = load_checkpoint(out)
+    assert ck["state_dict"]["std"].flatten().tolist() == [0.25] * 3
+    # the default names the baked-in statistics and how to change them
+    r = _import_cli(src, "vgg11_tiny", tmp_path / "d.pt")
+    assert r.returncode == 0 and "normalisation (reference): mean (0.4914, 0.4822, 0.4465)" in r.stdout
+    assert "give --mean/--std" in r.stdout
+    bad = subprocess.run(cmd[:-6] + ["--mean", "0.5", "--std", "0.25", "-o", str(tmp_path / "b.pt")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "give 3 values each" in bad.stderr and not (tmp_path / "b.pt").exists()

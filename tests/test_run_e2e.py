@@ -32,6 +32,8 @@ def test_run_trains_caches_and_stores(tmp_path):
     # evaluating the cached file as a foreign checkpoint gives the same clean accuracy
     r3 = CliRunner().invoke(main, [*args, "--checkpoint", str(ckpts[0])])
     assert r3.exit_code == 0, r3.output
+    r4 = CliRunner().invoke(main, [a for a in args if a != "-q"] + ["--checkpoint", str(ckpts[0])])
+    assert "not trained here, training settings do not apply" in r4.output and "epochs=" not in r4.output
     assert store.counts()["run"] == 2
     runs = store.runs()
     ev3 = {e.attack: e for e in store.evaluations(runs[1].id)}
