@@ -100,13 +100,18 @@ class Report:
 
     def __repr__(self) -> str:
         cols = ["attack", "eps", "n", "eot", "clean_acc", "robust_acc", "seconds"]
-        body = self.table[cols].to_string(index=False) if len(self.table) else "(no evaluations)"
+        shown = self.table[cols].copy()
+        for c in ("clean_acc", "robust_acc"):  # percentages, as bench run prints them (the table keeps fractions)
+            shown[c] = [f"{100 * v:.2f}%" for v in shown[c]]
+        shown = shown.rename(columns={"clean_acc": "clean", "robust_acc": "robust"})
+        body = shown.to_string(index=False) if len(self.table) else "(no evaluations)"
         warn = f"\nfailed checks: {', '.join(self.failed_checks)}" if self.failed_checks else ""
         if self.blocking_checks:
             warn += ("\nUNRELIABLE, NOT RANKED: every robust accuracy above is an upper bound (failed: "
                      f"{', '.join(self.blocking_checks)})")
         cascade = "".join("\n" + "\n".join(cascade_lines(art)) for art in self.extra.get("cascades", {}).values())
-        return f"Report(run {self.run_id}, {self.card.name}, worst {self.worst:.4f})\n{body}{cascade}{warn}"
+        worst = f"{100 * self.worst:.2f}%" if self.worst == self.worst else "n/a"
+        return f"Report(run {self.run_id}, {self.card.name}, worst {worst})\n{body}{cascade}{warn}"
 
 
 # --- pieces --------------------------------------------------------------------------------------------

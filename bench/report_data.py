@@ -181,9 +181,18 @@ class Provenance:
     sha256: str = ""
     source: str = ""
     resumed_from: int = 0
+    module: str = ""  # an external nn.Module evaluated through snnbench.evaluate: its class
+
+    @property
+    def rebuildable(self) -> bool:
+        """``bench run --checkpoint`` can load it (a recipe's or an imported checkpoint, not a user's class)."""
+        return not self.module
 
     @property
     def summary(self) -> str:
+        if self.module:
+            sha = self.sha256[:12] or "not recorded"
+            return f"external model {self.module} evaluated with snnbench.evaluate, weights sha256 {sha}"
         if self.origin == "external":
             src = f", declared source {self.source}" if self.source else ", no declared source"
             return f"external checkpoint sha256 {self.sha256[:12]}{src}"
@@ -200,6 +209,10 @@ def provenance(run: Any) -> Provenance:
     except Unreadable:
         return Provenance("unreadable", sha256=run.checkpoint_sha256 or "")
     train = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
+    module = cfg.get("external") if isinstance(cfg.get("external"), dict) else None
+    if module is not None:  # snnbench.evaluate: the weights' sha256 and class are in the config
+        return Provenance("external", sha256=str(module.get("weights_sha256") or ""),
+                          module=str(module.get("module") or "?"), training=str(run.training))
     external = "checkpoint_sha256" in cfg or bool(cfg.get("external"))
     if external:
         source = next(
@@ -355,8 +368,18 @@ def _stages(store: Store, run_id: int, attack: str) -> list[dict[str, Any]]:
     out = []
     for s in stages if isinstance(stages, list) else []:
         if isinstance(s, dict) and "name" in s:
-            out.append({"name": str(s["name"]), "robust": s.get("robust"), "n_broken": s.get("n_broken")})
+            out.append({"name": str(s["name"]), "robust": s.get("robust"), "n_broken": s.get("n_broken"),
+                        "skipped": str(s.get("skipped") or "")})
     return out
+
+
+def _card_paper(store: Store, run_id: int, prov: Provenance) -> str:
+    """The declared paper link of a model evaluated through the API (http(s) only), else ""."""
+    if not prov.module:
+        return ""
+    card = safe(lambda: store.artifacts(run_id, "model_card").get("", {}), {})
+    paper = str(card.get("paper") or "") if isinstance(card, dict) else ""
+    return paper if paper.startswith(("http://", "https://")) else ""
 
 
 def leaderboard(reg: BenchRegistry, store: Store) -> tuple[list[ThreatModel], list[OtherRow]]:
@@ -400,7 +423,7 @@ def leaderboard(reg: BenchRegistry, store: Store) -> tuple[list[ThreatModel], li
                     run.id,
                     run.dataset,
                     run.defense,
-                    reg.defense_papers.get(run.defense, ""),
+                    reg.defense_papers.get(run.defense, "") or _card_paper(store, run.id, prov),
                     run.training,
                     run.model,
                     model.arch if model else run.model,

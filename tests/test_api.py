@@ -294,3 +294,30 @@ def test_substitute_false_skips_the_protocol_transfer_stage_with_its_reason(plai
     assert any("transfer" in ln and "skipped:" in ln for ln in lines)
     broken = sum(int(s["n_broken"]) for s in stages)
     assert broken == round(30 * (rep.clean - float(rep.table.iloc[-1]["robust_acc"])))
+
+
+def test_the_site_shows_an_external_model_truthfully(plain_model, tmp_path):
+    """Issue 22 item 5: weights sha256 (not empty), T "not declared", no seed, no `bench run --checkpoint`
+    hint for a class snnbench cannot rebuild, the declared paper on the index and in leaderboard.csv, and
+    skipped stages shown as skipped (not "0 broken")."""
+    import csv
+
+    from snnbench.registry import load_registry
+    from snnbench.report import build_site
+
+    db = tmp_path / "s.sqlite"
+    rep = snnbench.evaluate(plain_model, protocol="standard_smoke", n=30, db=db, randomized=False, checks=False,
+                            substitute=False, name="plain-if", paper="https://example.org/plain")
+    out = tmp_path / "site"
+    build_site(load_registry(None, kinds=None), Store(f"sqlite:///{db}"), out)
+    run = (out / f"run-{rep.run_id}.html").read_text()
+    assert f"<code>{rep.card.weights_sha256[:16]}</code>" in run and "not recorded" not in run
+    assert "T=not declared" in run and "seed 0" not in run
+    assert "bench run --checkpoint" not in run and "snnbench.evaluate(model)" in run
+    assert "transfer: skipped (no substitute model attached)" in run and "robust accuracy is cumulative" in run
+    index = (out / "index.html").read_text()
+    assert 'href="https://example.org/plain"' in index and "plain-if" in index
+    rows = list(csv.DictReader((out / "leaderboard.csv").open()))
+    assert [r["paper"] for r in rows if r["defense"] == "plain-if"] == ["https://example.org/plain"]
+    # print(report) uses the CLI's units: percentages
+    assert f"{100 * rep.clean:.2f}%" in repr(rep)
