@@ -210,6 +210,47 @@ def as_benchmark_model(model: nn.Module, randomized: bool | None, x: torch.Tenso
 
 
 
+def _int_arg(value: Any, field_name: str, lo: int, hi: int, hint: str = "") -> int:
+    """An integer argument in [lo, hi]: bools, floats with a fraction and strings are refused."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise BenchError(f"evaluate: {field_name} must be an integer, got {type(value).__name__} {value!r}")
+    if not lo <= value <= hi:
+        raise BenchError(f"evaluate: {field_name} must be in [{lo}, {hi}]{hint}, got {value}")
+    return int(value)
+
+
+def _check_arguments(ds: Any, eps: Any, n: Any, T: Any, batch_size: Any, name: Any, description: Any, paper: Any,
+                     randomized: Any) -> tuple[float | None, int | None, int, int]:
+    """The numeric and text arguments of :func:`evaluate`, checked as the CLI checks its flags (one line
+    naming the argument): eps a finite number in [0, 1]; n an integer in [0, test set] (0 = all);
+    T in [0, 10000] (0 = not declared); batch_size in [1, 65536]; text without control characters."""
+    from snnbench.specs import parse_number
+
+    if eps is not None:
+        eps = parse_number(eps, "evaluate: eps")
+        if not 0 <= eps <= 1:
+            raise BenchError(f"evaluate: eps {eps:g} must be in [0, 1] (pixel units, e.g. 8/255 or 0.1)")
+    if n is not None:
+        n = _int_arg(n, "n", 0, 10**7, " (0 = the whole test set)")
+    T = _int_arg(T, "T", 0, 10_000, " (0 = not declared)")
+    batch_size = _int_arg(batch_size, "batch_size", 1, 65_536)
+    for field_name, v in (("name", name), ("description", description), ("paper", paper)):
+        if v is None and field_name == "name":
+            continue
+        if not isinstance(v, str):
+            raise BenchError(f"evaluate: {field_name} must be a string, got {type(v).__name__} {v!r}")
+        if any(ord(c) < 32 and c not in "\t" for c in v) or "\x7f" in v:
+            raise BenchError(f"evaluate: {field_name} contains control characters (newline, NUL, ...): {v[:40]!r}")
+    if name is not None and not name.strip():
+        raise BenchError("evaluate: name must not be empty")
+    if randomized is not None and not isinstance(randomized, bool):
+        raise BenchError(f"evaluate: randomized must be True, False or None, got {randomized!r}")
+    return eps, n, T, batch_size
+
+
 # --- public --------------------------------------------------------------------------------------------
 def evaluate(
     model: nn.Module,
@@ -290,15 +331,12 @@ def evaluate(
     check_weights(model)  # materialised and finite, before anything reads them
     reg = load_registry(registry, kinds=python_kinds())
     ds = resolve_dataset(reg, dataset)
-    if eps is not None and not 0 <= float(eps) <= 1:
-        raise BenchError(f"eps {eps}: must be in [0, 1] (pixel units, e.g. 8/255 or 0.1)")
-    if n is not None and n < 0:
-        raise BenchError(f"n must be >= 0 (0 = the whole test set), got {n}")
-    if batch_size < 1:
-        raise BenchError(f"batch_size must be >= 1, got {batch_size}")
+    eps, n, T, batch_size = _check_arguments(ds, eps, n, T, batch_size, name, description, paper, randomized)
     reg, names = _attack_entries(reg, attacks, protocol)
     dev = _device_of(model, device)
     data = load_data(ds, data_root)
+    if n and n > len(data.test):
+        raise BenchError(f"evaluate: n {n} exceeds the test set of {ds.name} ({len(data.test)} samples; 0 = all)")
     probe = to_float(data.test.x[: min(64, len(data.test))]).to(dev).clone()
     probe_y = data.test.y[: len(probe)].to(dev)
     bench_model, source = as_benchmark_model(model, randomized, probe, check_output_rule(output))

@@ -179,12 +179,12 @@ def test_inline_torchattacks_config_and_undeclared_randomness(plain_model, tmp_p
     ("kwargs", "match"),
     [
         ({"attacks": ["pgdd"]}, "did you mean 'pgd'"),
-        ({"attacks": ["pgd"], "eps": 2.0}, "eps 2.0"),
+        ({"attacks": ["pgd"], "eps": 2.0}, "eps 2 must be in"),
         ({"attacks": ["pgd"], "protocol": "standard"}, "not both"),
         ({"attacks": [{"params": {}}]}, "mapping with 'kind'"),
         ({"attacks": ["pgd"], "dataset": "digitz"}, "unknown dataset 'digitz'"),
         ({"attacks": ["pgd_bptr"]}, "grad_mode 'bptr' does not reach this model"),
-        ({"attacks": ["pgd"], "n": -1}, "n must be >= 0"),
+        ({"attacks": ["pgd"], "n": -1}, "n must be in \\[0, "),
         ({"attacks": ["transfer"], "substitute": False}, "substitute=False"),
     ],
 )

@@ -234,3 +234,32 @@ def test_prepared_data_is_verified_after_each_attack(trained_fc):
     data.test.x.view(-1)[0] += 1  # what an in-place edit of a view of the test set would do
     with pytest.raises(BenchError, match="test data changed during the attack pgd"):
         prep.verify_data("the attack pgd")
+
+
+BAD_ARGS = {
+    "name=12345": ({"name": 12345}, "name must be a string"),
+    "name with a newline": ({"name": "a\nb"}, "control characters"),
+    "name with NUL": ({"name": "a\x00b"}, "control characters"),
+    "n=59.5": ({"n": 59.5}, "n must be an integer"),
+    "n=True": ({"n": True}, "n must be an integer"),
+    "n=10**9": ({"n": 10**9}, "n must be in \\[0, 10000000\\]"),
+    "n=1000 > test set": ({"n": 1000}, "exceeds the test set of digits \\(360"),
+    "n=-1": ({"n": -1}, "n must be in"),
+    "T=-5": ({"T": -5}, "T must be in \\[0, 10000\\]"),
+    "eps=nan": ({"eps": float("nan")}, "not a finite number"),
+    "eps=2": ({"eps": 2}, "must be in \\[0, 1\\]"),
+    "eps=True": ({"eps": True}, "expected a number"),
+    "batch_size=0": ({"batch_size": 0}, "batch_size must be in"),
+    "randomized='no'": ({"randomized": "no"}, "randomized must be True, False or None"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ARGS))
+def test_bad_arguments_are_one_line_errors_naming_the_argument_and_store_nothing(case, tmp_path):
+    kw, match = BAD_ARGS[case]
+    db = tmp_path / "a.sqlite"
+    args = {"attacks": ["fgsm"], "db": db, "checks": False, **({"randomized": False} if "randomized" not in kw else {})}
+    with pytest.raises(BenchError, match=match) as err:
+        snnbench.evaluate(Net(lambda z, x: z), **{**args, **kw})
+    assert "\n" not in str(err.value) and str(err.value).startswith("evaluate: ")
+    assert _stored_runs(db) == 0
