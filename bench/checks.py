@@ -258,18 +258,27 @@ def library_flag(scope: str, messages: Sequence[str]) -> FlagRecord:
 
 
 def protocol_flags(scope: str, stages: Sequence[dict], n: int) -> list[FlagRecord]:
-    """``gradfree_gap``: the gradient-free and transfer stages, run on the samples every gradient stage
-    left robust, must not break more than the binomial tolerance of them."""
-    grad = [s for s in stages if s["kind"] not in ("square", "transfer")]
+    """``gradfree_gap``: the gradient-free, decision-based and transfer stages, run on the samples every
+    gradient stage left robust, must not break more than the binomial tolerance of them (the gradients the
+    attacks followed were then not the model's: a decoy). The message names each such stage, how many
+    samples it broke and the first sample indices."""
+    def free(s: dict) -> bool:
+        return bool(s.get("gradient_free", s["kind"] in ("square", "transfer")))
+
+    grad = [s for s in stages if not free(s)]
     if not grad or n == 0:
         return []
     after_grad = grad[-1]["robust"]
     final = stages[-1]["robust"]
     gap = after_grad - final
     tol = binomial_tolerance(after_grad, n)
-    extra = ", ".join(f"{s['name']} {s['n_broken']}" for s in stages if s["kind"] in ("square", "transfer"))
+    extra = ", ".join(
+        f"{s['name']} {s['n_broken']}" + (f" (samples {', '.join(map(str, s['broken'][:8]))})" if s.get("broken") else "")
+        + (" skipped" if s.get("skipped") else "")
+        for s in stages if free(s)
+    )
     return [FlagRecord(scope, "gradfree_gap", gap <= tol, gap,
-                       f"after the gradient stages {100 * after_grad:.2f}%, after Square and transfer "
+                       f"after the gradient stages {100 * after_grad:.2f}%, after the gradient-free stages "
                        f"{100 * final:.2f}% (broken: {extra}; tolerance {100 * tol:.1f} points)")]
 
 

@@ -105,6 +105,7 @@ def run_cascade(
     robust = np.ones(n, dtype=bool)
     broken_by = np.full(n, -1, dtype=np.int64)
     stages, seconds, messages = [], 0.0, []
+    stage_flags: list[FlagRecord] = []
     plan_stages = attack.stages()
     for i, (sname, st) in enumerate(plan_stages):
         name = f"{entry.name}/{sname}"
@@ -146,11 +147,16 @@ def run_cascade(
         robust &= adv_full
         seconds += secs
         stages.append({"name": sname, "kind": st.kind, "robust": float(robust.mean()) if n else 0.0,
-                       "n_broken": int(newly.sum()), "seconds": secs, "skipped": skipped})
+                       "n_broken": int(newly.sum()), "seconds": secs, "skipped": skipped,
+                       "gradient_free": bool(st.gradient_free or st.transfer or not st.uses_gradient),
+                       "broken": np.flatnonzero(newly).tolist()[:20]})
+        if st.uses_gradient and not skipped:  # the gradient this stage followed: absent or zero?
+            xb, yb = prep.check_batch(plan)
+            stage_flags.append(checks.zero_grad_flag(name, checks.zero_grad_fraction(st.view(prep.model), xb, yb)))
     assert clean is not None
     rec = EvalRecord(entry.name, base, attack.config(), attack.eps, clean, robust, seconds,
                      attack.eot_samples(prep.model))
-    flags = [checks.library_flag(entry.name, messages), *checks.protocol_flags(entry.name, stages, n)]
+    flags = [checks.library_flag(entry.name, messages), *checks.protocol_flags(entry.name, stages, n), *stage_flags]
     store.record_evaluation(prep.run_id, rec, flags)
     store.put_artifact(prep.run_id, "protocol", entry.name, {
         "version": PROTOCOL_VERSION, "budget": attack.params.budget, "n": n, "clean": float(clean.mean()) if n else 0.0,

@@ -263,3 +263,23 @@ def test_bad_arguments_are_one_line_errors_naming_the_argument_and_store_nothing
         snnbench.evaluate(Net(lambda z, x: z), **{**args, **kw})
     assert "\n" not in str(err.value) and str(err.value).startswith("evaluate: ")
     assert _stored_runs(db) == 0
+
+
+def test_the_protocol_checks_each_gradient_stage_for_zero_gradients(trained_fc, tmp_path):
+    """Issue 20 item 4: zero/absent gradients are measured per protocol stage (scope parent/stage);
+    an honest model passes them, a 0 * logits model fails them stage by stage."""
+    honest, masked = Net(lambda z, x: z), Net(lambda z, x: F.one_hot(z.argmax(1), 10).float() + 0 * z)
+    for m in (honest, masked):
+        m.fc.load_state_dict(trained_fc.state_dict())
+    out = {}
+    for name, m in (("honest", honest), ("masked", masked)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rep = snnbench.evaluate(m, protocol="standard_smoke", n=30, db=tmp_path / f"{name}.sqlite",
+                                    randomized=False, checks=False, substitute=False)
+        out[name] = {(r.scope, r.kind): r.ok for r in rep.flags.itertuples()}
+    stage_zero = {k: v for k, v in out["honest"].items() if k[1] == "zero_grad" and k[0].startswith("standard_smoke/")}
+    assert {"standard_smoke/apgd-ce", "standard_smoke/apgd-t"} <= {k[0] for k in stage_zero}
+    assert all(stage_zero.values()) and out["honest"][("standard_smoke", "gradfree_gap")]
+    assert not out["masked"][("standard_smoke/apgd-ce", "zero_grad")]
+    assert not out["masked"][("standard_smoke/apgd-t", "zero_grad")]
