@@ -39,9 +39,14 @@ def run_checks(plan: Plan, prep: Prepared, store: Store, sweep: bool = True, pro
     x, y = prep.check_batch(plan)
     flags = [checks.randomized_flag(checks.logit_spread(model, x), model.randomized)]
     tol = 0.02 if model.randomized else 0.0  # randomized: allow draw-to-draw noise [I]
-    if sweep:
+    contract = getattr(model, "contract", None)
+    if contract is not None and not contract.differentiable:
+        # the gradient checks cannot run; the failed non_differentiable flag (scope model) says why
+        sweep = False
+    elif sweep:
         flags.append(_eps_sweep_flag(plan, prep, store, x, y, tol, progress))
-    if any(a.composite for _, a in plan.attacks):  # the standard protocol brings its masking diagnostics
+    if any(a.composite for _, a in plan.attacks) and (contract is None or contract.differentiable):
+        # the standard protocol brings its masking diagnostics
         flags += _masking_flags(plan, prep, store, len(y), progress)
     rows = [checks.EvalSummary.of(e) for e in store.evaluations(prep.run_id)]
     flags += checks.comparison_flags(rows, tol)
