@@ -44,8 +44,8 @@ import torch
 from torch import nn
 
 from snnbench.adapters import ForeignModel, attacker_controls
-from snnbench.data import load_data, to_float
 from snnbench.contract import OutputRule, check_output_rule, check_weights, probe_model
+from snnbench.data import load_data, to_float
 from snnbench.errors import BenchError
 from snnbench.frames import evaluation_frame, leaderboard, results, suite
 from snnbench.kinds import python_kinds

@@ -14,8 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import snnbench  # noqa: E402
 from _masked import inner_mlp, planted, true_robust  # noqa: E402
+
+import snnbench  # noqa: E402
 from snnbench.protocol import binomial_tolerance  # noqa: E402
 
 
