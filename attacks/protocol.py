@@ -13,13 +13,15 @@ from typing import Any
 
 from snnbench.attacks.autoattack import APGD, APGDTargeted
 from snnbench.attacks.base import ATTACKS, Attack
+from snnbench.attacks.interior import APGDInterior
 from snnbench.attacks.square import Square, SquareParams
 from snnbench.attacks.transfer import Transfer
 from snnbench.errors import BenchError, did_you_mean
 from snnbench.protocol import (
     BUDGETS,
+    INTERIOR_RADIUS,
     PROTOCOL_KIND,
-    PROTOCOL_VERSION,
+    PROTOCOL_VERSIONS,
     SURROGATE_ENSEMBLE,
     describe,
     stage_names,
@@ -41,6 +43,7 @@ class ProtocolParams:
     transfer_steps: int | None = None
     eot: int | None = None
     seed: int = 0
+    version: str = "v1"  # v1 stays readable (and hashes as before); registry.yaml's standard configs use v2
 
 
 @ATTACKS.register(PROTOCOL_KIND)
@@ -61,6 +64,8 @@ class StandardProtocol(Attack):
 
     def __init__(self, params: ProtocolParams, eps: float, alpha: float) -> None:
         super().__init__(params, eps, alpha)
+        if params.version not in PROTOCOL_VERSIONS:
+            raise BenchError(f"standard version: {params.version!r} is unknown; {did_you_mean(params.version, PROTOCOL_VERSIONS)}")
         if params.budget not in BUDGETS:
             raise BenchError(f"standard budget: {params.budget!r} is unknown; {did_you_mean(params.budget, BUDGETS)}")
         b = dict(BUDGETS[params.budget])
@@ -83,7 +88,8 @@ class StandardProtocol(Attack):
         p, b, eps = self.params, self.budget, self.eps
         common = {"eps": eps, "eot": p.eot, "seed": p.seed}
         out: list[tuple[str, Attack]] = []
-        names = iter(stage_names())
+        v2 = p.version == "v2"
+        names = iter(stage_names(version=p.version))
         out.append((next(names), APGD(APGD.Params(steps=b["steps"], loss="ce", **common), eps, self.alpha)))
         out.append((next(names), APGDTargeted(
             APGDTargeted.Params(steps=b["steps"], target_classes=b["target_classes"], **common), eps, self.alpha)))
@@ -92,8 +98,15 @@ class StandardProtocol(Attack):
             out.append((next(names), APGD(prm, eps, self.alpha)))
         out.append((next(names), APGD(APGD.Params(steps=b["steps"], loss="ce", grad_mode="bptr_rga", **common),
                                       eps, self.alpha)))
+        if v2:  # off-corner: ends strictly inside the ball (attacks/interior.py)
+            out.append((next(names), APGDInterior(APGDInterior.Params(
+                steps=b["steps"], loss="ce", radius=INTERIOR_RADIUS, **common), eps, self.alpha)))
         out.append((next(names), Square(SquareParams(eps=eps, queries=b["queries"], eot=p.eot, seed=p.seed),
                                         eps, self.alpha)))
+        if v2:
+            r = eps * INTERIOR_RADIUS
+            out.append((next(names), Square(SquareParams(eps=r, queries=max(1, b["queries"] // 5), eot=p.eot,
+                                                         seed=p.seed + 1), r, self.alpha)))
         tr = Transfer(Transfer.Params(source="pgd", steps=b["transfer_steps"], eps=eps, seed=p.seed), eps, self.alpha)
         if self.substitute is not None:
             tr.set_substitute(self.substitute, self.substitute_id)
@@ -103,10 +116,17 @@ class StandardProtocol(Attack):
     def perturb(self, model: SNNClassifier, x, y):  # type: ignore[no-untyped-def]
         raise AssertionError("the standard protocol is run stage by stage by snnbench.strategies.run_cascade")
 
+    @property
+    def protocol_version(self) -> str:
+        return PROTOCOL_VERSIONS[self.params.version]
+
     def config(self) -> dict[str, Any]:
+        base = super().config()
+        if self.params.version == "v1":  # v1's stored config hashes stay what they were
+            base.pop("version", None)
         return {
-            **super().config(),
-            "protocol": PROTOCOL_VERSION,
+            **base,
+            "protocol": self.protocol_version,
             **{f"budget_{k}": v for k, v in self.budget.items()},
             "surrogates": [list(s) for s in SURROGATE_ENSEMBLE],
             "substitute": self.substitute_id,

@@ -261,7 +261,7 @@ def ls(what: str, registry: str | None, results_dir: str | None, db: str | None)
             if impl.composite:
                 from snnbench.protocol import describe
 
-                line += "\n" + " " * 30 + describe(str(item.params.get("budget", "full")))
+                line += "\n" + " " * 30 + describe(str(item.params.get("budget", "full")), str(item.params.get("version", "v1")))
         else:
             line = f"{item.dataset}/{item.model}  {len(item.row_labels)} rows x {len(item.col_labels)} columns = {len(item.cells)} cells  {item.description}"
         click.echo(f"{name:<18} {line}")

@@ -29,8 +29,13 @@ from typing import Any
 
 import numpy as np
 
-PROTOCOL_VERSION = "snn-standard-v1"
+PROTOCOL_VERSION = "snn-standard-v1"  # the version a stored row without one used
+PROTOCOL_VERSIONS = {"v1": "snn-standard-v1", "v2": "snn-standard-v2"}
+LATEST = "v2"
 PROTOCOL_KIND = "standard"
+#: v2's off-corner stages (attacks/interior.py): APGD-CE ending inside the ball, and Square at a radius
+#: inside it (with a fifth of the budget's queries)
+INTERIOR_RADIUS = 0.95
 EPS_TOL = 1e-9
 
 #: attacker surrogates of stage 3 (name, width); None = the neuron's own width is not used: explicit
@@ -52,22 +57,31 @@ BUDGETS: dict[str, dict[str, int]] = {
 }
 
 
-def stage_names(surrogates: tuple[tuple[str, float], ...] = SURROGATE_ENSEMBLE) -> list[str]:
-    """The stage names of the cascade, in order."""
+def stage_names(surrogates: tuple[tuple[str, float], ...] = SURROGATE_ENSEMBLE, version: str = "v1") -> list[str]:
+    """The stage names of the cascade, in order (v2 adds the off-corner stages before Square)."""
     names = ["apgd-ce", "apgd-t"]
     names += [f"apgd-ce@{s}{'' if s == 'assg' else f'-{w:g}'}" for s, w in surrogates]
-    return names + ["apgd-ce@rga", "square", "transfer"]
+    names.append("apgd-ce@rga")
+    if version == "v2":
+        names.append("apgd-ce@interior")
+    names.append("square")
+    if version == "v2":
+        names.append("square@interior")
+    return names + ["transfer"]
 
 
-def describe(budget: str = "full") -> str:
+def describe(budget: str = "full", version: str = "v1") -> str:
     """One line per stage: the definition printed by ``bench ls attacks``."""
     b = BUDGETS[budget]
+    v2 = (f" -> v2: APGD-CE inside the ball ({INTERIOR_RADIUS:g} eps, per-pixel jitter) and Square at "
+          f"{INTERIOR_RADIUS:g} eps ({b['queries'] // 5} queries), so no stage ends only on eps-ball corners"
+          if version == "v2" else "")
     return (
-        f"{PROTOCOL_VERSION} ({budget}): cascade over still-robust samples, per-sample worst case, seeded: "
+        f"{PROTOCOL_VERSIONS[version]} ({budget}): cascade over still-robust samples, per-sample worst case, seeded: "
         f"APGD-CE {b['steps']} it (model's surrogate) -> APGD-T DLR ({b['target_classes']} targets) -> "
         f"APGD-CE under {', '.join(f'{s}' + ('' if s == 'assg' else f'({w:g})') for s, w in SURROGATE_ENSEMBLE)}"
         f" and RGA/BPTR -> Square {b['queries']} queries -> transfer PGD-{b['transfer_steps']} from the vanilla "
-        "substitute; EOT on for randomized models"
+        f"substitute{v2}; EOT on for randomized models"
     )
 
 

@@ -94,8 +94,6 @@ def run_cascade(
     protocol's config; the artifact ``protocol`` keeps each stage's robust accuracy and, per sample, the
     stage that broke it (-1: robust; -2: misclassified without attack).
     """
-    from snnbench.protocol import PROTOCOL_VERSION
-
     base = attack_hash(plan, entry, attack)
     if not force and store.has_evaluation(prep.run_id, base):
         return False
@@ -109,7 +107,7 @@ def run_cascade(
     plan_stages = attack.stages()
     for i, (sname, st) in enumerate(plan_stages):
         name = f"{entry.name}/{sname}"
-        cfg = {**st.config(), "protocol": PROTOCOL_VERSION, "stage": sname, "stage_index": i, "parent": entry.name}
+        cfg = {**st.config(), "protocol": attack.protocol_version, "stage": sname, "stage_index": i, "parent": entry.name}
         h = canonical_hash({"protocol": base, "stage": i, "attack": cfg})
         skipped = _stage_unsupported(st, prep.model)
         ev = stored.get(h) if not force else None
@@ -159,7 +157,7 @@ def run_cascade(
     flags = [checks.library_flag(entry.name, messages), *checks.protocol_flags(entry.name, stages, n), *stage_flags]
     store.record_evaluation(prep.run_id, rec, flags)
     store.put_artifact(prep.run_id, "protocol", entry.name, {
-        "version": PROTOCOL_VERSION, "budget": attack.params.budget, "n": n, "clean": float(clean.mean()) if n else 0.0,
+        "version": attack.protocol_version, "budget": attack.params.budget, "n": n, "clean": float(clean.mean()) if n else 0.0,
         "stages": stages, "broken_by": broken_by.tolist(),
     })
     return True

@@ -83,6 +83,9 @@ def test_definition_is_versioned_and_printed():
             "apgd-ce@atan-2", "apgd-ce@rectangle-1", "apgd-ce@assg", "apgd-ce@rga"} <= set(names)
     assert PROTOCOL_VERSION in describe("full") and "Square 5000" in describe("full")
     assert BUDGETS["full"]["steps"] == 100 and BUDGETS["full"]["queries"] == 5000
+    v2 = stage_names(version="v2")  # v1's stages plus the two off-corner stages, before the transfer stage
+    assert [s for s in v2 if s not in names] == ["apgd-ce@interior", "square@interior"]
+    assert v2[-1] == "transfer" and "snn-standard-v2" in describe("full", "v2") and "inside the ball" in describe("full", "v2")
 
 
 def test_worst_case_membership_follows_capabilities():
@@ -137,9 +140,9 @@ def test_masked_model_is_caught_and_honest_model_passes(registry, trained_vanill
     assert abs(robust[-1] - honest) < 1e-12
     bb = np.array(art_h["broken_by"])
     assert (bb == -1).mean() == pytest.approx(honest)
-    assert len(art_h["stages"]) == len(stage_names())
+    assert len(art_h["stages"]) == len(stage_names(version="v2"))
     cfg = json.loads(evs_h["standard_smoke"].attack_config_json)
-    assert cfg["protocol"] == PROTOCOL_VERSION and cfg["budget"] == "smoke"
+    assert cfg["protocol"] == "snn-standard-v2" and cfg["budget"] == "smoke" and cfg["version"] == "v2"
 
 
 @pytest.mark.slow
