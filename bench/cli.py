@@ -5,7 +5,9 @@ User errors (``BenchError``) become one line on stderr and exit code 2, never a 
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 
 import click
 
@@ -160,12 +162,44 @@ def run(**o) -> None:
     quiet = o["quiet"]
     if not quiet:
         _print_header(plan, store.url)
-    prep = evaluate_plans(reg, [plan], store, results, force=o["force"], progress=_progress(quiet),
-                          eps_sweep=o["eps_sweep"])
+    with _StageLines(quiet):
+        prep = evaluate_plans(reg, [plan], store, results, force=o["force"], progress=_progress(quiet),
+                              eps_sweep=o["eps_sweep"])
     if not quiet:
         how = f"trained in {prep.train_seconds:.1f}s" if prep.trained else "loaded"
         click.echo(f"model: {how} -> {prep.checkpoint}", err=True)
     _print_results(store, prep.run_id, plan)
+
+
+class _EchoHandler(logging.Handler):
+    """Writes through click to whatever stderr is current (so a test runner's capture sees it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
+class _StageLines:
+    """Not a terminal (a log file, CI): one line per protocol stage on stderr, as it finishes (a terminal
+    has the progress bars instead). A context manager, so the handler never outlives the command."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.log = logging.getLogger("snnbench.protocol")
+        self.handler: logging.Handler | None = None
+        if not quiet and not sys.stderr.isatty():
+            self.handler = _EchoHandler()
+            self.handler.setFormatter(logging.Formatter("  stage %(message)s"))
+        self.old_level = self.log.level
+
+    def __enter__(self) -> _StageLines:
+        if self.handler is not None:
+            self.log.addHandler(self.handler)
+            self.log.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handler is not None:
+            self.log.removeHandler(self.handler)
+            self.log.setLevel(self.old_level)
 
 
 def _print_header(plan, db_url: str) -> None:

@@ -15,6 +15,7 @@ report, the gate and the API alike:
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,9 @@ from snnbench.protocol import counts_toward_worst, worst_case
 from snnbench.scoring import clean_correct, eval_size, evaluate_attack
 from snnbench.specs import Entry
 from snnbench.store import EvalRecord, FlagRecord, Store
+
+#: one INFO line per protocol stage; ``bench run`` shows them on stderr when it is not a terminal (logs, CI)
+LOG = logging.getLogger("snnbench.protocol")
 
 
 def run_strategy(
@@ -144,6 +148,10 @@ def run_cascade(
         broken_by[newly] = i
         robust &= adv_full
         seconds += secs
+        LOG.info("%s %d/%d %s: %s", entry.name, i + 1, len(plan_stages), sname,
+                 f"skipped ({skipped})" if skipped else
+                 f"robust {100 * float(robust.mean()) if n else 0.0:.2f}% (cumulative), broke {int(newly.sum())}, {secs:.1f}s"
+                 + (" (stored)" if ev is not None else ""))
         stages.append({"name": sname, "kind": st.kind, "robust": float(robust.mean()) if n else 0.0,
                        "n_broken": int(newly.sum()), "seconds": secs, "skipped": skipped,
                        "gradient_free": bool(st.gradient_free or st.transfer or not st.uses_gradient),

@@ -38,3 +38,18 @@ def test_run_trains_caches_and_stores(tmp_path):
     runs = store.runs()
     ev3 = {e.attack: e for e in store.evaluations(runs[1].id)}
     assert ev3["pgd"].clean_acc == ev["pgd"].clean_acc
+
+
+def test_run_prints_protocol_stages_when_not_a_terminal(tmp_path):
+    """A log file or CI sees one line per protocol stage as it finishes (a terminal has progress bars)."""
+    args = ["run", "--defense", "vanilla", "--attack", "standard_smoke", "--epochs", "1", "--n-eval", "30",
+            "--results-dir", str(tmp_path / "r"), "--device", "cpu"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("  stage standard_smoke ")]
+    from snnbench.protocol import stage_names
+
+    assert len(lines) == len(stage_names(version="v2")), r.stderr
+    assert lines[0].startswith("  stage standard_smoke 1/") and "apgd-ce" in lines[0] and "cumulative" in lines[0]
+    quiet = CliRunner().invoke(main, [*args, "-q"])
+    assert quiet.exit_code == 0 and "  stage " not in quiet.stderr
