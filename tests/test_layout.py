@@ -5,7 +5,6 @@ cached checkpoints from before it still load)."""
 from __future__ import annotations
 
 import dataclasses
-
 import importlib
 import importlib.util
 import pkgutil

@@ -90,7 +90,7 @@ class SNNClassifier(nn.Module):
         try:
             yield self
         finally:
-            for n, (g, s) in zip(neurons, saved):
+            for n, (g, s) in zip(neurons, saved, strict=True):
                 n.grad_mode, n.attack_surrogate = g, s
 
 
