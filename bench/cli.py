@@ -67,7 +67,29 @@ def check_run_flags(o: dict) -> None:
         os.environ["BENCH_CHANNELS"] = o["channels"]  # read by bench/data.py (suite cells and sweeps too)
 
 
-@click.group(epilog=EPILOG)
+class BenchGroup(click.Group):
+    """Click's group with the README's error format: a usage error is one line ``error: ...`` naming the
+    command's ``--help`` (click prints three lines starting ``Usage:`` / ``Error:``), exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as e:
+            where = f" (see {e.ctx.command_path} --help)" if e.ctx is not None else ""
+            click.echo(f"error: {e.format_message()}{where}", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            click.echo(f"error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)  # non-standalone click returns Exit's code (--help: 0)
+
+
+@click.group(cls=BenchGroup, epilog=EPILOG)
 @click.version_option(package_name="snnbench")
 def main() -> None:
     """snnbench: train or load spiking networks with a defense recipe, attack them honestly, store every

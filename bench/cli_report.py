@@ -233,7 +233,8 @@ def results_table(reg, suite, store, width: int = 10) -> list[str]:
     type=click.Path(file_okay=False),
     default="site",
     show_default=True,
-    help="Directory the site is written to (replaced as a whole; open OUT/index.html).",
+    help="Directory the site is written to (open OUT/index.html). Replaced as a whole, so it must be new, "
+    "empty or a previous site (marker file .snnbench-site); the results folder and '.' are refused.",
 )
 @results_db_options
 @_common
@@ -251,8 +252,10 @@ def report(out: str, results_dir: str | None, db: str | None, registry: str | No
 
     check_output_path(Path(out) / "index.html", "--out")
     reg = load_registry(registry, kinds=None)  # read side: no torch
-    store, _ = _store(db, results_dir, create=False)
-    pages = build_site(reg, store, Path(out))
+    store, results = _store(db, results_dir, create=False)
+    db_file = store.url[len("sqlite:///"):].split("?", 1)[0] if store.url.startswith("sqlite:///") else ""
+    protect = (results, *([Path(db_file)] if db_file and db_file != ":memory:" else []))
+    pages = build_site(reg, store, Path(out), protect)
     click.echo(
         f"wrote {sum(p.suffix == '.html' for p in pages)} pages and {sum(p.suffix != '.html' for p in pages)} other files to {out}/ (open {Path(out) / 'index.html'})"
     )

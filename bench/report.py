@@ -20,6 +20,11 @@ The site is written atomically: rendered into a temporary directory beside ``out
 ``renameat2(RENAME_EXCHANGE)``; elsewhere two renames). A killed ``bench report`` leaves the old site or
 the new one, never a mix; pages of runs no longer in the database disappear with the old site; dot-files
 of the old site (``.gitkeep``, ``.nojekyll``) are carried over.
+
+Only a site of ours is ever replaced (issue 24): every site carries the marker file :data:`SITE_MARKER`;
+``out`` must be missing, empty (regular dot-files such as ``.gitkeep`` are carried over, so they do not
+count), or hold that marker (or, for sites written before the marker, only the files a site holds). A folder that holds the results database or checkpoints, the current folder, or any
+other non-empty folder is refused with one line and nothing is deleted.
 """
 
 from __future__ import annotations
@@ -493,9 +498,56 @@ def _swap_in(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def build_site(reg: BenchRegistry, store: Store, out: Path) -> list[Path]:
-    """Render every page into a temporary directory beside ``out`` and swap it in atomically."""
+SITE_MARKER = ".snnbench-site"
+_SITE_SUFFIXES = {".html", ".csv", ".json", ".css", ".png", ".svg"}
+
+
+def _is_old_site(out: Path) -> bool:
+    """A site written before :data:`SITE_MARKER`: index.html and only regular site files (dot-files too)."""
+    if not (out / "index.html").is_file():
+        return False
+    return all(
+        p.is_file() and not p.is_symlink() and (p.name.startswith(".") or p.suffix in _SITE_SUFFIXES)
+        for p in out.iterdir()
+    )
+
+
+def check_site_folder(out: Path, protect: tuple[Path, ...] = ()) -> None:
+    """Refuse ``out`` unless replacing it can only lose one of our sites (issue 24 item 1).
+
+    ``protect``: paths (results folder, database file) that must not be inside or equal to ``out``.
+    """
     out = Path(out).absolute()
+    real = Path(os.path.realpath(out))
+    if real == Path(os.path.realpath(Path.cwd())) or real == real.parent:
+        raise BenchError(f"--out {out}: refusing to replace the current folder or a root; give a new folder")
+    for p in protect:
+        rp = Path(os.path.realpath(p))
+        if rp == real or real in rp.parents:
+            raise BenchError(f"--out {out}: holds {p} (results); give a separate folder for the site")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise BenchError(f"--out {out}: exists and is not a directory")
+    if not out.is_dir():
+        return
+    try:
+        entries = list(out.iterdir())
+    except OSError as e:
+        raise BenchError(f"--out {out}: cannot read it ({e.strerror})") from None
+    # regular dot-files (.gitkeep, .nojekyll) are carried into the new site, so they do not count
+    kept = [p for p in entries if not (p.name.startswith(".") and p.is_file() and not p.is_symlink())]
+    if kept and not (out / SITE_MARKER).is_file() and not _is_old_site(out):
+        raise BenchError(
+            f"--out {out}: folder is not empty and is not a site written by bench report; give a new folder"
+        )
+
+
+def build_site(reg: BenchRegistry, store: Store, out: Path, protect: tuple[Path, ...] = ()) -> list[Path]:
+    """Render every page into a temporary directory beside ``out`` and swap it in atomically.
+
+    ``out`` is checked first by :func:`check_site_folder` (nothing else is ever replaced).
+    """
+    out = Path(out).absolute()
+    check_site_folder(out, protect)
     parent = out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -508,8 +560,9 @@ def build_site(reg: BenchRegistry, store: Store, out: Path) -> list[Path]:
         names = render_site(reg, store, tmp)
         if out.is_dir():
             for p in out.iterdir():
-                if p.name.startswith(".") and p.is_file():
+                if p.name.startswith(".") and p.is_file() and not p.is_symlink():
                     shutil.copyfile(p, tmp / p.name)
+        (tmp / SITE_MARKER).write_text("written by snnbench bench report; this folder is replaced as a whole\n")
         _swap_in(tmp, out)
     except OSError as e:
         raise BenchError(

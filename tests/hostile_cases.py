@@ -59,7 +59,7 @@ class Ctx:
 @dataclass
 class Case:
     id: str
-    bullet: str  # wrong | dos | dbchange | traceback | readonly | minor
+    bullet: str  # wrong | dos | dbchange | traceback | readonly | dataloss | minor
     setup: Callable[[Ctx], list[str]]
     expect: str = "error"  # error | failed | ok | ok_or_error | suite
     env: dict[str, str] = field(default_factory=dict)
@@ -450,12 +450,44 @@ CASES: list[Case] = [
     Case("export_results_dir_unwritable", "readonly",
          lambda c: ["export", "--db", c.db, "--results-dir", _under_file(c, "results")], expect="ok",
          post=lambda c: None),
+    # --- output folders are never deleted (issue 24 item 1) -----------------------------------------
+    Case("report_out_is_db_folder", "dataloss", lambda c: ["report", "--db", c.db, "--out", str(c.root / "db")],
+         fragment="--out"),
+    Case("report_out_is_results_dir", "dataloss", lambda c: [
+        "report", "--db", c.db, "--results-dir", str(_with_file(c, "results/checkpoints/m.pt").parent),
+        "--out", str(c.results)], fragment="--out"),
+    Case("report_out_cwd", "dataloss", lambda c: ["report", "--db", c.db, "--out", "."], fragment="--out"),
+    Case("report_out_parent_of_db", "dataloss", lambda c: ["report", "--db", c.db, "--out", str(c.root)],
+         fragment="--out"),
+    Case("report_out_user_folder", "dataloss",
+         lambda c: ["report", "--db", c.db, "--out", str(_with_file(c, "paper/main.tex"))], fragment="--out"),
+    Case("report_out_user_folder_with_index", "dataloss",
+         lambda c: ["report", "--db", c.db, "--out", str(_with_file(c, "web/index.html", "web/app.py"))],
+         fragment="--out"),
+    Case("report_out_is_a_file", "dataloss",
+         lambda c: ["report", "--db", c.db, "--out", str(_with_file(c, "notes/notes.txt") / "notes.txt")]),
+    Case("report_out_previous_site", "dataloss", lambda c: ["report", "--db", c.db, "--out", str(c.root / "s")],
+         expect="ok", pre=lambda c: ["report", "--db", c.db, "--out", str(c.root / "s")],
+         post=lambda c: None if (c.root / "s" / "index.html").is_file() else "site not rewritten"),
+    Case("report_out_gitkeep_only", "dataloss",
+         lambda c: ["report", "--db", c.db, "--out", str(_with_file(c, "site2/.gitkeep"))], expect="ok",
+         post=lambda c: None if (c.root / "site2" / ".gitkeep").is_file()
+         and (c.root / "site2" / "index.html").is_file() else ".gitkeep lost or no site"),
     # --- minor -----------------------------------------------------------------------------------------
     Case("alpha_negative_named", "minor", lambda c: c.run("--alpha", "-0.1"), fragment="--alpha"),
     Case("check_k_nan", "minor", lambda c: _check_args(c, "--k", "nan"), fragment="--k"),
     Case("check_floor_negative", "minor", lambda c: _check_args(c, "--floor", "-1"), fragment="--floor"),
     Case("csv_formula_cells", "minor", formula_db, expect="ok", post=csv_safe),
 ]
+
+
+def _with_file(c: Ctx, *rel: str) -> Path:
+    """Create the files ``rel`` (paths under the case directory) and return the first one's folder."""
+    for r in rel:
+        p = c.root / r
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("user data\n")
+    return (c.root / rel[0]).parent
 
 
 def _if_corrupt(c: Ctx) -> Path:
@@ -485,7 +517,7 @@ def _if_bomb(c: Ctx) -> Path:
 # --- verdicts -----------------------------------------------------------------------------------------------
 def verdict(case: Case, ctx: Ctx, code: int | None, output: str, before_db: list[str], before_files: set[str],
             timed_out: bool = False) -> tuple[str, str]:
-    """(category, detail): clean | traceback | hang | silent wrong result | DB changed | unclean."""
+    """(category, detail): clean | traceback | hang | silent wrong result | DB changed | data lost | unclean."""
     if timed_out:
         return "hang", "timed out"
     if "Traceback" in output or code not in (0, 1, 2):
@@ -517,6 +549,9 @@ def verdict(case: Case, ctx: Ctx, code: int | None, output: str, before_db: list
         return "DB changed", "database content differs"
     if code != 2 or len(lines) != 1 or not lines[0].startswith("error: ") or case.fragment not in lines[0]:
         return "unclean", f"exit {code}: " + " | ".join(lines)[:300]
+    lost = before_files - files_under(ctx.root)
+    if lost:
+        return "data lost", f"deleted {sorted(lost)[:5]}"
     stray = files_under(ctx.root) - before_files
     allowed = {"results/checkpoints", "db/bench.sqlite"}
     stray = {s for s in stray if not s.startswith("results/checkpoints/") and s not in allowed
