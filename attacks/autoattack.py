@@ -315,7 +315,6 @@ class APGDTargeted(Attack):
             )
 
     def perturb(self, model: SNNClassifier, x: Tensor, y: Tensor) -> Tensor:
-        autopgd = _pyautoattack().autopgd_base
         p = self.params
         view = self.view(model)
         with torch.no_grad():
