@@ -6,6 +6,8 @@ from snnbench.attacks import (  # noqa: F401
     interior,
     noise,
     protocol,
+    rays,
+    sapgd,
     square,
     torchattacks_kind,
     transfer,

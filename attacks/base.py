@@ -77,9 +77,23 @@ class Attack:
     contract_opt_out: ClassVar[dict[str, str]] = {}
 
     @property
+    def substitute_trainings(self) -> tuple[str, ...]:
+        """The substitute models the runner must attach, by training (``"standard"``: vanilla; ``"at"``:
+        vanilla with PGD AT): transfer attacks and the protocol's transfer stage."""
+        return ("standard",) if self.transfer else ()
+
+    @property
     def needs_substitute(self) -> bool:
-        """The runner must attach a substitute model (transfer attacks, the protocol's transfer stage)."""
-        return self.transfer
+        return bool(self.substitute_trainings)
+
+    def substitute_identity(self, hashes: dict[str, str]) -> str:
+        """How the stored config names the substitutes: their config hashes, in :attr:`substitute_trainings`
+        order, joined by ``+`` (one substitute: its hash, as before ensembles existed)."""
+        return "+".join(hashes[t] for t in self.substitute_trainings)
+
+    def set_substitute(self, model: Any, identity: str, training: str = "standard") -> None:
+        """Attach a substitute model (only attacks with :attr:`substitute_trainings` take one)."""
+        raise BenchError(f"attack {self.kind!r} takes no substitute model")
 
     @classmethod
     def capabilities(cls) -> dict[str, Any]:

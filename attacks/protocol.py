@@ -1,4 +1,4 @@
-"""The standard SNN evaluation protocol (``snn-standard-v1``) as an attack kind: ``standard``.
+"""The standard SNN evaluation protocol (``snn-standard-v1`` and ``-v2``) as an attack kind: ``standard``.
 
 A composite attack: it declares its stages (each an ordinary attack instance of this package) and the
 pipeline (:func:`snnbench.strategies.run_cascade`) runs them as a cascade over the samples still robust, storing
@@ -14,6 +14,8 @@ from typing import Any
 from snnbench.attacks.autoattack import APGD, APGDTargeted
 from snnbench.attacks.base import ATTACKS, Attack
 from snnbench.attacks.interior import APGDInterior
+from snnbench.attacks.rays import RayS, RaySParams
+from snnbench.attacks.sapgd import SAPGD
 from snnbench.attacks.square import Square, SquareParams
 from snnbench.attacks.transfer import Transfer
 from snnbench.errors import BenchError, did_you_mean
@@ -22,11 +24,14 @@ from snnbench.protocol import (
     INTERIOR_RADIUS,
     PROTOCOL_KIND,
     PROTOCOL_VERSIONS,
+    SQUARE_P_INIT_V2,
     SURROGATE_ENSEMBLE,
+    V2_SUBSTITUTES,
+    V2_SURROGATES,
+    budget_of,
     describe,
     stage_names,
 )
-from snnbench.snn.classifier import SNNClassifier
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,8 @@ class StandardProtocol(Attack):
     Square -> transfer, cascaded over still-robust samples (bench/protocol.py)."""
 
     kind = PROTOCOL_KIND
-    description = describe("full")
+    description = describe("full", "v2")
     composite = True
-    needs_substitute = True  # its transfer stage  # type: ignore[assignment]
     Params = ProtocolParams
     contract_opt_out = {
         "bounds": "composite: the runner runs its stages, each a registered kind with its own contracts",
@@ -68,50 +72,77 @@ class StandardProtocol(Attack):
             raise BenchError(f"standard version: {params.version!r} is unknown; {did_you_mean(params.version, PROTOCOL_VERSIONS)}")
         if params.budget not in BUDGETS:
             raise BenchError(f"standard budget: {params.budget!r} is unknown; {did_you_mean(params.budget, BUDGETS)}")
-        b = dict(BUDGETS[params.budget])
-        for k in b:
+        b = budget_of(params.budget, params.version)
+        for k in BUDGETS[params.budget]:
             v = getattr(params, k)
             if v is not None:
                 if v < 1:
                     raise BenchError(f"standard {k} must be >= 1, got {v}")
                 b[k] = int(v)
         self.budget = b
-        self.substitute: SNNClassifier | None = None
-        self.substitute_id = ""
+        self.transfer_stage = self._transfer()
 
-    def set_substitute(self, model: SNNClassifier, identity: str) -> None:
-        """The vanilla substitute for the transfer stage (attached by the runner)."""
-        self.substitute, self.substitute_id = model, identity
+    @property
+    def substitute_trainings(self) -> tuple[str, ...]:
+        return self.transfer_stage.substitute_trainings
+
+    def set_substitute(self, model, identity: str, training: str = "standard") -> None:  # type: ignore[no-untyped-def]
+        """A substitute of the transfer stage (attached by the runner)."""
+        self.transfer_stage.set_substitute(model, identity, training)
+
+    @property
+    def substitute_id(self) -> str:
+        return self.transfer_stage.substitute_id
+
+    def _transfer(self) -> Transfer:
+        p, b, eps = self.params, self.budget, self.eps
+        if p.version == "v1":  # PGD on the vanilla substitute
+            return Transfer(Transfer.Params(source="pgd", steps=b["transfer_steps"], eps=eps, seed=p.seed), eps, self.alpha)
+        return Transfer(Transfer.Params(source="apgd", steps=b["steps"], eps=eps, seed=p.seed, substitutes=V2_SUBSTITUTES),
+                        eps, self.alpha)
 
     def stages(self) -> list[tuple[str, Attack]]:
         """The cascade's stages, in order, as (stage name, attack instance)."""
+        build = self._stages_v2 if self.params.version == "v2" else self._stages_v1
+        return list(zip(stage_names(version=self.params.version), build(), strict=True))
+
+    def _apgd(self, **kw) -> APGD:  # type: ignore[no-untyped-def]
+        p = self.params
+        return APGD(APGD.Params(steps=self.budget["steps"], loss="ce", eps=self.eps, eot=p.eot, seed=p.seed, **kw),
+                    self.eps, self.alpha)
+
+    def _first(self) -> list[Attack]:
+        p, b = self.params, self.budget
+        return [self._apgd(), APGDTargeted(APGDTargeted.Params(
+            steps=b["steps"], target_classes=b["target_classes"], eps=self.eps, eot=p.eot, seed=p.seed), self.eps, self.alpha)]
+
+    def _stages_v1(self) -> list[Attack]:
         p, b, eps = self.params, self.budget, self.eps
-        common = {"eps": eps, "eot": p.eot, "seed": p.seed}
-        out: list[tuple[str, Attack]] = []
-        v2 = p.version == "v2"
-        names = iter(stage_names(version=p.version))
-        out.append((next(names), APGD(APGD.Params(steps=b["steps"], loss="ce", **common), eps, self.alpha)))
-        out.append((next(names), APGDTargeted(
-            APGDTargeted.Params(steps=b["steps"], target_classes=b["target_classes"], **common), eps, self.alpha)))
-        for surrogate, width in SURROGATE_ENSEMBLE:
-            prm = APGD.Params(steps=b["steps"], loss="ce", surrogate=surrogate, gamma=width, **common)
-            out.append((next(names), APGD(prm, eps, self.alpha)))
-        out.append((next(names), APGD(APGD.Params(steps=b["steps"], loss="ce", grad_mode="bptr_rga", **common),
-                                      eps, self.alpha)))
-        if v2:  # off-corner: ends strictly inside the ball (attacks/interior.py)
-            out.append((next(names), APGDInterior(APGDInterior.Params(
-                steps=b["steps"], loss="ce", radius=INTERIOR_RADIUS, **common), eps, self.alpha)))
-        out.append((next(names), Square(SquareParams(eps=eps, queries=b["queries"], eot=p.eot, seed=p.seed),
-                                        eps, self.alpha)))
-        if v2:
-            r = eps * INTERIOR_RADIUS
-            out.append((next(names), Square(SquareParams(eps=r, queries=max(1, b["queries"] // 5), eot=p.eot,
-                                                         seed=p.seed + 1), r, self.alpha)))
-        tr = Transfer(Transfer.Params(source="pgd", steps=b["transfer_steps"], eps=eps, seed=p.seed), eps, self.alpha)
-        if self.substitute is not None:
-            tr.set_substitute(self.substitute, self.substitute_id)
-        out.append((next(names), tr))
-        return out
+        out = self._first()
+        # v1's assg stage runs the ASSG surrogate at its default a (the width 1.0 stays in its stored config)
+        out += [self._apgd(surrogate=s, gamma=w if s != "assg" else None) for s, w in SURROGATE_ENSEMBLE]
+        out.append(self._apgd(grad_mode="bptr_rga"))
+        out.append(Square(SquareParams(eps=eps, queries=b["queries"], eot=p.eot, seed=p.seed), eps, self.alpha))
+        return out + [self.transfer_stage]
+
+    def _stages_v2(self) -> list[Attack]:
+        p, b, eps = self.params, self.budget, self.eps
+        out = self._first()
+        out += [self._apgd(surrogate=s, gamma=w) for s, w in V2_SURROGATES]
+        common = {"steps": b["steps"], "eps": eps, "eot": p.eot, "seed": p.seed, "search": True}
+        out.append(SAPGD(SAPGD.Params(surrogate="assg", **common), eps, self.alpha))
+        out.append(SAPGD(SAPGD.Params(grad_mode="hart", surrogate="triangle", **common), eps, self.alpha))
+        out.append(self._apgd(surrogate="pdsg"))
+        out.append(self._apgd(grad_mode="bptr_rga"))
+        out.append(APGDInterior(APGDInterior.Params(steps=b["steps"], loss="ce", radius=INTERIOR_RADIUS, eps=eps,
+                                                    eot=p.eot, seed=p.seed), eps, self.alpha))
+        r = b["square_restarts"]
+        out.append(Square(SquareParams(eps=eps, queries=max(1, b["queries"] // r), restarts=r, p_init=SQUARE_P_INIT_V2,
+                                       eot=p.eot, seed=p.seed), eps, self.alpha))
+        ri = eps * INTERIOR_RADIUS
+        out.append(Square(SquareParams(eps=ri, queries=max(1, b["queries"] // 5), eot=p.eot, seed=p.seed + 1), ri, self.alpha))
+        out.append(RayS(RaySParams(eps=eps, queries=b["rays_queries"], seed=p.seed), eps, self.alpha))
+        return out + [self.transfer_stage]
 
     def perturb(self, model: SNNClassifier, x, y):  # type: ignore[no-untyped-def]
         raise AssertionError("the standard protocol is run stage by stage by snnbench.strategies.run_cascade")
@@ -128,7 +159,7 @@ class StandardProtocol(Attack):
             **base,
             "protocol": self.protocol_version,
             **{f"budget_{k}": v for k, v in self.budget.items()},
-            "surrogates": [list(s) for s in SURROGATE_ENSEMBLE],
+            "surrogates": [list(s) for s in (SURROGATE_ENSEMBLE if self.params.version == "v1" else V2_SURROGATES)],
             "substitute": self.substitute_id,
         }
 

@@ -123,10 +123,12 @@ def main() -> None:
 @click.option("--eps", default=None, help="Attack budget in pixel units, e.g. 0.1 or 8/255 (default: dataset's).")
 @click.option("--alpha", default=None, help="Attack step size (default: dataset's).")
 @click.option("--steps", type=int, default=None, help="Attack iterations.")
-@click.option("--grad-mode", type=click.Choice(["bptt", "bptr", "bptr_rga", "cba"]), default=None,
-              help="Attacker's gradient mode (cba: the ReLU ANN sharing the weights).")
+@click.option("--grad-mode", type=click.Choice(["bptt", "bptr", "bptr_rga", "cba", "hart"]), default=None,
+              help="Attacker's gradient mode (cba: the ReLU ANN sharing the weights; hart: HART's time-averaged "
+              "gradient, ICLR 2024).")
 @click.option("--eot", type=int, default=None, help="EOT samples (default: 10 for randomized defenses, else 1).")
-@click.option("--surrogate", default=None, help="Attacker's surrogate gradient (default: the model's own).")
+@click.option("--surrogate", default=None, help="Attacker's surrogate gradient (default: the model's own): triangle, rectangle, sigmoid, "
+              "superspike, atan, or the adaptive assg (ASSG; --gamma is its a) and pdsg.")
 @click.option("--gamma", type=float, default=None, help="Attacker's surrogate width (default: the model's own).")
 @click.option("--eps-sweep/--no-eps-sweep", "eps_sweep", default=True, show_default=True,
               help="Short PGD eps sweep after the attacks (the accuracy-vs-eps monotonicity check).")

@@ -60,7 +60,7 @@ def evaluate_plans(
     record_vpre_hist(first, prep, store)
     for i in plan_order(plans):
         plan = plans[i]
-        if plan.substitute is not None:
+        if plan.substitutes:
             attach_substitutes(plan, store, results_dir, progress)
         ran = False
         if not plan.attacks:

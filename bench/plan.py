@@ -121,7 +121,14 @@ class Plan:
     request: RunRequest
     recipe: Recipe | None = None
     external: External | None = None
-    substitute: Plan | None = None  # vanilla, seed + 1: for attacks that need_substitute (transfer)
+    #: black-box substitutes by training ("standard": vanilla; "at": vanilla with PGD AT), seed + 1, for
+    #: the attacks that need them (``Attack.substitute_trainings``: transfer, the protocol's transfer stage)
+    substitutes: dict[str, Plan] = field(default_factory=dict)
+
+    @property
+    def substitute(self) -> Plan | None:
+        """The vanilla (standard-training) substitute, if any."""
+        return self.substitutes.get("standard")
 
     def _recipe(self, what: str) -> Recipe:
         if self.recipe is None:
@@ -221,15 +228,22 @@ def resolve(reg: BenchRegistry, req: RunRequest, suite_train: dict[str, Any] | N
     n_eval = req.n_eval if req.n_eval is not None else dataset.eval_samples
     plan = Plan(dataset, attacks, config, canonical_hash(config), device, n_eval, req,
                 recipe=Recipe(model, entry, defense, train_spec))
-    if any(a.needs_substitute for _, a in attacks):
-        plan.substitute = resolve(reg, substitute_request(req, train_spec), suite_train)
+    for training in substitute_trainings(attacks):
+        plan.substitutes[training] = resolve(reg, substitute_request(req, train_spec, training), suite_train)
     return plan
 
 
-def substitute_request(req: RunRequest, train: TrainSpec) -> RunRequest:
-    """The black-box substitute (RAT/FEEL/MPD-SGR): same data, model and T, vanilla standard training,
-    seed + 1; trained or loaded through the same checkpoint cache."""
-    overrides = {**req.train_overrides, "seed": train.seed + 1, "training": "standard"}
+def substitute_trainings(attacks: list[tuple[Entry, Attack]]) -> list[str]:
+    """The substitutes the attacks need, by training, in a fixed order (standard first)."""
+    wanted = {t for _, a in attacks for t in a.substitute_trainings}
+    return [t for t in ("standard", "at") if t in wanted]
+
+
+def substitute_request(req: RunRequest, train: TrainSpec, training: str = "standard") -> RunRequest:
+    """The black-box substitute (RAT/FEEL/MPD-SGR): same data, model and T, vanilla training (``training``:
+    standard, or PGD AT for the protocol's ensemble), seed + 1; trained or loaded through the same
+    checkpoint cache."""
+    overrides = {**req.train_overrides, "seed": train.seed + 1, "training": training}
     return dataclasses.replace(req, defense="vanilla", attacks=(), train_overrides=overrides, checkpoint=None)
 
 
@@ -279,26 +293,29 @@ def plan_external(
         device=str(device),
     )
     plan = Plan(dataset, attacks, config, canonical_hash(config), device, n_eval, request, external=external)
-    if substitute and any(a.needs_substitute for _, a in attacks):
-        plan.substitute = substitute_plan(reg, dataset_arg or dataset.name, device, data_root)
+    if substitute:
+        for training in substitute_trainings(attacks):
+            plan.substitutes[training] = substitute_plan(reg, dataset_arg or dataset.name, device, data_root, training)
     return plan
 
 
-def substitute_plan(reg: BenchRegistry, dataset: str, device: torch.device, data_root: str | None) -> Plan:
+def substitute_plan(reg: BenchRegistry, dataset: str, device: torch.device, data_root: str | None,
+                    training: str = "standard") -> Plan:
     """The black-box substitute of a foreign model, as a recipe :class:`Plan` that the pipeline's
     ``attach_substitutes`` trains (or loads from the checkpoint cache) and hands to the transfer attacks.
 
     The papers' substitute is a vanilla model of the *same* architecture (docs/defenses.md, "Black-box"); a
     foreign architecture cannot be rebuilt here, so the substitute is snnbench's vanilla model of the
-    dataset's default architecture, standard training, seed 1 (the recipes' default seed is 42; the same
-    config as ``bench run --defense vanilla --seed 1``, so either reuses the other's checkpoint).
+    dataset's default architecture, seed 1, ``training`` standard (the same config as ``bench run --defense
+    vanilla --seed 1``, so either reuses the other's checkpoint) or ``at`` (PGD AT, the protocol v2's second
+    substitute; ``--training at --seed 1``). The recipes' default seed is 42.
     A transfer attack needs only a well-trained model on the same data: a weaker substitute can make the
     transfer stage weaker, never the reported number higher.
     """
     req = RunRequest(
         defense="vanilla",
         dataset=dataset,
-        train_overrides={"seed": 1, "training": "standard"},
+        train_overrides={"seed": 1, "training": training},
         data_root=data_root,
         device=str(device),
     )

@@ -180,11 +180,14 @@ def run_info(plan: Plan) -> RunInfo:
 
 
 def attach_substitutes(plan: Plan, store: Store, results_dir: Path, progress: Callable | None = None) -> Prepared | None:
-    """Train or load the substitute model and hand it to every attack that needs one."""
-    if plan.substitute is None:
-        return None
-    sub = prepare(plan.substitute, store, results_dir, progress)
-    for _, attack in plan.attacks:
-        if attack.needs_substitute:
-            attack.set_substitute(sub.model, plan.substitute.config_hash)
-    return sub
+    """Train or load each substitute model of the plan and hand it to every attack that needs it; returns
+    the vanilla (standard-training) one, if any."""
+    out = None
+    for training, sub_plan in plan.substitutes.items():
+        sub = prepare(sub_plan, store, results_dir, progress)
+        for _, attack in plan.attacks:
+            if training in attack.substitute_trainings:
+                attack.set_substitute(sub.model, sub_plan.config_hash, training)
+        if training == "standard":
+            out = sub
+    return out

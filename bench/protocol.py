@@ -1,21 +1,41 @@
-"""The standard SNN evaluation protocol: its version, stages and the read-side rules (torch-free).
+"""The standard SNN evaluation protocol: its versions, stages and the read-side rules (torch-free).
 
-``snn-standard-v1`` is one fixed, adaptive L-inf evaluation, run as a cascade over the samples that are
-still robust (AutoAttack's convention; Croce & Hein 2020), per-sample worst case, seeded:
+An adaptive L-inf evaluation run as a cascade over the samples that are still robust (AutoAttack's
+convention; Croce & Hein 2020), per-sample worst case, seeded. Full design and measurements:
+docs/protocol.md.
+
+``snn-standard-v1`` (stored rows stay readable; ``standard_v1`` reruns it):
 
 1. ``apgd-ce``: APGD-CE under the model's own surrogate and gradient mode (BPTT);
 2. ``apgd-t``: APGD on the targeted DLR loss (fra31's APGD-T, ``n_target_classes`` targets);
 3. ``apgd-ce@<surrogate>``: APGD-CE under each attacker surrogate of the ensemble: triangle at widths
-   0.5/1/2, sigmoid, atan, rectangle, and the adaptive-sharpness ``assg`` surrogate (Wang et al. 2025,
-   arXiv 2512.22522; surrogate dependence: arXiv 2209.03358); then ``apgd-ce@rga`` through the rate
-   gradient approximation (BPTR, Bu et al. 2023);
+   0.5/1/2, sigmoid, atan, rectangle (surrogate dependence: arXiv 2209.03358) and ``assg``; then
+   ``apgd-ce@rga`` through the rate gradient approximation (BPTR, Bu et al. 2023);
 4. ``square``: Square Attack (gradient-free, Andriushchenko et al. 2020), ``queries`` queries;
 5. ``transfer``: PGD on the vanilla substitute (same data, model, T; seed + 1), evaluated on the target.
 
-Randomized models get EOT in every gradient stage (batched) and the logits averaged over EOT draws in
-Square; every stage is scored over several inference draws ("correct in every draw"). The ``full``
-budget is the setting above (100 iterations, 5000 Square queries); ``smoke`` is the CI budget
-(documented in README "Leaderboard and CI gate").
+``snn-standard-v2`` (issue 20: the strongest SNN attacks, and a floor that a model built to fool gradient
+attacks cannot lift):
+
+1-2. ``apgd-ce``, ``apgd-t`` as in v1;
+3. ``apgd-ce@<surrogate>`` for the six fixed surrogates of v1;
+4. ``sapgd@assg``: SA-PGD with the ASSG surrogate (Wang et al. 2025, arXiv 2512.22522; official code's
+   step rule, moments and defaults), its ``a`` searched per batch on a grid inside the official interval;
+5. ``sapgd@hart``: SA-PGD through HART's time-averaged gradient (ICLR 2024), its width searched likewise;
+6. ``apgd-ce@pdsg``: APGD-CE under the potential-dependent surrogate (PDSG, CVPR 2025);
+7. ``apgd-ce@rga`` as in v1;
+8. ``apgd-ce@interior``: APGD-CE ending strictly inside the ball (no eps-ball corners);
+9. ``square``: Square, the same 5000 queries as 5 restarts of 1000 (p_init 0.3): random search stalls on
+   small images, restarts close most of that gap (docs/protocol.md);
+10. ``square@interior``: Square at 0.95 eps (a fifth of the queries);
+11. ``rays``: RayS, a hard-label (decision-only) ray search (Chen & Gu 2020), ``rays_queries`` queries:
+    scores that mislead cannot steer it;
+12. ``transfer``: APGD-CE on the ensemble of two substitutes, vanilla and vanilla with PGD AT (seed + 1).
+
+Stages 4-6 need snnbench neurons (a foreign model's stage is skipped with its reason). Randomized models
+get EOT in every gradient stage (batched) and the logits averaged over EOT draws in Square; every stage is
+scored over several inference draws ("correct in every draw"). The ``full`` budget is the setting above
+(100 iterations, 5000 Square queries); ``smoke`` is the CI budget (README "Leaderboard and CI gate").
 
 This module holds only data and rules the read side needs (report, ``bench check``, export), so they do
 not import torch: which stored evaluations count toward a worst case, the masking flags, the tolerance.
@@ -38,7 +58,7 @@ PROTOCOL_KIND = "standard"
 INTERIOR_RADIUS = 0.95
 EPS_TOL = 1e-9
 
-#: attacker surrogates of stage 3 (name, width); None = the neuron's own width is not used: explicit
+#: attacker surrogates of v1's stage 3 (name, width); v2 keeps the first six (its ASSG stage is SA-PGD)
 SURROGATE_ENSEMBLE: tuple[tuple[str, float], ...] = (
     ("triangle", 0.5),
     ("triangle", 1.0),
@@ -49,6 +69,8 @@ SURROGATE_ENSEMBLE: tuple[tuple[str, float], ...] = (
     ("assg", 1.0),
 )
 
+V2_SURROGATES = SURROGATE_ENSEMBLE[:6]
+
 BUDGETS: dict[str, dict[str, int]] = {
     # AutoAttack's standard setting: 100 APGD iterations, 9 target classes, 5000 Square queries
     "full": {"steps": 100, "target_classes": 9, "queries": 5000, "transfer_steps": 10},
@@ -57,31 +79,54 @@ BUDGETS: dict[str, dict[str, int]] = {
 }
 
 
+#: budget numbers only v2 has (kept out of BUDGETS so v1's stored configs hash as before)
+V2_BUDGETS: dict[str, dict[str, int]] = {
+    "full": {"square_restarts": 5, "rays_queries": 5000},
+    "smoke": {"square_restarts": 2, "rays_queries": 500},
+}
+#: v2's Square: the budget's queries split over ``square_restarts`` restarts, with this initial square size
+SQUARE_P_INIT_V2 = 0.3
+#: the substitutes of v2's transfer stage (by training): vanilla and vanilla with PGD AT
+V2_SUBSTITUTES = ("standard", "at")
+
+
+def budget_of(budget: str, version: str) -> dict[str, int]:
+    """The numbers of a budget at a protocol version."""
+    return {**BUDGETS[budget], **(V2_BUDGETS[budget] if version == "v2" else {})}
+
+
 def stage_names(surrogates: tuple[tuple[str, float], ...] = SURROGATE_ENSEMBLE, version: str = "v1") -> list[str]:
-    """The stage names of the cascade, in order (v2 adds the off-corner stages before Square)."""
+    """The stage names of the cascade, in order."""
     names = ["apgd-ce", "apgd-t"]
-    names += [f"apgd-ce@{s}{'' if s == 'assg' else f'-{w:g}'}" for s, w in surrogates]
-    names.append("apgd-ce@rga")
-    if version == "v2":
-        names.append("apgd-ce@interior")
-    names.append("square")
-    if version == "v2":
-        names.append("square@interior")
-    return names + ["transfer"]
+    if version == "v1":
+        names += [f"apgd-ce@{s}{'' if s == 'assg' else f'-{w:g}'}" for s, w in surrogates]
+        return names + ["apgd-ce@rga", "square", "transfer"]
+    names += [f"apgd-ce@{s}-{w:g}" for s, w in V2_SURROGATES]
+    names += ["sapgd@assg", "sapgd@hart", "apgd-ce@pdsg", "apgd-ce@rga", "apgd-ce@interior"]
+    return names + ["square", "square@interior", "rays", "transfer"]
 
 
 def describe(budget: str = "full", version: str = "v1") -> str:
-    """One line per stage: the definition printed by ``bench ls attacks``."""
-    b = BUDGETS[budget]
-    v2 = (f" -> v2: APGD-CE inside the ball ({INTERIOR_RADIUS:g} eps, per-pixel jitter) and Square at "
-          f"{INTERIOR_RADIUS:g} eps ({b['queries'] // 5} queries), so no stage ends only on eps-ball corners"
-          if version == "v2" else "")
+    """The definition in one paragraph, printed by ``bench ls attacks``."""
+    b = budget_of(budget, version)
+    if version == "v2":
+        r = b["square_restarts"]
+        return (
+            f"{PROTOCOL_VERSIONS[version]} ({budget}): cascade over still-robust samples, per-sample worst case, "
+            f"seeded: APGD-CE {b['steps']} it -> APGD-T DLR ({b['target_classes']} targets) -> APGD-CE under "
+            f"{', '.join(f'{s}({w:g})' for s, w in V2_SURROGATES)} -> SA-PGD with ASSG (a searched) -> SA-PGD "
+            f"through HART (width searched) -> APGD-CE with PDSG -> APGD-CE through RGA/BPTR -> APGD-CE inside "
+            f"the ball ({INTERIOR_RADIUS:g} eps, jitter) -> Square {r}x{b['queries'] // r} queries -> Square at "
+            f"{INTERIOR_RADIUS:g} eps ({b['queries'] // 5} queries) -> RayS hard-label {b['rays_queries']} "
+            f"queries -> transfer APGD-CE {b['steps']} it from the vanilla + AT substitutes; EOT on for "
+            "randomized models"
+        )
     return (
         f"{PROTOCOL_VERSIONS[version]} ({budget}): cascade over still-robust samples, per-sample worst case, seeded: "
         f"APGD-CE {b['steps']} it (model's surrogate) -> APGD-T DLR ({b['target_classes']} targets) -> "
         f"APGD-CE under {', '.join(f'{s}' + ('' if s == 'assg' else f'({w:g})') for s, w in SURROGATE_ENSEMBLE)}"
         f" and RGA/BPTR -> Square {b['queries']} queries -> transfer PGD-{b['transfer_steps']} from the vanilla "
-        f"substitute{v2}; EOT on for randomized models"
+        f"substitute; EOT on for randomized models"
     )
 
 

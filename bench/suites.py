@@ -86,8 +86,8 @@ def cell_hash(plan: Plan) -> str:
         return clean_hash(plan)
     entry, attack = plan.attacks[0]
     cfg = attack.config()
-    if plan.substitute is not None and attack.needs_substitute and not cfg.get("substitute"):
-        cfg["substitute"] = plan.substitute.config_hash
+    if plan.substitutes and attack.needs_substitute and not cfg.get("substitute"):
+        cfg["substitute"] = attack.substitute_identity({t: p.config_hash for t, p in plan.substitutes.items()})
     return attack_config_hash(plan, entry, cfg)
 
 

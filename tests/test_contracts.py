@@ -126,8 +126,8 @@ def _attack(registry, kind: str, model: SNNClassifier, **params):
     given = {k: v for k, v in {**_ci_params(registry, kind), **SMALL_BUDGET, **params}.items() if k in fields}
     ds = registry.datasets["digits"]
     attack = cls(cls.Params(**given), ds.eps, ds.alpha)
-    if getattr(attack, "needs_substitute", False):
-        attack.set_substitute(model, "contract-test")  # transfer: craft on the model itself (white box)
+    for training in getattr(attack, "substitute_trainings", ()):  # transfer: craft on the model itself (white box)
+        attack.set_substitute(model, f"contract-test-{training}", training)
     return attack
 
 

@@ -66,7 +66,8 @@ def _protocol(registry, plan, prep, store: Store, model, n: int = N):
     vanilla seed+1 twin; here the honest model itself stands in for it)."""
     p = dataclasses.replace(plan, n_eval=n)
     entry, attack = make_attack(registry, "standard_smoke", plan.dataset, {})
-    attack.set_substitute(prep.model, "honest-substitute")
+    for training in attack.substitute_trainings:  # v2: the vanilla and the AT substitute
+        attack.set_substitute(prep.model, f"honest-substitute-{training}", training)
     run_id = store.upsert_run(run_info(p))
     pr = Prepared(model, prep.data, run_id, False, 0.0, prep.checkpoint)
     assert run_cascade(p, pr, entry, attack, store)
@@ -83,9 +84,13 @@ def test_definition_is_versioned_and_printed():
             "apgd-ce@atan-2", "apgd-ce@rectangle-1", "apgd-ce@assg", "apgd-ce@rga"} <= set(names)
     assert PROTOCOL_VERSION in describe("full") and "Square 5000" in describe("full")
     assert BUDGETS["full"]["steps"] == 100 and BUDGETS["full"]["queries"] == 5000
-    v2 = stage_names(version="v2")  # v1's stages plus the two off-corner stages, before the transfer stage
-    assert [s for s in v2 if s not in names] == ["apgd-ce@interior", "square@interior"]
-    assert v2[-1] == "transfer" and "snn-standard-v2" in describe("full", "v2") and "inside the ball" in describe("full", "v2")
+    v2 = stage_names(version="v2")  # v1's stages, its guessed assg stage replaced, plus the issue 20 stages
+    assert [s for s in v2 if s not in names] == ["sapgd@assg", "sapgd@hart", "apgd-ce@pdsg", "apgd-ce@interior",
+                                                 "square@interior", "rays"]
+    assert [s for s in names if s not in v2] == ["apgd-ce@assg"]
+    d = describe("full", "v2")
+    assert v2[-1] == "transfer" and "snn-standard-v2" in d and "inside the ball" in d and "RayS" in d
+    assert "Square 5x1000" in d and "vanilla + AT substitutes" in d
 
 
 def test_worst_case_membership_follows_capabilities():
@@ -153,7 +158,8 @@ def test_protocol_resumes_from_stored_stages(registry, trained_vanilla, tmp_path
     before = store.counts()
     # drop the final row: a rerun must rebuild it from the stored stages, attacking nothing
     entry, attack = make_attack(registry, "standard_smoke", plan.dataset, {})
-    attack.set_substitute(prep.model, "honest-substitute")
+    for training in attack.substitute_trainings:
+        attack.set_substitute(prep.model, f"honest-substitute-{training}", training)
 
     class Boom(nn.Module):
         def forward(self, x):  # pragma: no cover - must not be called

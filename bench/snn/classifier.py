@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from snnbench.errors import BenchError, did_you_mean
 from snnbench.snn.neuron import GRAD_MODES, LIFNeuron
-from snnbench.snn.surrogate import ATTACK_SURROGATES
+from snnbench.snn.surrogate import ADAPTIVE, ASSG_A, ATTACK_SURROGATES
 
 
 @contextmanager
@@ -70,6 +70,11 @@ class SNNClassifier(nn.Module):
         out = self.net(h)  # [T*B, K]
         return out.view(self.T, -1, out.shape[-1]).mean(0)  # [B, K]
 
+    def reset_attack_state(self) -> None:
+        """Forget the attacker surrogates' state (ASSG moments): an attack calls it at the start of a batch."""
+        for n in self.neurons():
+            n.assg = None
+
     def recording(self):
         """Record pre-spike potentials ``v_pre`` and spikes of every neuron during the block."""
         return record_neurons(self.neurons())
@@ -81,12 +86,15 @@ class SNNClassifier(nn.Module):
             raise BenchError(f"grad_mode: {mode!r} is not a gradient mode; {did_you_mean(mode, GRAD_MODES)}")
         if surrogate is not None and surrogate not in ATTACK_SURROGATES:
             raise BenchError(f"surrogate: {surrogate!r} is unknown; {did_you_mean(surrogate, ATTACK_SURROGATES)}")
+        if surrogate == ADAPTIVE and gamma is not None and not 0 < gamma < 0.5:
+            raise BenchError(f"surrogate assg: gamma is ASSG's a and must be in (0, 0.5), got {gamma}")
         neurons = self.neurons()
         saved = [(n.grad_mode, n.attack_surrogate) for n in neurons]
         for n in neurons:
             n.grad_mode = mode
             if surrogate is not None:
-                n.attack_surrogate = (surrogate, gamma if gamma is not None else n.spec.gamma)
+                own = ASSG_A if surrogate == ADAPTIVE else n.spec.gamma
+                n.attack_surrogate = (surrogate, gamma if gamma is not None else own)
         try:
             yield self
         finally:
@@ -108,7 +116,14 @@ class AttackerView(nn.Module):
         self.grad_mode, self.surrogate, self.gamma = grad_mode, surrogate, gamma
         with model.gradient_mode(grad_mode, surrogate, gamma):  # validate names now
             pass
+        self.reset_state()  # stateful attacker surrogates (ASSG) start afresh with every view
 
     def forward(self, x: Tensor) -> Tensor:
         with self.model.gradient_mode(self.grad_mode, self.surrogate, self.gamma):
             return self.model(x)
+
+    def reset_state(self) -> None:
+        """Reset stateful attacker surrogates (``assg``) of the model, when it has any."""
+        reset = getattr(self.model, "reset_attack_state", None)
+        if callable(reset):
+            reset()

@@ -20,6 +20,16 @@ Gradient modes (docs/defenses.md 4.1), chosen by the attacker's view of the mode
   ANN that shares the SNN's weights, every spiking layer replaced by ReLU in forward AND backward (SNN-RAT code:
   ``LIFSpike`` with T = 0 -> ``nn.ReLU``). With direct (static) encoding the T identical time copies average
   to that ANN's logits; with a randomized encoder it is the mean ANN output over the encoder's samples [I].
+- ``hart``: HART (Hao et al., ICLR 2024, official ``LIFSpike`` mode ``avg``): the membrane carry-over is
+  detached (``V[t] = tau U[t-1].detach() + I[t]``) and the input current's gradient is averaged over time
+  and given to every step (``GradAvg``), so ``dL/dI[t] = (1/T) sum_t' dL/dS[t'] h(V[t'] - V_th)`` for every
+  t: the rate-based part of the gradient, shaped by each step's potential through the triangle surrogate
+  of width gamma (HART searches gamma per model; the protocol does, see attacks/sapgd.py ``WidthSearch``).
+
+Stateful attacker surrogates (bench/snn/surrogate.py): ``assg`` keeps per-step moments of ``|V - V_th|``
+across the attack's iterations (:class:`~bench.snn.surrogate.ASSGMoments`, on the neuron as ``self.assg``;
+the attack resets it per batch); ``pdsg`` takes its width from this forward's potentials of steps ``0..t``.
+Both run on the reference loop.
 """
 
 from __future__ import annotations
@@ -29,9 +39,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from snnbench.snn.surrogate import SURROGATES, spike
+from snnbench.snn.surrogate import ADAPTIVE, PDSG, STATEFUL_SURROGATES, SURROGATES, ASSGMoments, pdsg_sigma, spike, stateful_spike
 
-GRAD_MODES = ("bptt", "bptr", "bptr_rga", "cba")
+GRAD_MODES = ("bptt", "bptr", "bptr_rga", "cba", "hart")
 RESETS = ("hard", "soft")
 
 
@@ -93,6 +103,18 @@ class RateRGA(torch.autograd.Function):
         return grad_out * g, None, None
 
 
+class GradAvg(torch.autograd.Function):
+    """HART's ``GradAvg``: identity forward; backward gives every time step the mean over T of the gradient."""
+
+    @staticmethod
+    def forward(ctx, x_seq: Tensor) -> Tensor:  # type: ignore[override]
+        return x_seq.view_as(x_seq)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        return grad_out.mean(0, keepdim=True).expand_as(grad_out)
+
+
 def conversion_relu(x: Tensor) -> Tensor:
     """CBA (Sharmin et al. 2019; SNN-RAT 3.2): the spiking layer acts as the ReLU of the ANN that shares the
     SNN's weights, in forward and backward."""
@@ -124,6 +146,8 @@ class LIFNeuron(nn.Module):
         self.T = 1
         self.grad_mode = "bptt"
         self.attack_surrogate: tuple[str, float] | None = None
+        #: ASSG moments (attacker surrogate ``assg``), created on first use, reset by the attack per batch
+        self.assg: ASSGMoments | None = None
         self.record = False
         self.v_pre: Tensor | None = None
         self.spikes: Tensor | None = None
@@ -148,6 +172,8 @@ class LIFNeuron(nn.Module):
         x_seq = x.view(self.T, -1, *x.shape[1:])  # [T, B, ...]
         if self.grad_mode == "bptt":
             s_seq = self._run(x_seq)
+        elif self.grad_mode == "hart":
+            s_seq = self._run(GradAvg.apply(x_seq), detach_membrane=True)
         else:
             with torch.no_grad():
                 s_seq = self._run(x_seq)
@@ -159,21 +185,24 @@ class LIFNeuron(nn.Module):
                 raise AssertionError(self.grad_mode)
         return s_seq.flatten(0, 1)
 
-    def _run(self, x_seq: Tensor) -> Tensor:
-        """Unroll charge -> fire -> reset over T; returns spikes [T, B, ...]."""
+    def _run(self, x_seq: Tensor, detach_membrane: bool = False) -> Tensor:
+        """Unroll charge -> fire -> reset over T; returns spikes [T, B, ...]. ``detach_membrane``: HART's
+        carry-over without gradient."""
         self.penalty = None
-        if self._fused_ok(x_seq):
+        if not detach_membrane and self._fused_ok(x_seq):
             return self._run_fused(x_seq)
         sp = self.spec
         surrogate, gamma = self.attack_surrogate or (sp.surrogate, sp.gamma)
+        if surrogate == ADAPTIVE and (self.assg is None or self.assg.a != float(gamma)):
+            self.assg = ASSGMoments(a=float(gamma))
         u = torch.zeros_like(x_seq[0])
-        spikes, v_pres = [], []
+        spikes, v_pres, history = [], [], []
         for t in range(x_seq.shape[0]):
-            v = self.leak(t) * u + x_seq[t]  # charge
+            v = self.leak(t) * (u.detach() if detach_membrane else u) + x_seq[t]  # charge
             noise = self.membrane_noise(v, t)
             if noise is not None:
                 v = v + noise
-            s = spike(v - sp.v_th, surrogate, gamma)  # fire
+            s = self._fire(v - sp.v_th, t, surrogate, gamma, history)  # fire
             s_r = s.detach() if sp.detach_reset else s
             if sp.reset == "hard":  # reset
                 u = v * (1 - s_r) + sp.v_reset * s_r
@@ -188,11 +217,22 @@ class LIFNeuron(nn.Module):
             self.spikes = s_seq
         return s_seq
 
+    def _fire(self, z: Tensor, t: int, surrogate: str, gamma: float, history: list[Tensor]) -> Tensor:
+        """H(z) with the surrogate's backward; the stateful attacker surrogates take their width from the
+        neuron's state (``assg``: moments across iterations) or this forward's potentials (``pdsg``)."""
+        if surrogate == ADAPTIVE:
+            assert self.assg is not None
+            return stateful_spike(z, surrogate, self.assg.sharpness(t, z, update=torch.is_grad_enabled()))
+        if surrogate == PDSG:
+            history.append(z)  # the std of V - V_th is that of V
+            return stateful_spike(z, surrogate, pdsg_sigma(history))
+        return spike(z, surrogate, gamma)
+
     def _fused_ok(self, x_seq: Tensor) -> bool:
         """Use the fused path unless the reference is asked for or an unsupported hook is overridden."""
         if self.backend == "torch":
             return False
-        if self.attack_surrogate is not None and self.attack_surrogate[0] == "assg":  # adaptive width: reference
+        if self.attack_surrogate is not None and self.attack_surrogate[0] in STATEFUL_SURROGATES:  # reference loop
             return False
         cls = type(self)
         if cls.leak is not LIFNeuron.leak:  # per-step leak tensors (FEEL): reference path

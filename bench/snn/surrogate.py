@@ -52,30 +52,76 @@ SURROGATES: dict[str, SurrogateGrad] = {
 }
 
 
-#: attacker-only surrogate whose width follows the membrane potentials of the current input (ASSG-style)
+#: attacker-only surrogates whose shape follows the membrane potentials (they need snnbench neurons, which
+#: keep their state): ``assg`` (Wang et al. 2025) and ``pdsg`` (potential-dependent, CVPR 2025)
 ADAPTIVE = "assg"
-ATTACK_SURROGATES: tuple[str, ...] = (*SURROGATES, ADAPTIVE)
-ASSG_COVERAGE = 0.5
-_QUANTILE_MAX = 1 << 20  # torch.quantile's input limit is 2^24; a strided subsample is plenty
+PDSG = "pdsg"
+STATEFUL_SURROGATES: tuple[str, ...] = (ADAPTIVE, PDSG)
+ATTACK_SURROGATES: tuple[str, ...] = (*SURROGATES, *STATEFUL_SURROGATES)
+#: ASSG defaults of the official code (craree/Towards-Reliable-Evaluation-...: ``ASSGrad`` in my_node.py and
+#: ``ASSG_SAPGD``/evaluate.py): ``a`` (the paper's A/2, the gradient-vanishing bound), relax, beta_1, beta_2
+ASSG_A, ASSG_RELAX, ASSG_BETAS = 0.425, 1.5, (0.9, 0.9)
+#: the official search interval of ``a`` (evaluate.py, ternary search on the test set)
+ASSG_A_RANGE = (0.35, 0.49)
 
 
-def assg_width(z: Tensor, scale: float = 1.0, coverage: float = ASSG_COVERAGE, floor: float = 1e-3) -> float:
-    """Adaptive sharpness (ASSG-style, Wang et al. 2025, arXiv 2512.22522): the triangle width at which
-    the surrogate's support |z| < width covers ``coverage`` of this layer's current ``|V - V_th|``.
+class ASSGMoments:
+    """Adaptive Sharpness Surrogate Gradient (ASSG; Wang et al. 2025, arXiv 2512.22522, official ``ASSGrad``).
 
-    Recomputed on every forward, so the sharpness follows the input distribution across attack
-    iterations: when potentials drift away from threshold (the gradient of a fixed narrow surrogate
-    vanishes there) the surrogate widens; when they crowd the threshold it sharpens. Our reading of
-    ASSG: the paper adapts the shape to the input distribution to mitigate vanishing gradients; its exact
-    update rule is not transcribed here, so this is a quantile rule with coverage 1/2 [I], times ``scale``.
+    Per neuron and per time step ``t``, moments of ``|u|`` (``u = V - V_th``, the pre-spike potential)
+    are kept across the attack's iterations (exponential moving averages, initial ``M = 1``, ``D = 0``):
+
+        M_t <- b1 M_t + (1 - b1) |u_t|
+        D_t <- b2 D_t + (1 - b2) | |u_t| - M_t |        (with the already-updated M_t, as the code does)
+        alpha_t = k / (M_t + relax D_t + 1e-4),   k = 2 tan(pi a) / pi
+
+    and the backward is the arctan surrogate of sharpness ``alpha_t``: ``h(u) = (alpha/2) / (1 + (pi/2 alpha
+    u)^2)``. Neurons whose potentials stay far from threshold get a wide surrogate (their gradient does not
+    vanish), neurons near it a sharp one. The state is per sample (the moments have the shape of ``u``),
+    updated on every forward that builds a graph (each attack iteration; scoring passes under ``no_grad``
+    do not move it), and starts afresh when the batch shape changes or :meth:`reset` is called (the
+    attack does so at the start of every batch, as the official code rebuilds ``ASSGrad`` per ``perturb``).
     """
-    a = z.detach().abs().flatten()
-    if a.numel() > _QUANTILE_MAX:
-        a = a[:: a.numel() // _QUANTILE_MAX + 1]
-    if a.numel() == 0:
-        return 1.0
-    w = float(torch.quantile(a.float(), coverage))
-    return max(w * scale, floor)
+
+    def __init__(self, a: float = ASSG_A, relax: float = ASSG_RELAX, betas: tuple[float, float] = ASSG_BETAS) -> None:
+        self.a, self.relax, self.betas = float(a), float(relax), betas
+        self.k = 2 * math.tan(math.pi * self.a) / math.pi
+        self.M: dict[int, Tensor] = {}
+        self.D: dict[int, Tensor] = {}
+
+    def reset(self) -> None:
+        self.M.clear()
+        self.D.clear()
+
+    def sharpness(self, t: int, u: Tensor, update: bool) -> Tensor:
+        """``alpha_t`` for the potentials ``u`` of step ``t`` (updating the moments first when ``update``)."""
+        m, d = self.M.get(t), self.D.get(t)
+        if m is None or d is None or m.shape != u.shape or m.device != u.device:
+            m, d = torch.ones_like(u, dtype=torch.float32), torch.zeros_like(u, dtype=torch.float32)
+        if update:
+            b1, b2 = self.betas
+            a = u.detach().abs().float()
+            m = b1 * m + (1 - b1) * a
+            d = b2 * d + (1 - b2) * (a - m).abs()
+            self.M[t], self.D[t] = m, d
+        return (self.k / (m + self.relax * d + 1e-4)).to(u.dtype)
+
+
+def pdsg(z: Tensor, sigma: Tensor) -> Tensor:
+    """PDSG backward (ryime/PDSG-SDA ``PDSG``): a Gaussian density of std ``sigma`` centred ``sigma / 2`` above
+    threshold, ``h(u) = exp(-((u - sigma/2) / (sqrt(2) sigma))^2) / (sqrt(2 pi) sigma)``."""
+    return torch.exp(-(((z - 0.5 * sigma) / (math.sqrt(2) * sigma)) ** 2)) / (math.sqrt(2 * math.pi) * sigma)
+
+
+def pdsg_sigma(history: list[Tensor]) -> Tensor:
+    """PDSG's width: the (unbiased) standard deviation of the detached potentials of steps ``0..t`` of this
+    forward, pooled over time, batch and space per channel (``[B, C, H, W]``: dims T, B, H, W) or per feature
+    (``[B, F]``); 0 or undefined (one element) becomes 1, as in the official code. Broadcasts like ``u``."""
+    v = torch.stack([h.detach().float() for h in history])  # [t+1, B, ...]
+    dims = (0, 1, *range(3, v.dim())) if v.dim() >= 4 else (0, 1)
+    sigma = v.std(dim=dims, keepdim=True)[0] if v.shape[0] * v.shape[1] > 1 else torch.ones_like(v[0])
+    sigma = torch.where(torch.isfinite(sigma) & (sigma > 0), sigma, torch.ones_like(sigma))
+    return sigma.to(history[-1].dtype)
 
 
 class SpikeFn(torch.autograd.Function):
@@ -93,9 +139,13 @@ class SpikeFn(torch.autograd.Function):
         return grad_out * ctx.grad_fn(z, ctx.gamma), None, None
 
 
-def spike(z: Tensor, surrogate: str = "triangle", gamma: float = 1.0) -> Tensor:
-    """Emit spikes H(z) with the named surrogate gradient of width ``gamma``; ``assg``: a triangle whose
-    width adapts to ``z`` (:func:`assg_width`, ``gamma`` scales it)."""
-    if surrogate == ADAPTIVE:
-        return SpikeFn.apply(z, triangle, assg_width(z, gamma))
+def spike(z: Tensor, surrogate: str = "triangle", gamma: float | Tensor = 1.0) -> Tensor:
+    """Emit spikes H(z) with the named surrogate gradient of width ``gamma`` (a tensor broadcasting like
+    ``z`` gives a per-neuron width; the stateful ``assg``/``pdsg`` widths come from the neuron)."""
     return SpikeFn.apply(z, SURROGATES[surrogate], gamma)
+
+
+def stateful_spike(z: Tensor, surrogate: str, width: Tensor) -> Tensor:
+    """Spikes with a stateful attacker surrogate: ``assg`` (arctan of sharpness ``width``) or ``pdsg``
+    (Gaussian of std ``width``)."""
+    return SpikeFn.apply(z, atan if surrogate == ADAPTIVE else pdsg, width)
