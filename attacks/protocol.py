@@ -144,7 +144,7 @@ class StandardProtocol(Attack):
         out.append(RayS(RaySParams(eps=eps, queries=b["rays_queries"], seed=p.seed), eps, self.alpha))
         return out + [self.transfer_stage]
 
-    def perturb(self, model: SNNClassifier, x, y):  # type: ignore[no-untyped-def]
+    def perturb(self, model, x, y):  # type: ignore[no-untyped-def]
         raise AssertionError("the standard protocol is run stage by stage by snnbench.strategies.run_cascade")
 
     @property

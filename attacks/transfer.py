@@ -53,7 +53,7 @@ class Ensemble(nn.Module):
         return any(getattr(m, "randomized", False) for m in self.members)
 
     @contextmanager
-    def gradient_mode(self, mode: str = "bptt", surrogate: str | None = None, gamma: float | None = None) -> Iterator["Ensemble"]:
+    def gradient_mode(self, mode: str = "bptt", surrogate: str | None = None, gamma: float | None = None) -> Iterator[Ensemble]:
         with ExitStack() as stack:
             for m in self.members:
                 stack.enter_context(m.gradient_mode(mode, surrogate, gamma))

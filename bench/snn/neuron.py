@@ -39,7 +39,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from snnbench.snn.surrogate import ADAPTIVE, PDSG, STATEFUL_SURROGATES, SURROGATES, ASSGMoments, pdsg_sigma, spike, stateful_spike
+from snnbench.snn.surrogate import (
+    ADAPTIVE,
+    PDSG,
+    STATEFUL_SURROGATES,
+    SURROGATES,
+    ASSGMoments,
+    pdsg_sigma,
+    spike,
+    stateful_spike,
+)
 
 GRAD_MODES = ("bptt", "bptr", "bptr_rga", "cba", "hart")
 RESETS = ("hard", "soft")
