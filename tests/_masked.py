@@ -9,7 +9,13 @@ masking tests (tests/test_masking.py) and scripts/masking_planted.py. Classes (i
   pixel grid (digits: 16 gray levels) and maps them back onto the grid;
 - ``zero``: a gradient that exists but is zero; ``noisy_grad``: a gradient of random sign or negated;
 - ``hard``: non-differentiable outputs (hard labels, a step without surrogate);
-- ``batch``: a prediction that depends on the rest of the batch.
+- ``batch``: a prediction that depends on the rest of the batch;
+- ``saturate``: the inner logits times 10^4, so the softmax saturates and CE gradients underflow to zero on
+  every correctly classified sample (gradient masking by confidence);
+- ``binarize``: pixels thresholded at 1/2 before the inner network (a step: zero gradient almost everywhere,
+  a decision that only moves where a pixel crosses 1/2);
+- ``decoy-shift``: a decoy whose wrong-class scores are a fixed permutation of the inner ones pushed down,
+  so every gradient points at a class the model never switches to.
 
 :func:`true_robust` is the adaptive attack: PGD (20 steps, random start) on the inner network at radius
 ``0.98 * eps`` (inside the ball, off its corners), where the wrapper's decision is the inner one's.
@@ -153,6 +159,61 @@ class BatchStats(nn.Module):
         return (z - z.mean(0, keepdim=True)) / (z.std(0, keepdim=True) + 1e-3)
 
 
+class Saturate(nn.Module):
+    """Inner logits times ``scale``: the same decision, a softmax saturated to one-hot."""
+
+    def __init__(self, inner: nn.Module, scale: float = 1e4) -> None:
+        super().__init__()
+        self.inner, self.scale = inner, scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(x) * self.scale
+
+
+class Binarize(nn.Module):
+    """Pixels thresholded at 1/2 (``(x > 0.5).float()``, no gradient through the step) before the inner
+    network, trained on binarized digits so its clean accuracy stays high."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner((x > 0.5).float())
+
+
+class DecoyShift(nn.Module):
+    """Inner decision kept; the other classes get the inner scores of a shifted class (``z[(k + 3) % K]``)
+    minus a margin, so an attacker following them pushes towards classes that never win."""
+
+    def __init__(self, inner: nn.Module, margin: float = 8.0) -> None:
+        super().__init__()
+        self.inner, self.margin = inner, margin
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.inner(x)
+        top = z.argmax(1, keepdim=True)
+        shifted = z.roll(3, dims=1) - self.margin
+        return torch.where(torch.arange(z.shape[1])[None] == top, z.amax(1, keepdim=True), shifted)
+
+
+def binarized_mlp(seed: int = 0, steps: int = 200) -> nn.Module:
+    """The inner MLP trained on binarized digits (for :class:`Binarize`)."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    x, y = snnbench.load_dataset("digits", "train")
+    xb = (x > 0.5).float()
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        i = torch.randint(0, len(y), (128,), generator=g)
+        loss = F.cross_entropy(net(xb[i]), y[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
 def planted(inner: nn.Module) -> dict[str, nn.Module]:
     """Every planted model of this module around ``inner``, by name."""
     return {
@@ -162,15 +223,20 @@ def planted(inner: nn.Module) -> dict[str, nn.Module]:
         "zero-times0": Zero(inner, "times0"), "zero-minus": Zero(inner, "minus"),
         "hard-label": Hard(inner, "label"), "hard-step": Hard(inner, "step"),
         "batch-stats": BatchStats(inner),
+        "saturate": Saturate(inner), "decoy-shift": DecoyShift(inner),
     }
 
 
-def true_robust(inner: nn.Module, n: int, eps: float = EPS, steps: int = 20, restarts: int = 2) -> float:
+def true_robust(inner: nn.Module, n: int, eps: float = EPS, steps: int = 20, restarts: int = 2,
+                decide: nn.Module | None = None) -> float:
     """Robust accuracy of ``inner`` (first ``n`` digits test samples) under PGD at ``0.98 eps`` with random
-    starts, a sample robust only if no restart fooled it: the adaptive attack on every planted wrapper."""
+    starts, a sample robust only if no restart fooled it: the adaptive attack on every planted wrapper.
+    ``decide``: the model whose decision counts, when it is not ``inner`` (BPDA: ``inner`` is then the
+    differentiable stand-in the gradient is taken through)."""
     x, y = snnbench.load_dataset("digits", "test")
     x, y = x[:n], y[:n]
     r = 0.98 * eps
+    decide = decide or inner
     robust = torch.ones(n, dtype=torch.bool)
     for k in range(restarts):
         g = torch.Generator().manual_seed(k)
@@ -179,6 +245,17 @@ def true_robust(inner: nn.Module, n: int, eps: float = EPS, steps: int = 20, res
             adv.requires_grad_(True)
             (grad,) = torch.autograd.grad(F.cross_entropy(inner(adv), y), adv)
             adv = (x + (adv.detach() + r / 4 * grad.sign() - x).clamp(-r, r)).clamp(0, 1)
-        with torch.no_grad():
-            robust &= inner(adv).argmax(1) == y
+            with torch.no_grad():
+                robust &= decide(adv).argmax(1) == y  # every iterate counts (a step model flips in between)
     return float(robust.float().mean())
+
+
+class StraightThrough(nn.Module):
+    """BPDA for :class:`Binarize`: the binarized forward, the identity's gradient through the step."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(x + ((x > 0.5).float() - x).detach())

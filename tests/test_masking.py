@@ -7,7 +7,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
-from _masked import inner_mlp, planted, true_robust
+from _masked import Binarize, StraightThrough, binarized_mlp, inner_mlp, planted, true_robust
 
 import snnbench
 from snnbench.protocol import binomial_tolerance
@@ -23,6 +23,13 @@ def inner():
 @pytest.fixture(scope="module")
 def truth(inner):
     return true_robust(inner, N)
+
+
+@pytest.fixture(scope="module")
+def tmp_path(tmp_path_factory):
+    """One store for the module: the transfer substitutes are trained once and reused from its cache (each
+    planted model is its own run, keyed by its weights)."""
+    return tmp_path_factory.mktemp("masking")
 
 
 def _evaluate(model, tmp_path, name):
@@ -46,3 +53,14 @@ def test_the_honest_inner_network_passes_every_check(inner, truth, tmp_path):
     rep = _evaluate(inner, tmp_path, "honest")
     assert rep.blocking_checks == [], rep.failed_checks
     assert float(rep.table.iloc[-1]["robust_acc"]) <= truth + binomial_tolerance(truth, N)
+
+
+def test_a_binarizing_model_is_unranked_or_scored_at_its_bpda_robustness(tmp_path):
+    """A step before the network (zero gradient almost everywhere): its true robustness comes from BPDA
+    (straight-through PGD on the binarized network, Athalye et al. 2018)."""
+    inner = binarized_mlp()
+    model = Binarize(inner)
+    truth = true_robust(StraightThrough(inner), N, decide=model)
+    rep = _evaluate(model, tmp_path, "binarize")
+    robust = float(rep.table.iloc[-1]["robust_acc"])
+    assert rep.blocking_checks or robust <= truth + binomial_tolerance(truth, N), (robust, truth, rep.failed_checks)
