@@ -88,6 +88,8 @@ class ASSGMoments:
         self.k = 2 * math.tan(math.pi * self.a) / math.pi
         self.M: dict[int, Tensor] = {}
         self.D: dict[int, Tensor] = {}
+        #: the official ``eot_flag``: moments frozen (used by scripts/assg_official.py's sequential EOT)
+        self.frozen = False
 
     def reset(self) -> None:
         self.M.clear()
@@ -98,7 +100,7 @@ class ASSGMoments:
         m, d = self.M.get(t), self.D.get(t)
         if m is None or d is None or m.shape != u.shape or m.device != u.device:
             m, d = torch.ones_like(u, dtype=torch.float32), torch.zeros_like(u, dtype=torch.float32)
-        if update:
+        if update and not self.frozen:
             b1, b2 = self.betas
             a = u.detach().abs().float()
             m = b1 * m + (1 - b1) * a
