@@ -65,8 +65,8 @@ def table(rows, results: str) -> None:
         v2 = evs.get("standard")
         if v2 is None:
             continue
-        pct = lambda k: f"{100 * evs[k].robust_acc:5.1f}" if k in evs else "  -  "  # noqa: E731
-        sec = lambda k: f"{evs[k].seconds:6.0f}s" if k in evs else "   -  "  # noqa: E731
+        pct = lambda k, evs=evs: f"{100 * evs[k].robust_acc:5.1f}" if k in evs else "  -  "  # noqa: E731
+        sec = lambda k, evs=evs: f"{evs[k].seconds:6.0f}s" if k in evs else "   -  "  # noqa: E731
         assg_file = Path(results) / f"assg_{run.defense}_{run.training}.json"
         assg = json.loads(assg_file.read_text()) if assg_file.exists() else None
         print(f"{run.defense:<8} {run.training:<8} n={v2.n} clean {100 * v2.clean_acc:5.1f}  apgd {pct('apgd')} {sec('apgd')}"
