@@ -274,6 +274,7 @@ def evaluate(
     data_root: str | None = None,
     substitute: bool = True,
     output: OutputRule = "auto",
+    channels: str = "",
 ) -> Report:
     """Attack ``model`` and record the run in the results database (it then appears in ``bench report``).
 
@@ -313,6 +314,8 @@ def evaluate(
             averaged over time, a tuple's first tensor averaged over time = snntorch's spike count / T),
             ``"logits"``, ``"rate"``, ``"membrane"`` (a tuple's last tensor, e.g. snntorch's ``mem_rec``,
             averaged over time) or a callable ``raw -> logits``.
+        channels: the channel axis of a 4-D ``.npz`` dataset whose shape does not tell it: ``"first"``
+            (``[N, C, H, W]``) or ``"last"`` (``[N, H, W, C]``); ``bench run --channels``.
 
     Returns:
         a :class:`Report` with the run id, a DataFrame of this call's evaluations and one of the run's flags.
@@ -330,7 +333,7 @@ def evaluate(
         raise BenchError(f"evaluate: model must be a torch.nn.Module, got {type(model).__name__}")
     check_weights(model)  # materialised and finite, before anything reads them
     reg = load_registry(registry, kinds=python_kinds())
-    ds = resolve_dataset(reg, dataset)
+    ds = resolve_dataset(reg, dataset, channels)
     eps, n, T, batch_size = _check_arguments(ds, eps, n, T, batch_size, name, description, paper, randomized)
     reg, names = _attack_entries(reg, attacks, protocol)
     dev = _device_of(model, device)

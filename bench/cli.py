@@ -6,7 +6,6 @@ User errors (``BenchError``) become one line on stderr and exit code 2, never a 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import click
@@ -63,8 +62,6 @@ def check_run_flags(o: dict) -> None:
         from snnbench.train import check_device
 
         check_device(o["device"])
-    if o.get("channels"):
-        os.environ["BENCH_CHANNELS"] = o["channels"]  # read by bench/data.py (suite cells and sweeps too)
 
 
 class BenchGroup(click.Group):
@@ -101,8 +98,7 @@ def main() -> None:
     \b
     Environment: $BENCH_DB, $BENCH_RESULTS, $BENCH_CHECKPOINTS (where results live);
     $BENCH_LOCK_TIMEOUT (seconds to wait for another process's database write lock, default 60);
-    $BENCH_TRAIN_LOCK_TIMEOUT (seconds to wait for another process training the same model, default 86400);
-    $BENCH_CHANNELS (first|last: channel axis of ambiguous .npz images, as --channels).
+    $BENCH_TRAIN_LOCK_TIMEOUT (seconds to wait for another process training the same model, default 86400).
     Every user error is one line `error: ...` and exit code 2; report, check, export and `ls runs`
     open the database read-only and create nothing.
     """
@@ -178,6 +174,7 @@ def run(**o) -> None:
         data_root=o["data_root"],
         n_eval=o["n_eval"],
         device=o["device"],
+        channels=o["channels"] or "",
     )
     plan = resolve(reg, req)
     results = results_dir(o["results_dir"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import re
 import warnings
 import zipfile
@@ -53,22 +52,19 @@ MAX_SIDE = 1024  # largest image side accepted from a user's files (the papers' 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
-def channel_layout() -> str:
-    """``$BENCH_CHANNELS`` (set by ``bench run --channels``): "first", "last" or "" (infer)."""
-    v = os.environ.get("BENCH_CHANNELS", "").strip().lower()
-    if v not in ("", "first", "last"):
-        raise BenchError(f"$BENCH_CHANNELS must be 'first' or 'last', got {v[:20]!r}")
-    return v
+CHANNEL_LAYOUTS = ("", "first", "last")
 
 
-def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
-    """[N, H, W] -> [N, 1, H, W]; 4-D arrays by ``--channels``, else by the one axis (1 or -1) of size
-    1 or 3. Both or neither (e.g. [N, 8, 8, 4], [N, 3, 32, 3]): ambiguous, so the user must say."""
+def _to_nchw(x: np.ndarray, where: str, layout: str = "") -> np.ndarray:
+    """[N, H, W] -> [N, 1, H, W]; 4-D arrays by ``layout`` (``--channels``: the dataset spec's ``channels``),
+    else by the one axis (1 or -1) of size 1 or 3. Both or neither (e.g. [N, 8, 8, 4], [N, 3, 32, 3]):
+    ambiguous, so the user must say."""
+    if layout not in CHANNEL_LAYOUTS:
+        raise BenchError(f"--channels must be 'first' or 'last', got {layout[:20]!r}")
     if x.ndim == 3:
         return x[:, None]
     if x.ndim != 4:
         raise BenchError(f"{where}: images must be [N, H, W], [N, C, H, W] or [N, H, W, C], got shape {x.shape}")
-    layout = channel_layout()
     first, last = x.shape[1] in (1, 3), x.shape[-1] in (1, 3)
     if layout == "last" or (not layout and last and not first):
         return x.transpose(0, 3, 1, 2)
@@ -76,7 +72,7 @@ def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
         return x
     raise BenchError(
         f"{where}: cannot tell the channel axis of shape {tuple(x.shape)} (1 or 3 channels expected first or last); "
-        "pass --channels first ([N, C, H, W]) or --channels last ([N, H, W, C])"
+        "pass --channels first ([N, C, H, W]) or --channels last ([N, H, W, C]) (snnbench.evaluate: channels=...)"
     )
 
 
@@ -85,11 +81,11 @@ def _check_size(shape: tuple[int, ...], where: str) -> None:
         raise BenchError(f"{where}: images of {shape[-2]}x{shape[-1]} px exceed the {MAX_SIDE} px limit; resize them")
 
 
-def _as_images(x: np.ndarray, where: str) -> Tensor:
+def _as_images(x: np.ndarray, where: str, layout: str = "") -> Tensor:
     x = np.asarray(x)
     if x.dtype == object or x.dtype.kind not in "uif":
         raise BenchError(f"{where}: images must be a numeric array (uint8 or float in [0, 1]), got dtype {x.dtype}")
-    x = _to_nchw(x, where)
+    x = _to_nchw(x, where, layout)
     if x.shape[0] == 0:
         raise BenchError(f"{where}: has 0 images")
     _check_size(x.shape, where)
@@ -165,8 +161,8 @@ def load_npz(spec: DatasetSpec, path: Path) -> Data:
         raise BenchError(
             f"cannot read {path}: {why}; expected an .npz of numeric arrays x_train y_train x_test y_test"
         ) from None
-    tr = _as_images(arrays["x_train"], f"{path}: x_train")
-    te = _as_images(arrays["x_test"], f"{path}: x_test")
+    tr = _as_images(arrays["x_train"], f"{path}: x_train", spec.channels)
+    te = _as_images(arrays["x_test"], f"{path}: x_test", spec.channels)
     return Data(
         spec,
         Split(tr, _as_labels(arrays["y_train"], len(tr), spec.classes, f"{path}: y_train")),
@@ -240,11 +236,12 @@ def load_imagefolder(spec: DatasetSpec, root: Path) -> Data:
     return Data(spec, splits[0], splits[1])
 
 
-def infer_custom_spec(path: Path, base: DatasetSpec) -> DatasetSpec:
+def infer_custom_spec(path: Path, base: DatasetSpec, channels: str = "") -> DatasetSpec:
     """Describe a user's npz/ImageFolder data: shape, classes, mean/std from the training split, and the
-    threat model of its kind (0.1 for gray images, 8/255 for colour, docs/design.md 'Threat model')."""
+    threat model of its kind (0.1 for gray images, 8/255 for colour, docs/design.md 'Threat model');
+    ``channels``: the channel axis of 4-D .npz images ("" = inferred)."""
     source = "npz" if path.suffix == ".npz" else "imagefolder"
-    probe = dataclasses.replace(base, name="custom", source=source, path=str(path), classes=10**9)
+    probe = dataclasses.replace(base, name="custom", source=source, path=str(path), classes=10**9, channels=channels)
     data = load_npz(probe, path) if source == "npz" else load_imagefolder(probe, path)
     xtr = to_float(data.train.x)
     if tuple(data.test.x.shape[1:]) != tuple(xtr.shape[1:]):

@@ -67,6 +67,7 @@ class RunRequest:
     n_eval: int | None = None
     eval_batch_size: int = 256
     device: str | None = None
+    channels: str = ""  # channel axis of a user's 4-D .npz images: first | last | "" (inferred)
 
 
 @dataclass(frozen=True)
@@ -158,19 +159,27 @@ class Plan:
         return self.recipe.train.seed if self.recipe is not None else EVAL_SEED
 
 
+def dataset_identity(dataset: DatasetSpec) -> dict[str, Any]:
+    """The dataset's part of a config hash: its spec without the threat model and metadata (and the channel
+    layout only when one was given, so configs from before the field hash as they did)."""
+    skip = {"eps", "alpha", "description", "eval_samples", *(("channels",) if not dataset.channels else ())}
+    return {k: v for k, v in to_dict(dataset).items() if k not in skip}
+
+
 def canonical_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(json_ready(obj), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def resolve_dataset(reg: BenchRegistry, name: str) -> DatasetSpec:
-    """A registry name, or a path to the user's .npz file / ImageFolder directory."""
+def resolve_dataset(reg: BenchRegistry, name: str, channels: str = "") -> DatasetSpec:
+    """A registry name, or a path to the user's .npz file / ImageFolder directory (``channels``: the
+    channel axis of 4-D .npz images, "" = inferred)."""
     if name in reg.datasets:
         return reg.datasets[name]
     p = Path(name)
     if p.suffix == ".npz" or p.is_dir():
         if not p.exists():
             raise BenchError(f"--dataset {name}: no such file or directory")
-        return infer_custom_spec(p, reg.datasets["digits"])
+        return infer_custom_spec(p, reg.datasets["digits"], channels)
     raise _unknown_dataset(reg, name)
 
 
@@ -202,7 +211,7 @@ def make_attack(reg: BenchRegistry, name: str, dataset: DatasetSpec, overrides: 
 
 def resolve(reg: BenchRegistry, req: RunRequest, suite_train: dict[str, Any] | None = None) -> Plan:
     """Merge defaults, suite and CLI into a plan; every user error surfaces here, before torch work."""
-    dataset = resolve_dataset(reg, req.dataset)
+    dataset = resolve_dataset(reg, req.dataset, req.channels)
     model: ModelSpec = reg.get("models", req.model or dataset.default_model, "--model")
     entry, defense = make_defense(reg, req.defense)
     merged = {**dataset.train, **(suite_train or {}), **{k: v for k, v in req.train_overrides.items() if v is not None}}
@@ -217,7 +226,7 @@ def resolve(reg: BenchRegistry, req: RunRequest, suite_train: dict[str, Any] | N
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BenchError("--device cuda: no CUDA device is available here; use --device cpu")
     config = {
-        "dataset": {k: v for k, v in to_dict(dataset).items() if k not in ("eps", "alpha", "description", "eval_samples")},
+        "dataset": dataset_identity(dataset),
         "model": to_dict(model),
         "defense": {"kind": entry.kind, "params": to_dict(defense.params)},
         "train": to_dict(train_spec),
@@ -273,11 +282,7 @@ def plan_external(
             )
     attacks.sort(key=lambda ea: ea[1].from_store)  # `worst` reads the others' stored outcomes: last
     config = {
-        "dataset": {
-            k: v
-            for k, v in to_dict(dataset).items()
-            if k not in ("eps", "alpha", "description", "eval_samples")
-        },
+        "dataset": dataset_identity(dataset),
         "external": {
             k: v for k, v in to_dict(card).items() if k not in ("description", "paper")
         },  # metadata: not identity

@@ -199,6 +199,8 @@ class DatasetSpec:
     pad: int = 4
     train: dict = field(default_factory=dict)
     description: str = ""
+    #: channel axis of a user's 4-D .npz images: "first", "last" or "" (inferred); ``bench run --channels``
+    channels: str = ""
 
 
 @dataclass(frozen=True)

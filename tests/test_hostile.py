@@ -46,10 +46,9 @@ def _invoke(argv: list[str]):
 def isolated(tmp_path: Path, monkeypatch):
     """A clean cwd and environment: nothing a case sets leaks into later tests."""
     monkeypatch.chdir(tmp_path)
-    for k in ("BENCH_CHANNELS", "BENCH_LOCK_TIMEOUT", "BENCH_REGISTRY", "BENCH_DB", "BENCH_RESULTS", "BENCH_CHECKPOINTS"):
+    for k in ("BENCH_LOCK_TIMEOUT", "BENCH_REGISTRY", "BENCH_DB", "BENCH_RESULTS", "BENCH_CHECKPOINTS"):
         monkeypatch.setenv(k, "")
         monkeypatch.delenv(k)
-    monkeypatch.setenv("BENCH_CHANNELS", "")
     return tmp_path
 
 
@@ -102,11 +101,10 @@ def test_imagefolder_test_classes_mapped_by_name(isolated: Path, registry) -> No
     ((4, 8, 8, 4), "last", (4, 4, 8, 8)),
     ((4, 8, 8, 4), "first", (4, 8, 8, 4)),
 ])
-def test_channel_layout(shape, layout, expected, monkeypatch) -> None:
+def test_channel_layout(shape, layout, expected) -> None:
     from snnbench.data import _as_images
 
-    monkeypatch.setenv("BENCH_CHANNELS", layout)
-    assert tuple(_as_images(np.zeros(shape, np.uint8), "x").shape) == expected
+    assert tuple(_as_images(np.zeros(shape, np.uint8), "x", layout).shape) == expected
 
 
 def test_yaml_bounds() -> None:
