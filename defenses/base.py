@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from snnbench.attacks.base import GradientParams
+from snnbench.attacks.gradient import PGD
 from snnbench.registry_base import Registry
 from snnbench.snn.classifier import SNNClassifier
 from snnbench.snn.encoders import ENCODERS
@@ -117,7 +118,9 @@ def pgd_examples(
     generator: torch.Generator | None = None,
     random_start: bool = True,
 ) -> Tensor:
-    """L-inf PGD for adversarial training (FEEL ``at_train``: random start, ``steps`` signed steps).
+    """L-inf PGD for adversarial training (FEEL ``at_train``: random start, ``steps`` signed steps): the
+    attack suite's PGD loop (:class:`snnbench.attacks.gradient.PGD`, one gradient per step, no EOT) from a
+    start drawn with the training ``generator``.
 
     Examples are generated in eval mode (BN running statistics), as the reference code does
     (``set_training_mode(model_training=False)``), then the mode is restored.
@@ -129,14 +132,8 @@ def pgd_examples(
         if random_start and eps > 0:
             noise = torch.rand(x.shape, generator=generator, device="cpu").to(x) * 2 - 1
             x_adv = (x_adv + eps * noise).clamp(0, 1)
-        with model.gradient_mode(grad_mode):
-            for _ in range(steps):
-                x_adv.requires_grad_(True)
-                loss = F.cross_entropy(model(x_adv), y)
-                (g,) = torch.autograd.grad(loss, x_adv)
-                x_adv = x_adv.detach() + alpha * g.sign()
-                x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
-        return x_adv.detach()
+        pgd = PGD(GradientParams(eps=eps, alpha=alpha, steps=steps, grad_mode=grad_mode, eot=1), eps, alpha)
+        return pgd.iterate(model, x, y, x_adv).detach()
     finally:
         model.train(was_training)
 
