@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from snnbench.attacks.base import ATTACKS, Attack, GradientParams
+from snnbench.attacks.base import ATTACKS, Attack, Cost, GradientParams
 from snnbench.eot_defaults import RAND_EOT
 from snnbench.errors import BenchError
 from snnbench.snn.classifier import SNNClassifier
@@ -222,6 +222,11 @@ class APGD(Attack):
         if params.steps < 1 or params.restarts < 1:
             raise BenchError(f"apgd steps and restarts must be >= 1, got {params.steps}, {params.restarts}")
 
+    def cost(self, randomized: bool = False) -> Cost:
+        """``steps`` iterations plus the start, per restart, over the EOT draws."""
+        p = self.params
+        return Cost(gradients=(p.steps + 1) * p.restarts * self.eot_for(randomized))
+
     def perturb(self, model: SNNClassifier, x: Tensor, y: Tensor) -> Tensor:
         p = self.params
         atk = batched_apgd_class()(
@@ -264,8 +269,20 @@ class AutoAttack(Attack):
             )
 
     def version_for(self, model: SNNClassifier) -> str:
+        return self._version(bool(model.randomized))
+
+    def _version(self, randomized: bool) -> str:
         v = self.params.version
-        return ("rand" if model.randomized else "standard") if v == "auto" else v
+        return ("rand" if randomized else "standard") if v == "auto" else v
+
+    def cost(self, randomized: bool = False) -> Cost:
+        """fra31's cascade at its settings: ``standard`` = APGD-CE 100 + APGD-T 9 x 100 + FAB-T 9 x 100
+        (gradients) + Square 5000 queries; ``rand`` = APGD-CE + APGD-DLR, 100 iterations each, over the EOT
+        draws (20 by default)."""
+        if self._version(randomized) == "rand":
+            eot = int(self.params.eot) if self.params.eot is not None else RAND_EOT
+            return Cost(gradients=2 * 101 * eot)
+        return Cost(gradients=101 + 9 * 101 + 9 * 100, forwards=5000)
 
     def eot_samples(self, model: SNNClassifier) -> int:
         if self.params.eot is not None:
@@ -313,6 +330,11 @@ class APGDTargeted(Attack):
                 f"apgd_t steps, restarts and target_classes must be >= 1, got {params.steps}, "
                 f"{params.restarts}, {params.target_classes}"
             )
+
+    def cost(self, randomized: bool = False) -> Cost:
+        """``steps`` iterations plus the start for each target class and restart, over the EOT draws."""
+        p = self.params
+        return Cost(gradients=(p.steps + 1) * p.target_classes * p.restarts * self.eot_for(randomized))
 
     def perturb(self, model: SNNClassifier, x: Tensor, y: Tensor) -> Tensor:
         p = self.params

@@ -45,6 +45,27 @@ from snnbench.snn.classifier import AttackerView, SNNClassifier
 
 
 @dataclass(frozen=True)
+class Cost:
+    """Work per attacked sample: input-gradient steps (a forward and a backward pass each) and forward-only
+    queries. The read side projects time from it (bench/cost.py: a forward counts half a step); a cascade's
+    cost is the sum of its stages' (an upper bound: later stages see only the samples still robust)."""
+
+    gradients: int = 0
+    forwards: int = 0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.gradients + other.gradients, self.forwards + other.forwards)
+
+    def __mul__(self, k: int) -> Cost:
+        return Cost(self.gradients * k, self.forwards * k)
+
+    @property
+    def steps(self) -> float:
+        """Input-gradient step equivalents (a forward-only query counts half)."""
+        return self.gradients + self.forwards / 2
+
+
+@dataclass(frozen=True)
 class GradientParams:
     """Options shared by gradient attacks. ``eps``/``alpha`` None = the dataset's threat model;
     ``eot`` None = automatic (10 samples for randomized models, 1 otherwise)."""
@@ -125,12 +146,24 @@ class Attack:
 
     def eot_samples(self, model: SNNClassifier) -> int:
         """EOT samples: explicit value, else >= 10 for randomized models (docs/defenses.md 4.3), else 1."""
+        return self.eot_for(bool(getattr(model, "randomized", False)))
+
+    def eot_for(self, randomized: bool) -> int:
+        """:meth:`eot_samples` for a model that is (not) ``randomized``."""
         if not self.uses_gradient:
             return 1
         eot = getattr(self.params, "eot", None)
         if eot is not None:
             return int(eot)
-        return AUTO_EOT if model.randomized else 1
+        return AUTO_EOT if randomized else 1
+
+    def cost(self, randomized: bool = False) -> Cost:
+        """Work per sample (:class:`Cost`): ``steps x restarts`` input gradients, each over the EOT draws;
+        kinds whose work is counted otherwise override it."""
+        if not self.uses_gradient:
+            return Cost()
+        p = self.params
+        return Cost(gradients=int(getattr(p, "steps", 1)) * int(getattr(p, "restarts", 1)) * self.eot_for(randomized))
 
     def view(self, model: SNNClassifier) -> AttackerView:
         p = self.params

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from snnbench.attacks.base import ATTACKS, Attack, GradientParams, project
+from snnbench.attacks.base import ATTACKS, Attack, Cost, GradientParams, project
 from snnbench.attacks.eot import LossFn, ce_loss, loss_grad, margin, mean_logits
 from snnbench.errors import BenchError
 from snnbench.snn.classifier import SNNClassifier
@@ -54,6 +54,9 @@ class FGSM(Attack):
     class Params(GradientParams):
         steps: int = 1
 
+    def cost(self, randomized: bool = False) -> Cost:
+        return Cost(gradients=self.eot_for(randomized))  # one step, whatever ``steps`` says
+
     def perturb(self, model: SNNClassifier, x: Tensor, y: Tensor) -> Tensor:
         g = loss_grad(self.view(model), x, y, ce_loss, self.eot_samples(model))
         return torch.clamp(x + self.eps * g.sign(), min=0, max=1)
@@ -80,6 +83,9 @@ class RFGSM(Attack):
         self.alpha = float(params.alpha) if params.alpha is not None else self.eps / 2
         if not 0 <= self.alpha <= self.eps:
             raise BenchError(f"rfgsm alpha {self.alpha} must be in [0, eps={self.eps}]")
+
+    def cost(self, randomized: bool = False) -> Cost:
+        return Cost(gradients=self.eot_for(randomized))  # one step
 
     def perturb(self, model: SNNClassifier, x: Tensor, y: Tensor) -> Tensor:
         x0 = torch.clamp(x + self.alpha * torch.randn_like(x).sign(), min=0, max=1)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from snnbench.attacks.autoattack import APGD
-from snnbench.attacks.base import ATTACKS, Attack, GradientParams
+from snnbench.attacks.base import ATTACKS, Attack, Cost, GradientParams
 from snnbench.errors import BenchError
 from snnbench.snn.classifier import SNNClassifier
 
@@ -52,6 +52,9 @@ class APGDInterior(Attack):
         self.inner = APGD(APGD.Params(eps=self.eps * p.radius, steps=p.steps, loss=p.loss, restarts=p.restarts,
                                       eot=p.eot, seed=p.seed, grad_mode=p.grad_mode, surrogate=p.surrogate,
                                       gamma=p.gamma), self.eps * p.radius, 0.0)
+
+    def cost(self, randomized: bool = False) -> Cost:
+        return self.inner.cost(randomized) + Cost(forwards=1)  # the jitter check
 
     def perturb(self, model: SNNClassifier, x: Tensor, y: Tensor) -> Tensor:
         adv = self.inner.perturb(model, x, y)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from snnbench.attacks.autoattack import APGD, APGDTargeted
-from snnbench.attacks.base import ATTACKS, Attack
+from snnbench.attacks.base import ATTACKS, Attack, Cost
 from snnbench.attacks.interior import APGDInterior
 from snnbench.attacks.rays import RayS, RaySParams
 from snnbench.attacks.sapgd import SAPGD
@@ -143,6 +143,10 @@ class StandardProtocol(Attack):
         out.append(Square(SquareParams(eps=ri, queries=max(1, b["queries"] // 5), eot=p.eot, seed=p.seed + 1), ri, self.alpha))
         out.append(RayS(RaySParams(eps=eps, queries=b["rays_queries"], seed=p.seed), eps, self.alpha))
         return out + [self.transfer_stage]
+
+    def cost(self, randomized: bool = False) -> Cost:
+        """The sum of its stages' costs (each stage sees only the samples still robust: an upper bound)."""
+        return sum((st.cost(randomized) for _, st in self.stages()), Cost())
 
     def perturb(self, model, x, y):  # type: ignore[no-untyped-def]
         raise AssertionError("the standard protocol is run stage by stage by snnbench.strategies.run_cascade")

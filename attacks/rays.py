@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from snnbench.attacks.base import ATTACKS, Attack
+from snnbench.attacks.base import ATTACKS, Attack, Cost
 from snnbench.errors import BenchError
 from snnbench.snn.classifier import SNNClassifier
 
@@ -59,6 +59,9 @@ class RayS(Attack):
             raise BenchError(f"rays tol must be in (0, 0.5], got {params.tol}")
         if not 0 <= params.jitter <= 0.5:
             raise BenchError(f"rays jitter must be in [0, 0.5], got {params.jitter}")
+
+    def cost(self, randomized: bool = False) -> Cost:
+        return Cost(forwards=self.params.queries)  # at most: a sample stops once broken
 
     @torch.no_grad()
     def perturb(self, model: SNNClassifier, x: Tensor, y: Tensor) -> Tensor:

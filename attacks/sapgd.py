@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from snnbench.attacks.autoattack import eot_logits_grad
-from snnbench.attacks.base import ATTACKS, Attack, GradientParams
+from snnbench.attacks.base import ATTACKS, Attack, Cost, GradientParams
 from snnbench.errors import BenchError
 from snnbench.snn.classifier import AttackerView, SNNClassifier
 from snnbench.snn.surrogate import ADAPTIVE, ASSG_A
@@ -158,6 +158,14 @@ class SAPGD(Attack):
         with fresh ASSG moments."""
         p = self.params
         return AttackerView(model, p.grad_mode, p.surrogate, p.gamma if gamma is None else gamma)
+
+    def cost(self, randomized: bool = False) -> Cost:
+        """The full run plus, with ``search``, one short run per candidate width; per restart, over EOT."""
+        p = self.params
+        steps = p.steps + 1
+        if p.search:
+            steps += len(SEARCH_GRIDS[p.surrogate or "triangle"]) * ((p.search_steps or max(5, p.steps // 10)) + 1)
+        return Cost(gradients=steps * p.restarts * self.eot_for(randomized))
 
     def perturb(self, model: SNNClassifier, x: Tensor, y: Tensor) -> Tensor:
         p = self.params

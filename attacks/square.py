@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from snnbench.attacks.autoattack import _pyautoattack
-from snnbench.attacks.base import ATTACKS, Attack
+from snnbench.attacks.base import ATTACKS, Attack, Cost
 from snnbench.attacks.eot import mean_logits
 from snnbench.eot_defaults import AUTO_EOT
 from snnbench.errors import BenchError
@@ -72,6 +72,12 @@ class Square(Attack):
         if self.params.eot is not None:
             return int(self.params.eot)
         return AUTO_EOT if model.randomized else 1
+
+    def cost(self, randomized: bool = False) -> Cost:
+        """``queries`` per restart, each answered over the EOT draws."""
+        p = self.params
+        eot = int(p.eot) if p.eot is not None else (AUTO_EOT if randomized else 1)
+        return Cost(forwards=p.queries * p.restarts * eot)
 
     def perturb(self, model: SNNClassifier, x: Tensor, y: Tensor) -> Tensor:
         n = self.eot_samples(model)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from snnbench.attacks.base import ATTACKS, Attack, GradientParams
+from snnbench.attacks.base import ATTACKS, Attack, Cost, GradientParams
 from snnbench.errors import BenchError
 from snnbench.snn.classifier import SNNClassifier
 
@@ -122,6 +122,10 @@ class Transfer(Attack):
         if any(t not in self.attached for t in self.substitute_trainings):
             return ""
         return self.substitute_identity({t: h for t, (_, h) in self.attached.items()})
+
+    def cost(self, randomized: bool = False) -> Cost:
+        """The source attack on each substitute (vanilla substitutes are deterministic)."""
+        return self.inner.cost(False) * len(self.substitute_trainings)
 
     def eot_samples(self, model: SNNClassifier) -> int:
         return self.inner.eot_samples(self.substitute) if self.substitute is not None else 1

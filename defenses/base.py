@@ -62,6 +62,9 @@ class Defense:
     description: ClassVar[str] = ""
     records: ClassVar[bool] = False
     randomized: ClassVar[bool] = False
+    #: the ``bench perf`` workload and path whose measured rates this recipe trains and is attacked at (the
+    #: cost projection, bench/cost.py): tensors like vanilla's on the fused neuron path by default
+    perf_workload: ClassVar[tuple[str, str]] = ("vanilla", "fused")
     #: contracts of tests/test_contracts.py this recipe cannot meet, with the reason: {"trains" | "checkpoint":
     #: "why"}; declared here, never listed in the test
     contract_opt_out: ClassVar[dict[str, str]] = {}

@@ -90,6 +90,8 @@ class FEEL(Defense):
     (FEEL ``at_train``), the base recipe. Deterministic at inference (no EOT needed).
     """
 
+    perf_workload = ("vanilla", "torch")  # a learnable per-step leak: the reference (unfused) loop
+
     paper = "Xu et al., NeurIPS 2024 (FEEL-SNN)"
     description = (
         "frequency encoding (low-pass radius shrinking over t) + learnable per-neuron, per-step leak"

@@ -93,6 +93,8 @@ class MPDSGR(Defense):
     AT: PGD eps 2/255, k = 2 [P] (the base recipe). Deterministic at inference.
     """
 
+    perf_workload = ("mpd", "fused")  # the recorded potentials and the V-penalty
+
     paper = "Jiang et al., AAAI 2026 (MPD-SGR)"
     description = (
         "penalise the Gaussian mass of pre-spike potentials inside the surrogate's gradient-available interval"

@@ -93,6 +93,8 @@ class StoG(Defense):
     Randomized at inference: evaluated with EOT (10 samples in the paper [S]).
     """
 
+    perf_workload = ("tgo", "fused")  # a Bernoulli gate draw per neuron and step, like TGO's noise
+
     paper = "Ding, Yu, Huang, Liu, AAAI 2024 (StoG)"
     description = "learnable Bernoulli gates on spikes after every spiking layer, random at test time"
     randomized = True

@@ -103,6 +103,8 @@ class TGO(Defense):
     AT: the base PGD-2 recipe (the papers' AT half).
     """
 
+    perf_workload = ("tgo", "fused")  # a noise draw per neuron and step
+
     paper = "Wang et al., ICLR 2026 (TGO, arXiv 2602.20548)"
     description = (
         "hinge pushing pre-spike potentials >= delta away from threshold (Eq. 12 sum, cosine lambda) + noisy LIF"

@@ -183,3 +183,25 @@ def test_rfgsm_is_single_step_tramer(registry):
     atk = attack(registry, "rfgsm")
     assert atk.alpha == pytest.approx(atk.eps / 2)
     assert isinstance(atk.params, GradientParams)
+
+
+def test_costs_come_from_the_classes_and_the_protocol_is_the_sum_of_its_stages(registry):
+    """Attack.cost (bench/cost.py projects from it): steps x restarts x EOT, queries count half a step, the
+    protocol's cost is the sum of its stages'."""
+    from snnbench.attacks.base import Cost
+
+    ds = registry.datasets["digits"]
+    pgd = attack(registry, "pgd")
+    assert pgd.cost(False) == Cost(gradients=7) and pgd.cost(True) == Cost(gradients=70)  # EOT 10
+    assert attack(registry, "fgsm").cost(False).gradients == 1
+    assert attack(registry, "square").cost(False) == Cost(forwards=5000) and attack(registry, "square").cost(False).steps == 2500
+    proto = attack(registry, "standard")
+    assert proto.cost(False) == sum((st.cost(False) for _, st in proto.stages()), Cost())
+    aa = attack(registry, "autoattack")
+    assert aa.cost(False) == Cost(gradients=101 + 9 * 101 + 9 * 100, forwards=5000)
+    assert aa.cost(True) == Cost(gradients=2 * 101 * 20)  # rand: APGD-CE + APGD-DLR, EOT 20
+    from snnbench.cost import attack_steps, defense_workload
+
+    assert attack_steps(registry, "pgd", {"steps": 3}, ds, False) == 3
+    assert defense_workload(registry, "mpd_sgr") == (("mpd", "fused"), False)
+    assert defense_workload(registry, "tgo_eot")[1] and not defense_workload(registry, "tgo")[1]
