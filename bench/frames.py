@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -146,41 +145,24 @@ def _samples(store: Store, ev: pd.DataFrame) -> pd.DataFrame:
 
 
 def leaderboard(db: str | os.PathLike | None = None, registry: str | None = None) -> pd.DataFrame:
-    """The ranking ``bench report`` draws, as one DataFrame: one row per model. Ranked rows (``ranked``
-    True) carry their threat model, the standard protocol's robust accuracy with its 95% Wilson interval
-    and the rank range; a protocol row with a failed check has ``ranked`` False, rank "unranked" and the
-    checks in ``unranked_by`` (its robust accuracy is an upper bound); models without the standard protocol are listed with ``ranked`` False and their
-    strongest stored attack (RobustBench's convention: only the fixed evaluation ranks).
+    """The ranking ``bench report`` draws, as one DataFrame: one row per model, the columns of the site's
+    ``leaderboard.csv`` (one row type: ``report_data.leaderboard_records``; docs/export_schema.md). Ranked rows
+    (``ranked`` True) carry their threat model, the standard protocol's robust accuracy with its 95% Wilson
+    interval and the rank range; a protocol row with a failed check has ``ranked`` False and the checks in
+    ``unranked_by`` (its robust accuracy is an upper bound); models without the standard protocol are listed
+    with ``ranked`` False and their strongest stored attack (RobustBench's convention: only the fixed
+    evaluation ranks).
 
     Example::
 
         lb = leaderboard()
-        lb[lb.ranked][["threat_model", "rank", "defense", "clean", "robust", "robust_lo", "robust_hi"]]
+        lb[lb.ranked][["threat_model", "rank", "defense", "clean_acc", "robust_acc", "robust_ci_low", "robust_ci_high"]]
     """
     from snnbench.report_data import leaderboard as board
+    from snnbench.report_data import leaderboard_records
 
     tables, others = board(load_registry(registry, kinds=None), Store(database_url(db)))
-    rows: list[dict[str, Any]] = []
-    for tm in tables:
-        for r in tm.rows:
-            rows.append({
-                "ranked": r.ranked, "threat_model": tm.label, "protocol": tm.protocol, "budget": tm.budget,
-                "rank": r.rank, "run_id": r.run_id, "dataset": r.dataset, "defense": r.defense,
-                "training": r.training, "model": r.model, "T": r.T, "clean": r.clean.value,
-                "robust": r.robust.value, "robust_lo": r.robust.lo, "robust_hi": r.robust.hi,
-                "attack": r.attack, "n_attacks": None, "flags": ", ".join(r.flags),
-                "unranked_by": ", ".join(r.blocking),
-            })
-    for o in others:
-        rows.append({
-            "ranked": False, "threat_model": "", "protocol": "", "budget": "", "rank": None, "run_id": o.run_id,
-            "dataset": o.dataset, "defense": o.defense, "training": o.training, "model": o.model, "T": o.T,
-            "clean": o.clean.value if o.clean else None, "robust": o.strongest.value if o.strongest else None,
-            "robust_lo": o.strongest.lo if o.strongest else None, "robust_hi": o.strongest.hi if o.strongest else None,
-            "attack": o.strongest_attack, "n_attacks": o.n_attacks, "flags": ", ".join(o.flags),
-            "unranked_by": "no standard-protocol evaluation",
-        })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(leaderboard_records(tables, others))
 
 
 def suite(

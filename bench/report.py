@@ -57,6 +57,7 @@ from snnbench.report_data import (
     attack_label,
     fmt_eps,
     leaderboard,
+    leaderboard_records,
     load_json,
     provenance,
     safe,
@@ -304,84 +305,6 @@ def _run_page(reg: BenchRegistry, store: Store, run: Any) -> dict[str, Any]:
     }
 
 
-def _leader_download(tables: list, others: list) -> list[dict[str, Any]]:
-    rows = []
-    for t in tables:
-        for r in t.rows:
-            rows.append(
-                {
-                    "threat_model": t.label,
-                    "dataset": t.dataset,
-                    "norm": t.norm,
-                    "eps": round(t.eps, 8),
-                    "protocol": t.protocol,
-                    "budget": t.budget,
-                    "rank": r.rank if r.ranked else f"not ranked: failed {', '.join(r.blocking)}",
-                    "rank_best": r.rank_lo if r.ranked else None,
-                    "rank_worst": r.rank_hi if r.ranked else None,
-                    "robust_is_upper_bound": not r.ranked,
-                    "tied_with_leader": r.tied_with_leader,
-                    "run_id": r.run_id,
-                    "defense": r.defense,
-                    "paper": r.paper,
-                    "training": r.training,
-                    "model": r.model,
-                    "T": r.T,
-                    "n": r.robust.n,
-                    **r.clean.fields("clean"),
-                    **r.robust.fields("robust"),
-                    "attack_label": r.attack,
-                    "potentially_unreliable": r.unreliable,
-                    "flags_failed": "; ".join(r.flags),
-                    "origin": r.provenance.origin,
-                    "epochs": r.provenance.epochs,
-                    "checkpoint_sha256": r.provenance.sha256,
-                    "checkpoint_source": r.provenance.source,
-                }
-            )
-    for o in others:
-        rows.append(
-            {
-                "threat_model": "",
-                "dataset": o.dataset,
-                "norm": "",
-                "eps": None,
-                "protocol": "",
-                "budget": "",
-                "rank": "not ranked: no standard-protocol evaluation" if not o.reason else "unreadable",
-                "rank_best": None,
-                "rank_worst": None,
-                "robust_is_upper_bound": True,
-                "tied_with_leader": False,
-                "run_id": o.run_id,
-                "defense": o.defense,
-                "paper": "",
-                "training": o.training,
-                "model": o.model,
-                "T": o.T,
-                "n": o.strongest.n if o.strongest else (o.clean.n if o.clean else None),
-                **(
-                    o.clean.fields("clean")
-                    if o.clean
-                    else dict.fromkeys(("clean_acc", "clean_ci_low", "clean_ci_high", "n_clean_correct"))
-                ),
-                **(
-                    o.strongest.fields("robust")
-                    if o.strongest
-                    else dict.fromkeys(("robust_acc", "robust_ci_low", "robust_ci_high", "n_robust_correct"))
-                ),
-                "attack_label": o.strongest_attack,
-                "potentially_unreliable": bool(o.flags),
-                "flags_failed": "; ".join(o.flags),
-                "origin": o.provenance.origin,
-                "epochs": o.provenance.epochs,
-                "checkpoint_sha256": o.provenance.sha256,
-                "checkpoint_source": o.provenance.source,
-            }
-        )
-    return rows
-
-
 def render_site(reg: BenchRegistry, store: Store, out: Path) -> list[str]:
     """Render every page and download into the existing empty directory ``out``; returns file names."""
     env = environment()
@@ -440,7 +363,7 @@ def render_site(reg: BenchRegistry, store: Store, out: Path) -> list[str]:
         others=others,
         suites=suites,
         papers=sorted(reg.papers.values(), key=lambda p: (p.year, p.id)),
-        files=downloads("leaderboard", _leader_download(tables, others)),
+        files=downloads("leaderboard", leaderboard_records(tables, others)),
         all_files=downloads("evaluations", evaluation_rows(store, reg.defense_papers)),
     )
     page("submit.html", "submit.html", title="Submit / evaluate your model", suites=sorted(reg.suites))

@@ -509,3 +509,92 @@ def worst_case(store: Store, evals: list, eps: float) -> tuple[Acc | None, list[
     except Exception:  # noqa: BLE001 - missing or truncated outcome bits: no worst case, not a crash
         return None, []
     return Acc(int(adv.sum()), n), [attack_label(e.attack, c, e.eot) for e, c in same]
+
+
+def leaderboard_records(tables: list, others: list) -> list[dict[str, Any]]:
+    """The leaderboard as rows, one schema for every reader: the site's ``leaderboard.csv|json``
+    (docs/export_schema.md "Leaderboard rows") and ``snnbench.leaderboard()``'s DataFrame take these
+    columns. Ranked tables first (``ranked`` False and the check in ``unranked_by`` for a row a failed
+    check keeps off the ranking, its robust accuracy an upper bound), then models without a
+    standard-protocol evaluation."""
+    rows = []
+    for t in tables:
+        for r in t.rows:
+            rows.append(
+                {
+                    "threat_model": t.label,
+                    "dataset": t.dataset,
+                    "norm": t.norm,
+                    "eps": round(t.eps, 8),
+                    "protocol": t.protocol,
+                    "budget": t.budget,
+                    "ranked": r.ranked,
+                    "rank": r.rank if r.ranked else f"not ranked: failed {', '.join(r.blocking)}",
+                    "rank_best": r.rank_lo if r.ranked else None,
+                    "rank_worst": r.rank_hi if r.ranked else None,
+                    "robust_is_upper_bound": not r.ranked,
+                    "tied_with_leader": r.tied_with_leader,
+                    "run_id": r.run_id,
+                    "defense": r.defense,
+                    "paper": r.paper,
+                    "training": r.training,
+                    "model": r.model,
+                    "T": r.T,
+                    "n": r.robust.n,
+                    **r.clean.fields("clean"),
+                    **r.robust.fields("robust"),
+                    "attack_label": r.attack,
+                    "potentially_unreliable": r.unreliable,
+                    "flags_failed": "; ".join(r.flags),
+                    "origin": r.provenance.origin,
+                    "epochs": r.provenance.epochs,
+                    "checkpoint_sha256": r.provenance.sha256,
+                    "checkpoint_source": r.provenance.source,
+                    "n_attacks": None,
+                    "unranked_by": ", ".join(r.blocking),
+                }
+            )
+    for o in others:
+        rows.append(
+            {
+                "threat_model": "",
+                "dataset": o.dataset,
+                "norm": "",
+                "eps": None,
+                "protocol": "",
+                "budget": "",
+                "ranked": False,
+                "rank": "not ranked: no standard-protocol evaluation" if not o.reason else "unreadable",
+                "rank_best": None,
+                "rank_worst": None,
+                "robust_is_upper_bound": True,
+                "tied_with_leader": False,
+                "run_id": o.run_id,
+                "defense": o.defense,
+                "paper": "",
+                "training": o.training,
+                "model": o.model,
+                "T": o.T,
+                "n": o.strongest.n if o.strongest else (o.clean.n if o.clean else None),
+                **(
+                    o.clean.fields("clean")
+                    if o.clean
+                    else dict.fromkeys(("clean_acc", "clean_ci_low", "clean_ci_high", "n_clean_correct"))
+                ),
+                **(
+                    o.strongest.fields("robust")
+                    if o.strongest
+                    else dict.fromkeys(("robust_acc", "robust_ci_low", "robust_ci_high", "n_robust_correct"))
+                ),
+                "attack_label": o.strongest_attack,
+                "potentially_unreliable": bool(o.flags),
+                "flags_failed": "; ".join(o.flags),
+                "origin": o.provenance.origin,
+                "epochs": o.provenance.epochs,
+                "checkpoint_sha256": o.provenance.sha256,
+                "checkpoint_source": o.provenance.source,
+                "n_attacks": o.n_attacks,
+                "unranked_by": "no standard-protocol evaluation",
+            }
+        )
+    return rows
