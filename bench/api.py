@@ -384,7 +384,7 @@ def evaluate(
 
 def _report(store: Store, run_id: int, card: ModelCard, names: list[str]) -> Report:
     evals = [e for e in store.evaluations(run_id) if e.attack in names]
-    table = evaluation_frame(evals)
+    table = evaluation_frame(next(r for r in store.runs() if r.id == run_id), evals)
     flags = pd.DataFrame(
         [
             {"scope": f.scope, "kind": f.kind, "ok": bool(f.ok), "value": f.value, "message": f.message}

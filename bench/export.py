@@ -59,11 +59,16 @@ EVAL_FIELDS = (
     "train_seconds",
     "paper",
     "flags_failed",
+    "evaluation_id",
+    "surrogate",
+    "created_at",
 )
 
 
 def evaluation_row(run: Any, e: Any, flags_failed: str = "", paper: str = "") -> dict[str, Any]:
-    """One export row for evaluation ``e`` of ``run`` (an unreadable stored config exports as such)."""
+    """One row for evaluation ``e`` of ``run`` (an unreadable stored config exports as such): the one
+    evaluation row type, taken by ``bench export``, the site's downloads and ``snnbench.results()`` /
+    ``Report.table`` (columns: :data:`EVAL_FIELDS`, docs/export_schema.md)."""
     from snnbench.report_data import Acc, Unreadable, attack_cfg, attack_label, provenance
 
     try:
@@ -106,6 +111,9 @@ def evaluation_row(run: Any, e: Any, flags_failed: str = "", paper: str = "") ->
         "train_seconds": None if prov.train_seconds is None else round(prov.train_seconds, 3),
         "paper": paper,
         "flags_failed": flags_failed,
+        "evaluation_id": e.id,
+        "surrogate": cfg.get("surrogate"),
+        "created_at": str(e.created_at),
     }
 
 

@@ -4,83 +4,37 @@ a suite laid out as the paper's table (``suite``). Read-only; re-exported by :mo
 
 from __future__ import annotations
 
-import json
 import os
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from snnbench.export import EVAL_FIELDS, evaluation_row
 from snnbench.paths import database_url
 from snnbench.registry import load_registry
 from snnbench.store import EXTERNAL, Store
 
 
-def evaluation_frame(evals: list) -> pd.DataFrame:
-    """Stored ``Evaluation`` rows as a DataFrame (settings from each attack config JSON beside the counts)."""
-    rows = []
-    for e in evals:
-        cfg = json.loads(e.attack_config_json)
-        rows.append(
-            {
-                "evaluation_id": e.id,
-                "attack": e.attack,
-                "kind": cfg.get("kind", e.attack),
-                "eps": e.eps,
-                "norm": cfg.get("norm", "linf"),
-                "grad_mode": cfg.get("grad_mode"),
-                "surrogate": cfg.get("surrogate"),
-                "n": e.n,
-                "n_clean_correct": e.n_clean_correct,
-                "n_robust_correct": e.n_robust_correct,
-                "clean_acc": e.clean_acc,
-                "robust_acc": e.robust_acc,
-                "eot": e.eot,
-                "seconds": e.seconds,
-                "created_at": e.created_at,
-            }
-        )
-    cols = [
-        "evaluation_id",
-        "attack",
-        "kind",
-        "eps",
-        "norm",
-        "grad_mode",
-        "surrogate",
-        "n",
-        "n_clean_correct",
-        "n_robust_correct",
-        "clean_acc",
-        "robust_acc",
-        "eot",
-        "seconds",
-        "created_at",
-    ]
-    return pd.DataFrame(rows, columns=cols)
+def evaluation_frame(run: Any, evals: list) -> pd.DataFrame:
+    """Stored evaluations of ``run`` as a DataFrame: the export's evaluation rows (one row type,
+    :func:`snnbench.export.evaluation_row`; columns :data:`snnbench.export.EVAL_FIELDS`)."""
+    return pd.DataFrame([evaluation_row(run, e) for e in evals], columns=list(EVAL_FIELDS))
 
 
-RUN_COLUMNS = [
-    "run_id",
-    "name",
-    "model",
-    "dataset",
-    "training",
-    "T",
-    "seed",
-    "status",
-    "external",
-    "description",
-    "paper",
-]
+#: the run's columns that the evaluation rows lack (``name`` = the row's ``defense``: the defense config or
+#: the name given to :func:`snnbench.evaluate`)
+RUN_COLUMNS = ["run_id", "name", "status", "external", "description"]
 
 
 def results(db: str | os.PathLike | None = None, samples: bool = False) -> pd.DataFrame:
     """Every stored evaluation, one row per (run, evaluation), sorted by run and evaluation id.
 
-    Columns: the run's ``run_id, name`` (defense config or the name given to :func:`evaluate`), ``model,
-    dataset, training, T, seed, status, external, description, paper``, then the evaluation's ``evaluation_id,
-    attack, kind, eps, norm, grad_mode, surrogate, n, n_clean_correct, n_robust_correct, clean_acc,
-    robust_acc, eot, seconds, created_at``. A run with no evaluation yet has one row with NaN there.
+    Columns: the run's ``run_id, name`` (defense config or the name given to :func:`evaluate`), ``status,
+    external, description``, then the evaluation row of ``bench export`` (docs/export_schema.md: ``dataset,
+    model, defense, training, T, seed, attack, eps, n, eot, clean_acc, robust_acc`` with their intervals and
+    counts, ``attack_kind, norm, grad_mode, surrogate, ..., paper, flags_failed, evaluation_id,
+    created_at``). A run with no evaluation yet has one row with NaN there.
 
     With ``samples=True``: one row per (evaluation, test sample) instead, with ``sample`` (index into the
     test set), ``clean`` and ``adv`` (bool: correct in every scoring draw), plus the run and attack columns.
@@ -93,40 +47,30 @@ def results(db: str | os.PathLike | None = None, samples: bool = False) -> pd.Da
         s[s.eps <= 0.1].groupby(["run_id", "sample"]).adv.all().groupby("run_id").mean()  # worst case
     """
     store = Store(database_url(db))
-    runs = []
+    runs, frames = [], []
     for r in store.runs():
         card = store.artifacts(r.id, "model_card").get("", {})
-        runs.append(
-            {
-                "run_id": r.id,
-                "name": r.defense,
-                "model": r.model,
-                "dataset": r.dataset,
-                "training": r.training,
-                "T": r.T,
-                "seed": r.seed,
-                "status": r.status,
-                "external": r.training == EXTERNAL,
-                "description": card.get("description", ""),
-                "paper": card.get("paper", ""),
-            }
-        )
-    run_df = pd.DataFrame(runs, columns=RUN_COLUMNS)
-    frames = []
-    for r in store.runs():
-        ev = evaluation_frame(store.evaluations(r.id)).assign(run_id=r.id)
+        runs.append({"run_id": r.id, "name": r.defense, "status": r.status, "external": r.training == EXTERNAL,
+                     "description": card.get("description", "")})
+        paper = card.get("paper", "")
+        ev = evaluation_frame(r, store.evaluations(r.id)).assign(run_id=r.id, paper=paper)
         if samples:
             ev = _samples(store, ev)
+        elif ev.empty:  # a run without evaluations keeps one row: its own columns, NaN elsewhere
+            ev = pd.DataFrame([{"run_id": r.id, "dataset": r.dataset, "model": r.model, "defense": r.defense,
+                                "training": r.training, "T": r.T, "seed": r.seed, "paper": paper}])
         frames.append(ev)
-    ev_df = (
-        pd.concat(frames, ignore_index=True)
-        if frames
-        else evaluation_frame([]).assign(run_id=pd.Series(dtype=int))
-    )
+    run_df = pd.DataFrame(runs, columns=RUN_COLUMNS)
+    ev_df = pd.concat(frames, ignore_index=True) if frames else evaluation_frame(None, []).assign(run_id=pd.Series(dtype=int))
     how = "inner" if samples else "left"
     out = run_df.merge(ev_df, on="run_id", how=how)
     keys = ["run_id", "evaluation_id", "sample"] if samples else ["run_id", "evaluation_id"]
     return out.sort_values(keys, na_position="first").reset_index(drop=True)
+
+
+#: the evaluation row's columns kept on every per-sample row
+SAMPLE_KEYS = ("evaluation_id", "attack", "attack_kind", "eps", "norm", "run_id", "dataset", "model", "defense",
+               "training", "T", "seed", "paper")
 
 
 def _samples(store: Store, ev: pd.DataFrame) -> pd.DataFrame:
@@ -135,12 +79,8 @@ def _samples(store: Store, ev: pd.DataFrame) -> pd.DataFrame:
     for row in ev.itertuples(index=False):
         clean, adv = store.sample_outcomes(int(row.evaluation_id))
         part = pd.DataFrame({"sample": np.arange(len(clean)), "clean": clean, "adv": adv})
-        parts.append(
-            part.assign(
-                **{c: getattr(row, c) for c in ("evaluation_id", "attack", "kind", "eps", "norm", "run_id")}
-            )
-        )
-    cols = ["evaluation_id", "attack", "kind", "eps", "norm", "run_id", "sample", "clean", "adv"]
+        parts.append(part.assign(**{c: getattr(row, c) for c in SAMPLE_KEYS}))
+    cols = [*SAMPLE_KEYS, "sample", "clean", "adv"]
     return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
 
 
