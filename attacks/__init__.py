@@ -5,10 +5,10 @@ from snnbench.attacks import (  # noqa: F401
     gradient,
     interior,
     noise,
-    protocol,
     rays,
     sapgd,
     square,
+    standard,
     torchattacks_kind,
     transfer,
 )

@@ -20,7 +20,7 @@ worst case: :func:`bench.protocol.counts_toward_worst`) never keeps its own list
 - ``uses_gradient``: calls backward on the *target* model; ``gradient_free``: queries the target's
   outputs only (Square, noise); ``transfer``: crafted on a substitute model (the runner attaches one);
 - ``from_store``: computed from stored per-sample outcomes, never run on a model (``worst``);
-- ``composite``: a cascade of stages run by the runner (the standard protocol, ``attacks/protocol.py``).
+- ``composite``: a cascade of stages run by the runner (the standard protocol, ``attacks/standard.py``).
 
 An attack counts toward a worst case exactly when it is ``bounded`` in L-inf at an eps not above the
 worst case's eps; a white-box source for ``transfer`` is any L-inf bounded gradient attack.
@@ -39,7 +39,7 @@ from torch import Tensor
 
 from snnbench.eot_defaults import AUTO_EOT
 from snnbench.errors import BenchError
-from snnbench.registry_base import Registry
+from snnbench.kind_table import Registry
 from snnbench.seeding import seeded
 from snnbench.snn.classifier import AttackerView, SNNClassifier
 

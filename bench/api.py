@@ -22,7 +22,7 @@ Example::
     df = snnbench.results("sqlite:///results/bench.sqlite")
     df.pivot_table(index="name", columns="attack", values="robust_acc")
 
-Read side: bench/frames.py. Write side: ``evaluate`` checks its arguments, wraps the module
+Read side: bench/dataframes.py. Write side: ``evaluate`` checks its arguments, wraps the module
 (:func:`as_benchmark_model`), builds an external :class:`~snnbench.plan.Plan` (:func:`snnbench.plan.plan_external`)
 and hands it to the same pipeline as ``bench run`` (:func:`snnbench.pipeline.evaluate_plans`): the same clean
 row, histogram, strategies, checks and flags.
@@ -46,8 +46,8 @@ from torch import nn
 from snnbench.adapters import ForeignModel, attacker_controls
 from snnbench.contract import OutputRule, check_output_rule, check_weights, probe_model
 from snnbench.data import load_data, to_float
+from snnbench.dataframes import evaluation_frame, leaderboard, results, suite
 from snnbench.errors import BenchError
-from snnbench.frames import evaluation_frame, leaderboard, results, suite
 from snnbench.kinds import python_kinds
 from snnbench.paths import database_url, make_sqlite_folder, results_dir_of
 from snnbench.pipeline import evaluate_plans

@@ -158,7 +158,7 @@ def run(**o) -> None:
     check_run_flags(o)
     reg = load_registry(o["registry"], kinds=python_kinds())
     if o["suite"] or not o["defense"] or not o["attacks"]:
-        from snnbench.cli_report import run_suite_command
+        from snnbench.cli_suite import run_suite_command
 
         return run_suite_command(reg, o)
     req = RunRequest(
@@ -344,7 +344,7 @@ def _built_randomized(reg, defense: str) -> bool:
 
 
 def _ls_runs(results_dir: str | None, db: str | None) -> None:
-    from snnbench.cli_report import _store
+    from snnbench.cli_common import open_store as _store
 
     store, _ = _store(db, results_dir, create=False)
     click.echo(f"{'id':>4} {'status':<8} {'dataset':<10} {'model':<12} {'defense':<14} {'training':<8} {'T':>3} {'seed':>5} config")
@@ -362,7 +362,7 @@ for _cmd in (report, check, export):
     main.add_command(_cmd)
 
 
-from snnbench.cli_bench import perf_cmd  # noqa: E402  (`bench perf`)
+from snnbench.cli_perf import perf_cmd  # noqa: E402  (`bench perf`)
 
 main.add_command(perf_cmd)
 

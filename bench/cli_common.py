@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from snnbench import paths
 from snnbench.errors import BenchError
 
 
@@ -144,3 +145,18 @@ def progress(quiet: bool):
     from tqdm.auto import tqdm
 
     return functools.partial(tqdm, leave=False, dynamic_ncols=True, file=sys.stderr, disable=None)  # None: TTY only
+
+
+def open_store(db: str | None, results_dir: str | None, create: bool = True):
+    """The results store. ``create=False`` (report, check, export): nothing is created anywhere, the
+    results directory need not be writable, and the database is opened read-only."""
+    from snnbench.store import Store
+
+    results = paths.results_dir(results_dir)
+    url = paths.database_url(db, results)
+    if not create:
+        return Store(url, readonly=True), results
+    from snnbench.prepare import ensure_writable
+
+    ensure_writable(results)
+    return Store(url), results

@@ -52,7 +52,7 @@ def rm(
     Select runs with --run ID (repeatable) and/or --defense NAME [--dataset NAME]. Nothing is deleted
     without confirmation: --yes, or answering the prompt on a terminal.
     """
-    from snnbench.cli_report import _store
+    from snnbench.cli_common import open_store as _store
 
     if dataset and not defense:
         raise BenchError("--dataset narrows --defense; give --defense too")

@@ -13,9 +13,9 @@ import io
 import json
 from typing import Any
 
-from snnbench.measured import measure_suite
 from snnbench.registry import BenchRegistry
 from snnbench.store import Store
+from snnbench.suite_results import measure_suite
 from snnbench.suite_spec import CLEAN, Suite
 
 EVAL_FIELDS = (

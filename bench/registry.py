@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from snnbench.errors import BenchError, did_you_mean, unknown
+from snnbench.kind_table import Registry
 from snnbench.papers import Paper, check_ref, load_papers
 from snnbench.paths import REGISTRY_PATH
-from snnbench.registry_base import Registry
 from snnbench.specs import DatasetSpec, Entry, ModelSpec, TrainSpec, from_mapping, load_yaml_file
 from snnbench.suite_spec import Suite, load_suite
 

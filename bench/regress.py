@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from snnbench.errors import BenchError
-from snnbench.measured import Measured
+from snnbench.suite_results import Measured
 from snnbench.suite_spec import CLEAN, Suite
 
 BASELINE_FORMAT = 1

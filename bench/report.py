@@ -47,7 +47,6 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from snnbench.cost import project
 from snnbench.errors import BenchError
 from snnbench.export import evaluation_rows, suite_rows, write_rows
-from snnbench.measured import Measured, measure_suite
 from snnbench.registry import BenchRegistry
 from snnbench.report_data import (
     Acc,
@@ -66,6 +65,7 @@ from snnbench.report_data import (
 )
 from snnbench.report_plots import Plot, hist_plot, marker_path, sweep_plots
 from snnbench.store import Store
+from snnbench.suite_results import Measured, measure_suite
 from snnbench.suite_spec import CLEAN, Suite
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from snnbench.errors import BenchError
-from snnbench.measured import CELL_INDEX, cell_spec_hash, index_key
 from snnbench.pipeline import clean_hash, evaluate_plans
 from snnbench.plan import Plan, RunRequest, resolve
 from snnbench.registry import BenchRegistry
 from snnbench.store import Store
 from snnbench.strategies import attack_config_hash
+from snnbench.suite_results import CELL_INDEX, cell_spec_hash, index_key
 from snnbench.suite_spec import CLEAN, Cell, Suite
 
 

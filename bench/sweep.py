@@ -73,7 +73,7 @@ class TaskResult:
 
 def plan_tasks(reg: BenchRegistry, suite_name: str, store: Store, force: bool = False) -> list[SweepTask]:
     """The suite's missing cells (all runnable cells with ``force``), grouped by trained model."""
-    from snnbench.measured import measure_suite
+    from snnbench.suite_results import measure_suite
     from snnbench.suites import plan_cell
 
     suite = reg.get("suites", suite_name, "--suite")

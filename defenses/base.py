@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from snnbench.attacks.base import GradientParams
 from snnbench.attacks.gradient import PGD
-from snnbench.registry_base import Registry
+from snnbench.kind_table import Registry
 from snnbench.snn.classifier import SNNClassifier
 from snnbench.snn.encoders import ENCODERS
 from snnbench.snn.models import MakeNeuron

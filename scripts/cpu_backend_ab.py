@@ -11,7 +11,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from snnbench import benchmark
+from snnbench import perf
 from snnbench.kinds import python_kinds
 from snnbench.registry import load_registry
 from snnbench.snn.neuron import set_backend
@@ -20,17 +20,17 @@ from snnbench.snn.neuron import set_backend
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=40)
-    ap.add_argument("--workload", default="vanilla", choices=sorted(benchmark.WORKLOADS))
+    ap.add_argument("--workload", default="vanilla", choices=sorted(perf.WORKLOADS))
     ap.add_argument("--dataset", default="digits")
     ap.add_argument("-b", "--batch-size", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     reg = load_registry(kinds=python_kinds())
-    spec = benchmark.BenchSpec(dataset=a.dataset, batch_size=a.batch_size, workloads=(a.workload,))
-    model, ds, T, B = benchmark.resolve(spec, reg)
+    spec = perf.BenchSpec(dataset=a.dataset, batch_size=a.batch_size, workloads=(a.workload,))
+    model, ds, T, B = perf.resolve(spec, reg)
     torch.manual_seed(0)
-    net, defense = benchmark._build(reg, model, ds, T, "torch", a.workload)
+    net, defense = perf._build(reg, model, ds, T, "torch", a.workload)
     x, y = torch.rand(B, *ds.shape), torch.randint(0, ds.classes, (B,))
     opt = torch.optim.SGD(net.parameters(), lr=1e-4)
 
@@ -40,7 +40,7 @@ def main() -> None:
             out = net(x)
             loss = F.cross_entropy(out, y)
             if defense.records:
-                reg_ = benchmark._regularizer(defense, neurons, x, y, out, net)
+                reg_ = perf._regularizer(defense, neurons, x, y, out, net)
                 loss = loss + (reg_ if reg_ is not None else 0)
         opt.zero_grad(set_to_none=True)
         loss.backward()

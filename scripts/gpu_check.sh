@@ -13,9 +13,9 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv 2>
 echo "== 1. pytest -m gpu" | tee "$OUT/pytest.log"
 timeout 150 $py -m pytest -q -m gpu tests/test_fused.py -p no:cacheprovider 2>&1 | tee -a "$OUT/pytest.log"
 echo "== 2. bench perf B=256 fp32+bf16 (training with the folded regularisers, PGD-7)" | tee "$OUT/perf.log"
-timeout 240 $py -m snnbench.cli_bench --dataset cifar10 --batch-size 256 --workload vanilla,tgo,mpd --precision fp32,bf16 \
+timeout 240 $py -m snnbench.cli_perf --dataset cifar10 --batch-size 256 --workload vanilla,tgo,mpd --precision fp32,bf16 \
   --iters 8 --warmup 2 --json "$OUT/perf_b256.json" 2>&1 | tee -a "$OUT/perf.log"
 echo "== 3. evaluation: APGD-100, EOT 1 and batched EOT 10, B=64, vs the ANN at T*B" | tee "$OUT/eval.log"
-timeout 200 $py -m snnbench.cli_bench --dataset cifar10 --batch-size 64 --workload "" --eval apgd,apgd_eot \
+timeout 200 $py -m snnbench.cli_perf --dataset cifar10 --batch-size 64 --workload "" --eval apgd,apgd_eot \
   --apgd-steps 100 --eot 10 --json "$OUT/perf_eval_b64.json" 2>&1 | tee -a "$OUT/eval.log"
 echo "== done"

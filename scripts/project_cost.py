@@ -13,8 +13,8 @@ from pathlib import Path
 
 from snnbench.cost import load_rates, project
 from snnbench.kinds import python_kinds
-from snnbench.measured import Measured
 from snnbench.registry import load_registry
+from snnbench.suite_results import Measured
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""The standard protocol (bench/protocol.py, attacks/protocol.py, strategies.run_cascade) and the
+"""The standard protocol (bench/protocol.py, attacks/standard.py, strategies.run_cascade) and the
 gradient-masking checks, on planted models: a model whose gradient is masked must be caught (the
 protocol's gradient-free stage breaks it and ``gradfree_gap`` fails); an honest model passes."""
 

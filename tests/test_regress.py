@@ -11,9 +11,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from snnbench.measured import Measured, measure_suite
 from snnbench.regress import Tolerance, compare, invariants, make_baseline
 from snnbench.store import EvalRecord
+from snnbench.suite_results import Measured, measure_suite
 
 
 @pytest.fixture(scope="session")

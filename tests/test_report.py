@@ -127,7 +127,7 @@ def test_a_failed_masking_check_unranks_the_row_and_shows_its_number_as_an_upper
     """Issue 20 item 5: a row that fails a masking check is not ranked by its number (listed after the
     ranked rows, "unranked", robust shown as an upper bound, the check named: site, CSV/JSON, DataFrame);
     the smoke budget's own artefacts (more_iters, protocol_le_attacks) do not unrank."""
-    from snnbench import frames
+    from snnbench import dataframes
 
     store = planted(tmp_path)
     plant_flag(store, 1, "gradfree_gap", False, "Square broke 12 samples after every gradient stage")
@@ -144,7 +144,7 @@ def test_a_failed_masking_check_unranks_the_row_and_shows_its_number_as_an_upper
     assert rows["vanilla"]["rank"] == "not ranked: failed gradfree_gap (run)"
     assert rows["vanilla"]["robust_is_upper_bound"] is True and rows["vanilla"]["rank_best"] is None
     assert rows["tgo"]["robust_is_upper_bound"] is False
-    lb = frames.leaderboard(db=store.url, registry=None)
+    lb = dataframes.leaderboard(db=store.url, registry=None)
     v = lb[lb.defense == "vanilla"].iloc[0]
     assert not v.ranked and v.unranked_by == "gradfree_gap (run)"
 

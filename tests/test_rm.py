@@ -72,7 +72,7 @@ def test_ls_suites_counts_rows_columns_and_cells():
 
 
 def test_suite_progress_line_counts_elapsed_eta_and_accuracy(tmp_path):
-    from snnbench.cli_report import SuiteProgress
+    from snnbench.cli_suite import SuiteProgress
     from snnbench.suites import CellEvent
 
     reg = load_registry(kinds=None)

@@ -199,7 +199,7 @@ def test_run_suite_runs_skips_and_resumes(tiny_suite):
 
 def test_measure_suite_reads_what_ran(tiny_suite):
     reg, suite, store, _, _ = tiny_suite
-    from snnbench.measured import measure_suite
+    from snnbench.suite_results import measure_suite
 
     by = {(m.cell.defense, m.cell.attack): m for m in measure_suite(reg, suite, store)}
     pgd, clean = by[("vanilla", "pgd")], by[("vanilla", "clean")]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from snnbench.registry_base import Registry
+from snnbench.kind_table import Registry
 
 ENCODERS: Registry[type[nn.Module]] = Registry("encoder")
 """Input encoders by the name a model's ``encoder:`` gives in registry.yaml."""

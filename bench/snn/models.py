@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from snnbench.registry_base import Registry
+from snnbench.kind_table import Registry
 
 MakeNeuron = Callable[[tuple[int, ...]], nn.Module]
 ArchBuilder = Callable[..., nn.Module]

@@ -10,8 +10,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from snnbench.benchmark import BenchSpec, EvalMeasurement, Measurement, eval_ratios, ratios, resolve
 from snnbench.errors import BenchError
+from snnbench.perf import BenchSpec, EvalMeasurement, Measurement, eval_ratios, ratios, resolve
 
 TINY = ["--dataset", "digits", "--T", "2", "-b", "4", "--iters", "1", "--warmup", "0", "--pgd-steps", "1"]
 
@@ -59,10 +59,10 @@ def test_ratios_relate_rows_to_ann_and_plain():
 def test_workloads_use_the_defenses_regularizers(workload, path, registry, monkeypatch):
     """The tgo/mpd workloads build the defenses' SNNs and call their own regulariser (a positive penalty
     every step; with the fused backend it is the neuron-computed one after the first step)."""
-    from snnbench import benchmark
+    from snnbench import perf
 
     calls = []
-    orig = benchmark._regularizer
+    orig = perf._regularizer
 
     def spy(defense, neurons, *a):
         reg = orig(defense, neurons, *a)
@@ -71,13 +71,13 @@ def test_workloads_use_the_defenses_regularizers(workload, path, registry, monke
         )
         return reg
 
-    monkeypatch.setattr(benchmark, "_regularizer", spy)
+    monkeypatch.setattr(perf, "_regularizer", spy)
     spec = BenchSpec(
         dataset="digits", T=2, batch_size=4, iters=2, warmup=1, pgd_steps=1, workloads=(workload,)
     )
     model, ds, T, B = resolve(spec, registry)
-    benchmark.measure(
-        spec, benchmark.Case(registry, model, ds, T, B, workload, path, "fp32", torch.device("cpu"))
+    perf.measure(
+        spec, perf.Case(registry, model, ds, T, B, workload, path, "fp32", torch.device("cpu"))
     )
     assert {c[0] for c in calls} == {"TGO" if workload == "tgo" else "MPDSGR"}
     assert len(calls) == 3 and all(c[1] > 0 for c in calls)
@@ -125,10 +125,10 @@ def test_eval_ratios():
 
 
 def test_json_path_checked_before_measuring(tmp_path, monkeypatch):
-    from snnbench import benchmark
+    from snnbench import perf
     from snnbench.cli import main
 
-    monkeypatch.setattr(benchmark, "run_benchmark", lambda *a, **k: pytest.fail("measured before the check"))
+    monkeypatch.setattr(perf, "run_benchmark", lambda *a, **k: pytest.fail("measured before the check"))
     for bad, match in ((tmp_path / "missing" / "x.json", "does not exist"), (tmp_path, "is a directory")):
         res = CliRunner().invoke(main, ["perf", *TINY, "--json", str(bad)])
         assert res.exit_code == 2 and match in res.output, res.output
@@ -146,11 +146,11 @@ def test_perf_is_listed_and_the_old_bench_name_is_gone():
 
 
 def test_cpu_default_is_digits_with_a_note(monkeypatch):
-    from snnbench import benchmark
+    from snnbench import perf
     from snnbench.cli import main
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert benchmark.default_dataset(None) == "digits" and benchmark.default_dataset("cuda") == "cifar10"
+    assert perf.default_dataset(None) == "digits" and perf.default_dataset("cuda") == "cifar10"
     res = CliRunner().invoke(
         main,
         [

@@ -119,7 +119,7 @@ def suite(
 
         suite("smoke", pivot=True)["measured"]      # the smoke suite's measured table
     """
-    from snnbench.measured import measure_suite
+    from snnbench.suite_results import measure_suite
     from snnbench.suite_spec import CLEAN
 
     reg = load_registry(registry, kinds=None)

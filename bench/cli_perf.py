@@ -1,8 +1,8 @@
 """``bench perf``: speed of the spiking layers and of the attack schedule against the ANN limit (registered in
 bench/cli.py; ``bench bench`` is a hidden, deprecated alias).
 
-A CLI module: it parses flags, calls :func:`bench.benchmark.run_benchmark`, prints tables and writes JSON.
-Runnable alone too (``python -m snnbench.cli_bench``).
+A CLI module: it parses flags, calls :func:`snnbench.perf.run_benchmark`, prints tables and writes JSON.
+Runnable alone too (``python -m snnbench.cli_perf``).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def _print(res) -> None:
 def _perf(**o) -> None:
     import torch
 
-    from snnbench.benchmark import BenchSpec, check_writable, default_dataset, run_benchmark, to_json
+    from snnbench.perf import BenchSpec, check_writable, default_dataset, run_benchmark, to_json
 
     out = check_writable(o["json_path"]) if o["json_path"] else None  # before minutes of measuring
     if o["threads"] is not None:
