@@ -52,7 +52,7 @@ from snnbench.kinds import python_kinds
 from snnbench.paths import database_url, make_sqlite_folder, results_dir_of
 from snnbench.pipeline import evaluate_plans
 from snnbench.plan import External, ModelCard, plan_external, resolve_dataset
-from snnbench.protocol import blocks_rank, cascade_lines, worst_case
+from snnbench.protocol import cascade_lines, ranking_blockers, worst_case
 from snnbench.registry import BenchRegistry, load_registry
 from snnbench.snn.classifier import SNNClassifier
 from snnbench.specs import Entry
@@ -94,9 +94,9 @@ class Report:
     def blocking_checks(self) -> list[str]:
         """Failed checks that keep the run off the leaderboard's ranking (bench.protocol.blocks_rank): its
         robust accuracy is then an upper bound, not a ranked number."""
-        budgets = {str(a.get("budget", "full")) for a in self.extra.get("cascades", {}).values()} or {"full"}
-        budget = "full" if "full" in budgets else min(budgets)
-        return [f"{r.kind} ({r.scope})" for r in self.flags.itertuples() if not r.ok and blocks_rank(r.kind, budget)]
+        cascades = self.extra.get("cascades", {}) or {"": {"budget": "full"}}  # no protocol: every model check
+        return sorted({b for name, art in cascades.items()
+                       for b in ranking_blockers(self.failed_checks, name, str(art.get("budget", "full")))})
 
     def __repr__(self) -> str:
         cols = ["attack", "eps", "n", "eot", "clean_acc", "robust_acc", "seconds"]

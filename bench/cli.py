@@ -248,7 +248,7 @@ def _print_results(store, run_id: int, plan) -> None:
             f"{plan.defense_entry.name:<12} {plan.train.training:<9} {e.attack:<36} {e.eps:>7.4f} {e.n:>6} {e.eot:>4} "
             f"{100 * e.clean_acc:>6.2f}% {100 * e.robust_acc:>6.2f}% {e.seconds:>7.2f}"
         )
-    from snnbench.protocol import blocks_rank, cascade_lines
+    from snnbench.protocol import cascade_lines, ranking_blockers
 
     budgets = set()
     for name, art in sorted(store.artifacts(run_id, "protocol").items()):
@@ -264,8 +264,9 @@ def _print_results(store, run_id: int, plan) -> None:
     for f in flags:
         value = "" if f.value is None else f"{f.value:.4g}"
         click.echo(f"  {'ok' if f.ok else 'FAIL':<4} {f.scope:<24} {f.kind:<19} {value:>8}  {f.message}")
-    budget = "full" if "full" in budgets or not budgets else min(budgets)
-    blocking = [f"{f.kind} ({f.scope})" for f in flags if not f.ok and blocks_rank(f.kind, budget)]
+    failed_names = [f"{f.kind} ({f.scope})" for f in flags if not f.ok]
+    blocking = sorted({b for name, art in store.artifacts(run_id, "protocol").items() if name in names
+                       for b in ranking_blockers(failed_names, name, str(art.get("budget", "full")))})
     if blocking and budgets:
         click.echo(f"UNRELIABLE, NOT RANKED: the protocol's robust accuracy is an upper bound (failed: {', '.join(blocking)})")
 

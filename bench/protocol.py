@@ -44,7 +44,7 @@ not import torch: which stored evaluations count toward a worst case, the maskin
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -135,10 +135,31 @@ def describe(budget: str = "full", version: str = "v1") -> str:
 SMOKE_BUDGET_FLAGS = frozenset({"protocol_le_attacks", "more_iters"})
 
 
+#: scopes of the checks about the model itself (not about one evaluation of it)
+RUN_SCOPES = frozenset({"run", "model"})
+
+
 def blocks_rank(flag_kind: str, budget: str) -> bool:
     """A failed flag of this kind keeps a row off the ranking (listed as unreliable, its number an upper
     bound): every failed check does, except the smoke budget's own artefacts (:data:`SMOKE_BUDGET_FLAGS`)."""
     return not (budget != "full" and flag_kind in SMOKE_BUDGET_FLAGS)
+
+
+def ranking_blockers(failed: Iterable[str], protocol: str, budget: str) -> list[str]:
+    """The one rule (report, CLI, API) for which failed checks, written ``"kind (scope)"``, keep the protocol
+    row of the evaluation named ``protocol`` off the ranking: the checks about the model (scope ``run`` or
+    ``model``: masking, randomness, non-differentiability, batch dependence) and the protocol's own (its
+    scope or one of its stages), except the smoke budget's artefacts (:func:`blocks_rank`); an unreadable
+    stored row always. A check of another evaluation of the model (an AutoAttack "unreliable" warning, zero
+    gradients of a plain PGD) speaks about that evaluation, not the protocol's number."""
+    out = []
+    for f in failed:
+        kind, _, scope = f.partition(" (")
+        scope = scope[:-1] if scope.endswith(")") else scope
+        ours = scope in RUN_SCOPES or scope == protocol or scope.startswith(protocol + "/")
+        if f.startswith("unreadable") or (ours and blocks_rank(kind, budget)):
+            out.append(f)
+    return out
 
 
 def counts_toward_worst(cfg: Mapping[str, Any], eps: float, eval_eps: float | None = None) -> bool:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from snnbench.protocol import blocks_rank, counts_toward_worst
+from snnbench.protocol import counts_toward_worst, ranking_blockers
 from snnbench.protocol import worst_case as per_sample_worst
 from snnbench.registry import BenchRegistry
 from snnbench.store import Store
@@ -295,6 +295,7 @@ class LeaderRow:
     tied_with_leader: bool = False
 
     budget: str = "full"
+    protocol_name: str = "standard"  # the protocol evaluation's name (its flags' scope)
 
     @property
     def unreliable(self) -> bool:
@@ -302,8 +303,8 @@ class LeaderRow:
 
     @property
     def blocking(self) -> list[str]:
-        """The failed checks that keep this row off the ranking (bench.protocol.blocks_rank)."""
-        return [f for f in self.flags if blocks_rank(f.split(" (", 1)[0], self.budget)]
+        """The failed checks that keep this row off the ranking (bench.protocol.ranking_blockers)."""
+        return ranking_blockers(self.flags, self.protocol_name, self.budget)
 
     @property
     def ranked(self) -> bool:
@@ -436,6 +437,7 @@ def leaderboard(reg: BenchRegistry, store: Store) -> tuple[list[ThreatModel], li
                     row_flags + [f"unreadable evaluation ({b})" for b in bad],
                     prov,
                     budget=str(cfg.get("budget", "?")),
+                    protocol_name=e.attack,
                 )
             )
         if not standard and (evals or bad):  # a run with no evaluation at all (a transfer substitute) is no model row

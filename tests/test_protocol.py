@@ -248,3 +248,20 @@ def test_square_averages_each_query_over_eot_draws(registry, digits_data):
     out = atk.generate(Noisy(), x, y)
     assert out.shape == x.shape and (out - x).abs().max() <= 0.1 + 1e-6
     assert rows and all(r % 5 == 0 for r in rows)
+
+
+def test_only_the_models_and_the_protocols_own_failed_checks_unrank_its_row():
+    """An AutoAttack "unreliable" warning or a PGD's zero gradients speak about those evaluations; the
+    protocol row is unranked by the model-level checks and its own (its scope or a stage's)."""
+    from snnbench.protocol import ranking_blockers
+
+    failed = ["library_warning (autoattack)", "zero_grad (pgd)", "gradfree_gap (standard)",
+              "zero_grad (standard/apgd-ce)", "non_differentiable (model)", "eps_monotone (run)",
+              "more_iters (run)", "gradfree_gap (standard_smoke)"]
+    assert ranking_blockers(failed, "standard", "full") == [
+        "gradfree_gap (standard)", "zero_grad (standard/apgd-ce)", "non_differentiable (model)",
+        "eps_monotone (run)", "more_iters (run)"]
+    # the smoke budget's own artefacts do not unrank; another protocol evaluation's flags are not this row's
+    assert ranking_blockers(failed, "standard_smoke", "smoke") == [
+        "non_differentiable (model)", "eps_monotone (run)", "gradfree_gap (standard_smoke)"]
+    assert ranking_blockers(["library_warning (autoattack)"], "standard", "full") == []
