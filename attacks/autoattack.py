@@ -82,17 +82,27 @@ def batched_apgd_class() -> type:
         conditions (oscillation with rho = 0.75, no improvement since the last checkpoint). With
         ``eot_iter = 1`` it returns fra31's adversarial examples exactly (tests/test_apgd_eot.py).
         Other norms, losses and TF models fall back to fra31's loop.
+
+        ``early_stop`` (off by default; our ``apgd``/``apgd_t`` kinds turn it on for deterministic models,
+        issue 25): a sample that is misclassified is done, so the forward/backward passes that follow run
+        on the samples still classified correctly only, and the run ends when none is left. fra31 iterates
+        every sample for every iteration. Each sample's trajectory is its own (per-sample step sizes and
+        checkpoints), so the samples fooled are the same; the example kept for a fooled sample is the
+        first iterate that fooled it instead of the last.
         """
 
-        def batched_criterion(self) -> Callable[[Tensor, Tensor], Tensor]:
+        early_stop = False
+
+        def batched_criterion(self, idx: Tensor | None = None) -> Callable[[Tensor, Tensor], Tensor]:
             """Per-sample loss on logits ``[N*B, K]`` of N stacked EOT copies: CE, DLR, or fra31's targeted
             DLR ``-(Z_y - Z_t) / (Z_pi1 - (Z_pi3 + Z_pi4) / 2)`` with the target ``y_target [B]`` (set by
-            ``APGDAttack_targeted.perturb`` for each target class) repeated over the copies."""
+            ``APGDAttack_targeted.perturb`` for each target class; ``idx``: the samples evaluated)
+            repeated over the copies."""
             if self.loss == "ce":
                 return lambda z, yy: F.cross_entropy(z, yy, reduction="none")
             if self.loss == "dlr":
                 return self.dlr_loss
-            target = self.y_target
+            target = self.y_target if idx is None else self.y_target[idx]
 
             def targeted_dlr(z: Tensor, yy: Tensor) -> Tensor:
                 t = target.repeat(z.shape[0] // target.shape[0])
@@ -151,9 +161,20 @@ def batched_apgd_class() -> type:
                         1.0,
                     )
                     x_adv = x_adv_1 + 0.0
-                # gradient, batched over the EOT draws
-                grad, logits, loss_indiv = eot_logits_grad(self.model, x_adv, y, criterion, self.eot_iter)
-                pred = logits.max(1)[1] == y
+                # gradient, batched over the EOT draws (early_stop: on the samples not yet fooled only)
+                if self.early_stop:
+                    live = acc.nonzero().flatten()
+                    if len(live) == 0:
+                        break
+                    g_l, logits_l, loss_l = eot_logits_grad(self.model, x_adv[live], y[live],
+                                                            self.batched_criterion(live), self.eot_iter)
+                    grad, loss_indiv = grad.clone(), loss_best.clone()  # the fooled keep their last values
+                    grad[live], loss_indiv[live] = g_l, loss_l
+                    pred = torch.ones_like(acc)
+                    pred[live] = logits_l.max(1)[1] == y[live]
+                else:
+                    grad, logits, loss_indiv = eot_logits_grad(self.model, x_adv, y, criterion, self.eot_iter)
+                    pred = logits.max(1)[1] == y
                 acc = torch.min(acc, pred)
                 ind_pred = (pred == 0).nonzero().squeeze()
                 x_best_adv[ind_pred] = x_adv[ind_pred] + 0.0
@@ -241,6 +262,7 @@ class APGD(Attack):
             rho=0.75,
             device=x.device,
         )
+        atk.early_stop = atk.eot_iter == 1  # deterministic: a fooled sample is done (issue 25)
         return atk.perturb(x, y).to(x.dtype)
 
 
@@ -269,7 +291,8 @@ class AutoAttack(Attack):
             )
 
     def version_for(self, model: SNNClassifier) -> str:
-        return self._version(bool(model.randomized))
+        v = self.params.version
+        return v if v != "auto" else self._version(bool(model.randomized))
 
     def _version(self, randomized: bool) -> str:
         v = self.params.version
@@ -346,4 +369,5 @@ class APGDTargeted(Attack):
             eot_iter=self.eot_samples(model), rho=0.75, n_target_classes=min(p.target_classes, classes - 1),
             device=x.device,
         )
+        atk.early_stop = atk.eot_iter == 1  # deterministic: a fooled sample is done (issue 25)
         return atk.perturb(x.float(), y).to(x.dtype)

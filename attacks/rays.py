@@ -34,7 +34,7 @@ class RaySParams:
     tolerance as a fraction of eps; ``jitter``: the per-pixel shrink applied to a found example."""
 
     eps: float | None = None
-    queries: int = 5000
+    queries: int = 2000
     tol: float = 0.01
     jitter: float = 0.05
     seed: int = 0
@@ -45,7 +45,7 @@ class RayS(Attack):
     """RayS hard-label L-inf attack (module docstring)."""
 
     kind = "rays"
-    description = "RayS: hard-label ray search (decision only), 5000 queries"
+    description = "RayS: hard-label ray search (decision only), 2000 queries"
     uses_gradient = False
     gradient_free = True
     Params = RaySParams

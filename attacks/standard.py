@@ -139,8 +139,6 @@ class StandardProtocol(Attack):
         r = b["square_restarts"]
         out.append(Square(SquareParams(eps=eps, queries=max(1, b["queries"] // r), restarts=r, p_init=SQUARE_P_INIT_V2,
                                        eot=p.eot, seed=p.seed), eps, self.alpha))
-        ri = eps * INTERIOR_RADIUS
-        out.append(Square(SquareParams(eps=ri, queries=max(1, b["queries"] // 5), eot=p.eot, seed=p.seed + 1), ri, self.alpha))
         out.append(RayS(RaySParams(eps=eps, queries=b["rays_queries"], seed=p.seed), eps, self.alpha))
         return out + [self.transfer_stage]
 

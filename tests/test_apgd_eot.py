@@ -73,7 +73,8 @@ def test_eot1_matches_fra31_apgd_exactly(loss):
 
 
 def test_apgd_kind_on_snn_matches_fra31(trained_vanilla):
-    """The registered ``apgd`` kind on a deterministic SNN gives fra31's examples (same seed)."""
+    """The registered ``apgd`` kind on a deterministic SNN fools exactly the samples fra31's APGD fools (same
+    seed; it stops on a sample once fooled, so the example kept is the first fooling iterate)."""
     from pyautoattack.autopgd_base import APGDAttack
 
     _, prep, _ = trained_vanilla
@@ -94,7 +95,8 @@ def test_apgd_kind_on_snn_matches_fra31(trained_vanilla):
         device=x.device,
     ).perturb(x, y)
     assert (ref != x).any()
-    assert torch.equal(ours, ref)
+    with torch.no_grad():
+        assert torch.equal(model(ours).argmax(1) != y, model(ref).argmax(1) != y)
 
 
 def test_eot_gradient_is_the_mean_of_the_draws_gradients():
@@ -196,3 +198,29 @@ def test_apgd_t_eot_runs_one_batched_forward_per_iteration():
     for k in range(0, len(rest), per_target):
         selection, grads = rest[k], rest[k + 1 : k + per_target]
         assert all(g == 4 * selection for g in grads)
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_early_stop_fools_the_same_samples_with_fewer_sample_passes(targeted):
+    """Issue 25: with ``early_stop`` a fooled sample leaves the batch; each sample's trajectory is its own,
+    so the samples fooled are those of fra31's full loop, at a fraction of the per-sample passes."""
+    from snnbench.attacks.autoattack import batched_apgd_t_class
+
+    x, _ = _data()
+    model = Counting(_net())
+    y = model.net(x).argmax(1)
+    cls = batched_apgd_t_class() if targeted else batched_apgd_class()
+    kw = dict(n_iter=30, norm="Linf", n_restarts=1, eps=0.05, seed=3, eot_iter=1, rho=0.75, device=x.device,
+              **({"n_target_classes": 3} if targeted else {}))
+    full = cls(model, **kw)
+    ref = full.perturb(x, y)
+    full_passes = sum(model.calls)
+    model.calls.clear()
+    fast = cls(model, **kw)
+    fast.early_stop = True
+    ours = fast.perturb(x, y)
+    with torch.no_grad():
+        fooled_ref, fooled = model.net(ref).argmax(1) != y, model.net(ours).argmax(1) != y
+    assert 0 < fooled.sum() < len(y) and torch.equal(fooled, fooled_ref)
+    assert (ours - x).abs().max() <= 0.05 + 1e-6
+    assert sum(model.calls) < 0.8 * full_passes, (sum(model.calls), full_passes)
