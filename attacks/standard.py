@@ -119,8 +119,8 @@ class StandardProtocol(Attack):
     def _stages_v1(self) -> list[Attack]:
         p, b, eps = self.params, self.budget, self.eps
         out = self._first()
-        # v1's assg stage runs the ASSG surrogate at its default a (the width 1.0 stays in its stored config)
-        out += [self._apgd(surrogate=s, gamma=w if s != "assg" else None) for s, w in SURROGATE_ENSEMBLE]
+        # v1's "assg" stage was the quantile-width rule (bench/snn/surrogate.py quantile_width): it still is
+        out += [self._apgd(surrogate="quantile" if s == "assg" else s, gamma=w) for s, w in SURROGATE_ENSEMBLE]
         out.append(self._apgd(grad_mode="bptr_rga"))
         out.append(Square(SquareParams(eps=eps, queries=b["queries"], eot=p.eot, seed=p.seed), eps, self.alpha))
         return out + [self.transfer_stage]

@@ -18,7 +18,8 @@ docs/protocol.md.
 attacks cannot lift):
 
 1-2. ``apgd-ce``, ``apgd-t`` as in v1;
-3. ``apgd-ce@<surrogate>`` for the six fixed surrogates of v1;
+3. ``apgd-ce@<surrogate>`` for the six fixed surrogates of v1 and its adaptive one, which was a guess at ASSG
+   (a triangle as wide as the median ``|V - V_th|`` of the layer) and is kept as ``quantile``;
 4. ``sapgd@assg``: SA-PGD with the ASSG surrogate (Wang et al. 2025, arXiv 2512.22522; official code's
    step rule, moments and defaults), its ``a`` searched per batch on a grid inside the official interval;
 5. ``sapgd@hart``: SA-PGD through HART's time-averaged gradient (ICLR 2024), its width searched likewise;
@@ -73,7 +74,9 @@ SURROGATE_ENSEMBLE: tuple[tuple[str, float], ...] = (
     ("assg", 1.0),
 )
 
-V2_SURROGATES = SURROGATE_ENSEMBLE[:6]
+#: v2's fixed and quantile-width surrogates (v1's guessed ``assg`` stage was the quantile rule: it keeps its
+#: place under its own name; the faithful ASSG runs as SA-PGD)
+V2_SURROGATES: tuple[tuple[str, float], ...] = (*SURROGATE_ENSEMBLE[:6], ("quantile", 1.0))
 
 BUDGETS: dict[str, dict[str, int]] = {
     # AutoAttack's standard setting: 100 APGD iterations, 9 target classes, 5000 Square queries
@@ -105,7 +108,7 @@ def stage_names(surrogates: tuple[tuple[str, float], ...] = SURROGATE_ENSEMBLE, 
     if version == "v1":
         names += [f"apgd-ce@{s}{'' if s == 'assg' else f'-{w:g}'}" for s, w in surrogates]
         return names + ["apgd-ce@rga", "square", "transfer"]
-    names += [f"apgd-ce@{s}-{w:g}" for s, w in V2_SURROGATES]
+    names += [f"apgd-ce@{s}" + ("" if s == "quantile" else f"-{w:g}") for s, w in V2_SURROGATES]
     names += ["sapgd@assg", "sapgd@hart", "apgd-ce@pdsg", "apgd-ce@rga", "apgd-ce@interior"]
     return names + ["square", "rays", "transfer"]
 

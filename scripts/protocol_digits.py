@@ -74,10 +74,11 @@ def table(rows, results: str) -> None:
               f"  v2 {pct('standard')} {sec('standard')}"
               + (f"  official ASSG {100 * assg['best_robust']:5.1f} (a={assg['best_a']:.3f}, {assg['runs']} runs, "
                  f"{assg['seconds']:.0f}s)" if assg else ""))
-        art = store.artifacts(run.id, "protocol").get("standard", {})
-        print("    v2 stages: " + "  ".join(
-            f"{s['name']}={100 * s['robust']:.1f}" + (f"(-{s['n_broken']})" if s["n_broken"] else "")
-            + (f"[{s['seconds']:.0f}s]" if s["seconds"] >= 1 else "") for s in art.get("stages", [])))
+        arts = store.artifacts(run.id, "protocol")
+        for version, name in (("v1", "standard_v1"), ("v2", "standard")):
+            print(f"    {version} stages: " + "  ".join(
+                f"{s['name']}={100 * s['robust']:.1f}" + (f"(-{s['n_broken']})" if s["n_broken"] else "")
+                + (f"[{s['seconds']:.0f}s]" if s["seconds"] >= 1 else "") for s in arts.get(name, {}).get("stages", [])))
         failed = sorted({f"{f.scope}:{f.kind}" for f in store.flags(run.id) if not f.ok})
         print(f"    failed flags: {', '.join(failed) or 'none'}")
 

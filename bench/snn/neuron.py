@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from snnbench.snn.surrogate import (
     ADAPTIVE,
     PDSG,
+    QUANTILE,
     STATEFUL_SURROGATES,
     SURROGATES,
     ASSGMoments,
@@ -241,8 +242,8 @@ class LIFNeuron(nn.Module):
         """Use the fused path unless the reference is asked for or an unsupported hook is overridden."""
         if self.backend == "torch":
             return False
-        if self.attack_surrogate is not None and self.attack_surrogate[0] in STATEFUL_SURROGATES:  # reference loop
-            return False
+        if self.attack_surrogate is not None and self.attack_surrogate[0] in (*STATEFUL_SURROGATES, QUANTILE):
+            return False  # widths from the potentials: the reference loop
         cls = type(self)
         if cls.leak is not LIFNeuron.leak:  # per-step leak tensors (FEEL): reference path
             return False
