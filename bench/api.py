@@ -227,12 +227,10 @@ def _check_arguments(ds: Any, eps: Any, n: Any, T: Any, batch_size: Any, name: A
     """The numeric and text arguments of :func:`evaluate`, checked as the CLI checks its flags (one line
     naming the argument): eps a finite number in [0, 1]; n an integer in [0, test set] (0 = all);
     T in [0, 10000] (0 = not declared); batch_size in [1, 65536]; text without control characters."""
-    from snnbench.specs import parse_number
+    from snnbench.specs import check_step, parse_number
 
     if eps is not None:
-        eps = parse_number(eps, "evaluate: eps")
-        if not 0 <= eps <= 1:
-            raise BenchError(f"evaluate: eps {eps:g} must be in [0, 1] (pixel units, e.g. 8/255 or 0.1)")
+        eps = check_step(parse_number(eps, "evaluate: eps"), "evaluate: eps", zero_ok=True)
     if n is not None:
         n = _int_arg(n, "n", 0, 10**7, " (0 = the whole test set)")
     T = _int_arg(T, "T", 0, 10_000, " (0 = not declared)")

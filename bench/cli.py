@@ -10,11 +10,12 @@ import sys
 
 import click
 
+from snnbench.cli_common import Number, results_db_options, user_errors
 from snnbench.cli_common import progress as _progress
 from snnbench.cli_common import registry_option as _common
-from snnbench.cli_common import results_db_options, user_errors
 from snnbench.errors import BenchError
 from snnbench.paths import database_url, results_dir
+from snnbench.specs import MAX_EOT, MAX_STEPS, MAX_T, MIN_STEP
 
 EPILOG = """\b
 Examples:
@@ -29,14 +30,9 @@ def _eps(value: str | None, flag: str = "--eps") -> float | None:
     """A budget or step size in pixel units (``0.1``, ``8/255``); -0 becomes 0 (one stored row)."""
     if value is None:
         return None
-    from snnbench.specs import parse_number, shown
+    from snnbench.specs import check_step, parse_number
 
-    v = parse_number(value, flag)
-    if flag == "--alpha" and not 0 < v <= 1:
-        raise BenchError(f"--alpha {shown(value)}: must be in (0, 1] (pixel units per step, e.g. 0.01)")
-    if not 0 <= v <= 1:
-        raise BenchError(f"{flag} {shown(value)}: must be in [0, 1] (pixel units, e.g. 8/255 or 0.1)")
-    return v
+    return check_step(parse_number(value, flag), flag, zero_ok=flag == "--eps")
 
 
 def check_run_flags(o: dict) -> None:
@@ -111,28 +107,28 @@ def main() -> None:
 @click.option("--dataset", default="digits", show_default=True, help="Dataset name, or a path to an .npz file / ImageFolder dir.")
 @click.option("--model", default=None, help="Model name (default: the dataset's default_model).")
 @click.option("--training", type=click.Choice(["standard", "at"]), default=None, help="Plain or PGD adversarial training.")
-@click.option("--epochs", type=int, default=None, help="Training epochs (default: dataset's).")
-@click.option("--batch-size", type=int, default=None, help="Training batch size.")
-@click.option("--T", "T", type=int, default=None, help="Simulation time steps.")
-@click.option("--seed", type=int, default=None, help="Training seed.")
-@click.option("--lr", type=float, default=None, help="Learning rate.")
+@click.option("--epochs", type=Number(0, 100_000, integer=True), default=None, help="Training epochs (default: dataset's).")
+@click.option("--batch-size", type=Number(1, 1 << 16, integer=True), default=None, help="Training batch size.")
+@click.option("--T", "T", type=Number(1, MAX_T, integer=True), default=None, help="Simulation time steps.")
+@click.option("--seed", type=Number(0, 2**32 - 1, integer=True), default=None, help="Training seed.")
+@click.option("--lr", type=Number(1e-8), default=None, help="Learning rate.")
 @click.option("--eps", default=None, help="Attack budget in pixel units, e.g. 0.1 or 8/255 (default: dataset's).")
 @click.option("--alpha", default=None, help="Attack step size (default: dataset's).")
-@click.option("--steps", type=int, default=None, help="Attack iterations.")
+@click.option("--steps", type=Number(1, MAX_STEPS, integer=True), default=None, help="Attack iterations.")
 @click.option("--grad-mode", type=click.Choice(["bptt", "bptr", "bptr_rga", "cba", "hart"]), default=None,
               help="Attacker's gradient mode (cba: the ReLU ANN sharing the weights; hart: HART's time-averaged "
               "gradient, ICLR 2024).")
-@click.option("--eot", type=int, default=None, help="EOT samples (default: 10 for randomized defenses, else 1).")
+@click.option("--eot", type=Number(1, MAX_EOT, integer=True), default=None, help="EOT samples (default: 10 for randomized defenses, else 1).")
 @click.option("--surrogate", default=None, help="Attacker's surrogate gradient (default: the model's own): triangle, rectangle, sigmoid, "
               "superspike, atan, or the adaptive assg (ASSG; --gamma is its a) and pdsg.")
-@click.option("--gamma", type=float, default=None, help="Attacker's surrogate width (default: the model's own).")
+@click.option("--gamma", type=Number(MIN_STEP, 1000.0), default=None, help="Attacker's surrogate width (default: the model's own).")
 @click.option("--eps-sweep/--no-eps-sweep", "eps_sweep", default=True, show_default=True,
               help="Short PGD eps sweep after the attacks (the accuracy-vs-eps monotonicity check).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Evaluate this state dict instead of training.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
               help="Shared checkpoint directory (default: $BENCH_CHECKPOINTS or RESULTS/checkpoints).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Where torchvision datasets live.")
-@click.option("--n-eval", type=int, default=None,
+@click.option("--n-eval", type=Number(1, 10**8, integer=True), default=None,
               help="Evaluate the first N test samples, 1 <= N <= the test set size (default: all).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda when available).")
 @click.option("--channels", type=click.Choice(["first", "last"]), default=None,

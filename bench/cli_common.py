@@ -17,6 +17,35 @@ from snnbench import paths
 from snnbench.errors import BenchError
 
 
+class Number(click.ParamType):
+    """A numeric flag, parsed by the one number parser (:func:`snnbench.specs.parse_number`: no
+    underscores, NaN, infinities or subnormals) and checked against ``[lo, hi]`` here, before any work.
+    ``integer``: ASCII digits only (Python's ``int`` would take ``1_0``); a bad value is one line
+    ``error: Invalid value for '--flag': ...`` (exit 2)."""
+
+    def __init__(self, lo: float | None = None, hi: float | None = None, integer: bool = False,
+                 lo_open: bool = False) -> None:
+        self.lo, self.hi, self.integer, self.lo_open = lo, hi, integer, lo_open
+        self.name = "integer" if integer else "number"
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        from snnbench.specs import parse_integer, parse_number
+
+        if value is None:
+            return value
+        flag = param.opts[0] if param is not None and param.opts else "value"
+        try:
+            v = parse_integer(value, flag) if self.integer else parse_number(value, flag)
+        except BenchError as e:
+            self.fail(str(e).replace(f"{flag}: ", "", 1), param, ctx)
+        lo_bad = self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo)
+        if lo_bad or (self.hi is not None and v > self.hi):
+            lo = "" if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo:g}"
+            hi = "" if self.hi is None else f"<= {self.hi:g}"
+            self.fail(f"{value!s:.40} must be {' and '.join(x for x in (lo, hi) if x)}", param, ctx)
+        return v
+
+
 def fail(msg: str) -> None:
     """Print a one-line user error and exit 2."""
     click.echo(f"error: {msg}", err=True)

@@ -11,8 +11,9 @@ import json
 
 import click
 
-from snnbench.cli_common import registry_option, user_errors
+from snnbench.cli_common import Number, registry_option, user_errors
 from snnbench.errors import BenchError
+from snnbench.specs import MAX_T
 
 EPILOG = """\b
 Examples:
@@ -35,9 +36,9 @@ def _options(fn):
             default=None,
             help="Registry dataset: shape, classes, T, batch [default: cifar10 with CUDA, digits without].",
         ),
-        click.option("--T", "T", type=int, default=None, help="Time steps (default: the dataset's)."),
+        click.option("--T", "T", type=Number(1, MAX_T, integer=True), default=None, help="Time steps (default: the dataset's)."),
         click.option(
-            "--batch-size", "-b", type=int, default=None, help="Batch size B (default: the dataset's)."
+            "--batch-size", "-b", type=Number(1, 1 << 16, integer=True), default=None, help="Batch size B (default: the dataset's)."
         ),
         click.option(
             "--workload",
@@ -65,21 +66,21 @@ def _options(fn):
             "--channels-last", is_flag=True, help="channels_last memory format for model and inputs."
         ),
         click.option(
-            "--iters", type=int, default=10, show_default=True, help="Timed iterations per measurement."
+            "--iters", type=Number(1, 100_000, integer=True), default=10, show_default=True, help="Timed iterations per measurement."
         ),
-        click.option("--warmup", type=int, default=3, show_default=True, help="Untimed warm-up iterations."),
+        click.option("--warmup", type=Number(0, 100_000, integer=True), default=3, show_default=True, help="Untimed warm-up iterations."),
         click.option(
-            "--pgd-steps", type=int, default=7, show_default=True, help="PGD iterations per attack call."
+            "--pgd-steps", type=Number(1, 100_000, integer=True), default=7, show_default=True, help="PGD iterations per attack call."
         ),
         click.option(
-            "--apgd-steps", type=int, default=100, show_default=True, help="APGD iterations (--eval)."
+            "--apgd-steps", type=Number(1, 100_000, integer=True), default=100, show_default=True, help="APGD iterations (--eval)."
         ),
-        click.option("--eot", type=int, default=10, show_default=True, help="EOT draws of apgd_eot."),
+        click.option("--eot", type=Number(1, 1000, integer=True), default=10, show_default=True, help="EOT draws of apgd_eot."),
         click.option(
-            "--eval-iters", type=int, default=1, show_default=True, help="Timed APGD runs per measurement."
+            "--eval-iters", type=Number(1, 10_000, integer=True), default=1, show_default=True, help="Timed APGD runs per measurement."
         ),
         click.option("--device", default=None, help="cpu or cuda (default: cuda when available)."),
-        click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's)."),
+        click.option("--threads", type=Number(1, 1024, integer=True), default=None, help="torch CPU threads (default: torch's)."),
         click.option(
             "--json",
             "json_path",

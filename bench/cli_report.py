@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from snnbench.cli_common import check_output_path, results_db_options, user_errors, write_text_atomic
+from snnbench.cli_common import Number, check_output_path, results_db_options, user_errors, write_text_atomic
 from snnbench.cli_common import open_store as _store
 from snnbench.cli_common import registry_option as _common
 from snnbench.errors import BenchError
@@ -60,10 +60,10 @@ def report(out: str, results_dir: str | None, db: str | None, registry: str | No
 )
 @click.option("--update", is_flag=True, help="Rewrite the baseline from the latest results (on purpose).")
 @click.option(
-    "--k", type=float, default=None, help="Tolerance in binomial standard errors [baseline's, else 3]."
+    "--k", type=Number(0.1, 100.0), default=None, help="Tolerance in binomial standard errors [baseline's, else 3]."
 )
 @click.option(
-    "--floor", type=float, default=None, help="Smallest tolerance, accuracy units [baseline's, else 0.01]."
+    "--floor", type=Number(0.0, 1.0), default=None, help="Smallest tolerance, accuracy units [baseline's, else 0.01]."
 )
 @results_db_options
 @_common

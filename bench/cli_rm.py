@@ -12,8 +12,8 @@ import sys
 
 import click
 
+from snnbench.cli_common import Number, results_db_options, user_errors
 from snnbench.cli_common import registry_option as _common
-from snnbench.cli_common import results_db_options, user_errors
 from snnbench.errors import BenchError
 
 EPILOG = """\b
@@ -28,7 +28,7 @@ Examples:
 @click.option(
     "--run",
     "run_ids",
-    type=int,
+    type=Number(1, 2**63 - 1, integer=True),
     multiple=True,
     help="Run id to delete (repeatable; ids: bench report / bench export).",
 )

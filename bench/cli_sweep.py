@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
+from snnbench.cli_common import Number, user_errors
 from snnbench.cli_common import registry_option as _common
-from snnbench.cli_common import user_errors
 from snnbench.errors import BenchError
 from snnbench.paths import database_url, results_dir
 
@@ -41,11 +41,11 @@ Examples:
     help="Ray cluster to join ('auto', 'ray://host:10001'); default: a local instance.",
 )
 @click.option(
-    "--num-cpus", type=float, default=1.0, show_default=True, help="CPUs per Ray task (also torch threads)."
+    "--num-cpus", type=Number(0.01, 4096.0), default=1.0, show_default=True, help="CPUs per Ray task (also torch threads)."
 )
-@click.option("--num-gpus", type=float, default=0.0, show_default=True, help="GPUs per Ray task.")
+@click.option("--num-gpus", type=Number(0.0, 1024.0), default=0.0, show_default=True, help="GPUs per Ray task.")
 @click.option(
-    "--max-retries", type=int, default=3, show_default=True, help="Re-runs of a task whose Ray worker died."
+    "--max-retries", type=Number(0, 100, integer=True), default=3, show_default=True, help="Re-runs of a task whose Ray worker died."
 )
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when the worker has one).")
 @click.option(

@@ -131,6 +131,10 @@ def load_registry(path: str | os.PathLike | None = None, *, kinds: Kinds | None)
             raise BenchError(f"{p}: unknown top-level key {key!r}; {did_you_mean(str(key), (*SECTIONS, 'version', 'papers'))}")
     w = f"{p.name}: "
     sec = {s: _section(raw, s, w) for s in SECTIONS}
+    empty = [s for s in ("datasets", "models", "defenses", "attacks") if not sec[s]]
+    if empty:
+        raise BenchError(f"{p}: no {', '.join(empty)}: a registry needs at least one dataset, model, defense and "
+                         "attack (see the packaged registry.yaml)")
     for s in SECTIONS:
         for name in sec[s]:
             _check_name(name, f"{w}{s}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,7 +20,14 @@ import yaml
 
 from snnbench.errors import BenchError, did_you_mean
 
-_FRACTION = re.compile(r"^\s*([0-9.eE+-]+)\s*/\s*([0-9.eE+-]+)\s*$")
+_DECIMAL = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+#: a number as text: ASCII decimal (no underscores, no hex, no unicode digits), or a fraction of two
+_NUMBER = re.compile(rf"^\s*({_DECIMAL})\s*$", re.ASCII)
+_FRACTION = re.compile(rf"^\s*({_DECIMAL})\s*/\s*({_DECIMAL})\s*$", re.ASCII)
+#: the smallest positive step size or budget accepted (pixel units of [0, 1] images): below it an attack or
+#: an optimiser step does not move a float32 value near 1 (its spacing is 6e-8) and a no-op would be stored
+MIN_STEP = 1e-6
+MAX_T = 1024  # simulation time steps of a trained model
 SHOWN = 60  # characters of a user's value echoed in an error message, at most
 
 
@@ -38,24 +46,64 @@ def shown(value: Any) -> str:
 
 
 def parse_number(value: Any, where: str) -> float:
-    """Parse a YAML number, accepting fractions such as ``"8/255"``; rejects bools, NaN and inf."""
+    """The one number parser of every flag, YAML value and API argument (issue 24): an int or float, or
+    text that is an ASCII decimal (``0.1``, ``1e-3``) or a fraction of two (``8/255``). Rejected with one
+    line naming ``where``: bools, underscores (Python would read ``0_1`` as 1), hex and other notations,
+    NaN, infinities, overflow and subnormal values (a step of 1e-320 is a no-op, never a setting)."""
     if isinstance(value, bool):
         raise BenchError(f"{where}: expected a number, got {shown(value)}")
     if isinstance(value, (int, float)):
-        out = float(value)
-    elif isinstance(value, str):
-        m = _FRACTION.match(value)
         try:
-            out = float(m.group(1)) / float(m.group(2)) if m else float(value)
-        except (ValueError, ZeroDivisionError):
-            raise BenchError(f"{where}: {shown(value)} is not a number (use e.g. 0.1 or 8/255)") from None
+            out = float(value)
+        except OverflowError:
+            raise BenchError(f"{where}: {shown(value)} is not a finite number") from None
+    elif isinstance(value, str):
+        m, f = _NUMBER.match(value), _FRACTION.match(value)
+        if not (m or f):
+            if value.strip().lower().lstrip("+-") in ("inf", "infinity", "nan"):
+                raise BenchError(f"{where}: {shown(value)} is not a finite number")
+            raise BenchError(f"{where}: {shown(value)} is not a number (use e.g. 0.1, 1e-3 or 8/255)")
+        try:
+            out = float(f.group(1)) / float(f.group(2)) if f else float(m.group(1))
+        except ZeroDivisionError:
+            raise BenchError(f"{where}: {shown(value)} is not a number (it divides by zero)") from None
         except OverflowError:
             raise BenchError(f"{where}: {shown(value)} is not a finite number") from None
     else:
         raise BenchError(f"{where}: expected a number, got {type(value).__name__} {shown(value)}")
     if not math.isfinite(out):
         raise BenchError(f"{where}: {shown(value)} is not a finite number")
+    if out != 0 and abs(out) < sys.float_info.min:
+        raise BenchError(f"{where}: {shown(value)} is too small to be a setting (subnormal); use 0 or a normal number")
     return out + 0.0  # -0.0 + 0.0 == +0.0: eps 0 and -0 are one value, hence one stored row
+
+
+_INTEGER = re.compile(r"^\s*[+-]?[0-9]+\s*$", re.ASCII)
+
+
+def parse_integer(value: Any, where: str) -> int:
+    """An integer flag or value: an int, or ASCII digits (``int("1_0")`` would be 10; ``"1e3"`` and
+    ``"10.0"`` are refused as text, a float that is whole is taken)."""
+    if isinstance(value, bool):
+        raise BenchError(f"{where}: expected an integer, got {shown(value)}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _INTEGER.match(value):
+        return int(value)
+    raise BenchError(f"{where}: {shown(value)} is not an integer")
+
+
+def check_step(value: float, where: str, zero_ok: bool = False) -> float:
+    """A step size or budget in pixel units: in [:data:`MIN_STEP`, 1] (or 0 where ``zero_ok``: an eps of
+    0 is clean accuracy). Below the minimum an attack does not move a float32 image."""
+    if zero_ok and value == 0:
+        return value
+    if not MIN_STEP <= value <= 1:
+        lo = f"0 or [{MIN_STEP:g}" if zero_ok else f"[{MIN_STEP:g}"
+        raise BenchError(f"{where} {value:g} must be in {lo}, 1] (pixel units of [0, 1] images, e.g. 8/255 or 0.1)")
+    return value
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -165,8 +213,8 @@ class TrainSpec:
     def __post_init__(self) -> None:
         if self.T < 1:
             raise BenchError(f"T must be >= 1, got {self.T}")
-        if self.T > 1024:
-            raise BenchError(f"T must be <= 1024 (got {self.T}); no SNN in the papers uses more than 8")
+        if self.T > MAX_T:
+            raise BenchError(f"T must be <= {MAX_T} (got {self.T}); no SNN in the papers uses more than 8")
         if self.epochs < 0:
             raise BenchError(f"epochs must be >= 0, got {self.epochs}")
         if self.batch_size < 1:
@@ -249,10 +297,10 @@ def check_attack_params(params: Any, where: str) -> None:
     steps, alpha, eps, eot, gamma, seed = (get(k) for k in ("steps", "alpha", "eps", "eot", "gamma", "seed"))
     if steps is not None and not 1 <= steps <= MAX_STEPS:
         raise BenchError(f"{where}.steps (--steps) must be in [1, {MAX_STEPS}], got {shown(steps)}")
-    if alpha is not None and not (alpha > 0 or (alpha == 0 and eps == 0)):  # eps 0 (a sweep's origin): no step
-        raise BenchError(f"{where}.alpha (--alpha) must be > 0, got {shown(alpha)}")
-    if eps is not None and not 0 <= eps <= 1:
-        raise BenchError(f"{where}.eps (--eps) must be in [0, 1] (pixel units, e.g. 8/255 or 0.1), got {shown(eps)}")
+    if eps is not None:
+        check_step(eps, f"{where}.eps (--eps)", zero_ok=True)
+    if alpha is not None:
+        check_step(alpha, f"{where}.alpha (--alpha)", zero_ok=eps == 0)  # eps 0 (a sweep's origin): no step
     if eot is not None and not 1 <= eot <= MAX_EOT:
         raise BenchError(f"{where}.eot (--eot) must be in [1, {MAX_EOT}], got {shown(eot)}")
     if gamma is not None and not gamma > 0:
@@ -291,7 +339,21 @@ MAX_YAML_NODES = 1_000_000  # scalars + collections after expanding aliases (the
 
 
 class _BoundedLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` with a nesting limit (:data:`MAX_YAML_DEPTH`), checked while composing."""
+    """``yaml.SafeLoader`` with a nesting limit (:data:`MAX_YAML_DEPTH`), checked while composing; numbers
+    resolved by the strict rules of :func:`parse_number` (YAML 1.1 would read ``0_1`` as 1, ``0x10`` as 16
+    and ``1:30`` as 90: such scalars stay text, and a numeric field then refuses them with one line); a
+    key given twice in one mapping is an error (YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for key_node, _ in node.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    key = key_node.value
+                    if key in seen:
+                        raise BenchError(f"line {key_node.start_mark.line + 1}: key {shown(key)} appears twice in one mapping")
+                    seen.add(key)
+        return super().construct_mapping(node, deep)
 
     def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
         self._bench_depth = getattr(self, "_bench_depth", 0) + 1
@@ -302,6 +364,24 @@ class _BoundedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._bench_depth -= 1
+
+
+def _strict_number_resolvers() -> None:
+    """Replace the loader's int/float resolvers by ASCII decimal ones (no underscores, base prefixes or
+    sexagesimal); ``.inf``/``.nan`` still resolve, and :func:`parse_number` refuses them."""
+    table = {k: [(tag, rx) for tag, rx in v if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+             for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    _BoundedLoader.yaml_implicit_resolvers = table
+    _BoundedLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?[0-9]+$", re.ASCII),
+                                         list("-+0123456789"))
+    _BoundedLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^(?:[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?[0-9]+[eE][-+]?[0-9]+"
+                   r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", re.ASCII),
+        list("-+0123456789."))
+
+
+_strict_number_resolvers()
 
 
 def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
