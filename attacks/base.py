@@ -20,7 +20,9 @@ worst case: :func:`bench.protocol.counts_toward_worst`) never keeps its own list
 - ``uses_gradient``: calls backward on the *target* model; ``gradient_free``: queries the target's
   outputs only (Square, noise); ``transfer``: crafted on a substitute model (the runner attaches one);
 - ``from_store``: computed from stored per-sample outcomes, never run on a model (``worst``);
-- ``composite``: a cascade of stages run by the runner (the standard protocol, ``attacks/standard.py``).
+- ``composite``: a cascade of stages run by the runner (the standard protocol, ``attacks/standard.py``);
+- ``always_moves``: every returned image differs from its input by construction (the evaluator refuses an
+  evaluation in which nothing moved: a no-op is an error, not a result).
 
 An attack counts toward a worst case exactly when it is ``bounded`` in L-inf at an eps not above the
 worst case's eps; a white-box source for ``transfer`` is any L-inf bounded gradient attack.
@@ -92,6 +94,12 @@ class Attack:
     transfer: ClassVar[bool] = False
     from_store: ClassVar[bool] = False
     composite: ClassVar[bool] = False
+    #: returns a perturbed image for every sample by construction (sign steps of size alpha, noise): if not
+    #: one pixel of the evaluation moved, the attack was a no-op (a step too small to change a float32 pixel,
+    #: a gradient that is zero everywhere) and the evaluator refuses it instead of storing clean accuracy as
+    #: robust (issue 24). Attacks that return a sample unchanged when they fail to break it (APGD, Square,
+    #: RayS) leave it False.
+    always_moves: ClassVar[bool] = False
     Params: ClassVar[type] = GradientParams
     #: contracts of tests/test_contracts.py this kind cannot meet, with the reason: {"bounds" | "deterministic"
     #: | "eot": "why"}; declared here, never listed in the test

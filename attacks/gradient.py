@@ -23,6 +23,8 @@ from snnbench.snn.classifier import SNNClassifier
 class _Iterative(Attack):
     """Shared L-inf sign-gradient loop: ``x <- Proj(x + alpha sign(grad L))``, ``steps`` times."""
 
+    always_moves = True
+
     loss: LossFn = staticmethod(ce_loss)
     random_start: bool = True
 
@@ -49,6 +51,7 @@ class FGSM(Attack):
 
     kind = "fgsm"
     description = "fast gradient sign method, one step of size eps"
+    always_moves = True
 
     @dataclass(frozen=True)
     class Params(GradientParams):
@@ -73,6 +76,7 @@ class RFGSM(Attack):
 
     kind = "rfgsm"
     description = "random step of eps/2 then one FGSM step of eps/2 (Tramer R+FGSM)"
+    always_moves = True
 
     @dataclass(frozen=True)
     class Params(GradientParams):

@@ -366,6 +366,10 @@ def evaluate(
                 raise BenchError(f"attack {entry.name}: the model is non-differentiable (its logits carry no "
                                  "gradient to the input); use protocol='standard' (its gradient-free and transfer "
                                  "stages still run) or a gradient-free attack (square, transfer, gaussian)")
+            if contract.zero_grad and atk.always_moves:  # it would not move one pixel: a no-op, not a result
+                raise BenchError(f"attack {entry.name}: the model's input gradient is zero, so {atk.kind} would "
+                                 "return the inputs unchanged; use protocol='standard' (its gradient-free, "
+                                 "decision-based and transfer stages still run) or rays, square or transfer")
             atk.view(bench_model)
     url = database_url(db)
     make_sqlite_folder(url)

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from snnbench.attacks.base import Attack, seeded
 from snnbench.data import Split, to_float
 from snnbench.eot_defaults import RANDOMIZED_DRAWS
+from snnbench.errors import BenchError
 from snnbench.snn.classifier import SNNClassifier
 
 BALL_TOL = 1e-5
@@ -127,6 +128,12 @@ def evaluate_attack(
             bar.update(len(y))
     if bar:
         bar.close()
+    if attack.always_moves and attack.eps > 0 and len(idx) and max_linf == 0.0:
+        raise BenchError(
+            f"attack {attack.kind}: not one pixel of the {len(idx)} inputs moved (eps {attack.eps:g}, alpha "
+            f"{attack.alpha:g}): a no-op is not a result; check the step size, and whether the model's input "
+            "gradient is zero (bench's zero_grad check)"
+        )
     c = torch.cat(clean).numpy() if clean else np.zeros(0, int)
     a = torch.cat(adv).numpy() if adv else np.zeros(0, int)
     n = len(idx)

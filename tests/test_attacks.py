@@ -205,3 +205,29 @@ def test_costs_come_from_the_classes_and_the_protocol_is_the_sum_of_its_stages(r
     assert attack_steps(registry, "pgd", {"steps": 3}, ds, False) == 3
     assert defense_workload(registry, "mpd_sgr") == (("mpd", "fused"), False)
     assert defense_workload(registry, "tgo_eot")[1] and not defense_workload(registry, "tgo")[1]
+
+
+def test_an_attack_that_moves_nothing_is_an_error_not_a_result(registry, trained_vanilla):
+    """Issue 24: a no-op attack (here FGSM on a model whose input gradient is zero everywhere) would store
+    clean accuracy as robust; the evaluator refuses it in one line."""
+    import torch.nn as nn
+
+    _, prep, _ = trained_vanilla
+
+    class ZeroGrad(nn.Module):
+        randomized = False
+
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return self.m(x.detach()) + 0 * x.sum()  # the input gradient exists and is zero
+
+    from snnbench.adapters import ForeignModel
+
+    fgsm = attack(registry, "fgsm")
+    with pytest.raises(BenchError, match="not one pixel of the 20 inputs moved"):
+        evaluate_attack(ForeignModel(ZeroGrad(prep.model), randomized=False), fgsm, prep.data.test, 20, 20,
+                        torch.device("cpu"))
+    assert evaluate_attack(prep.model, fgsm, prep.data.test, 20, 20, torch.device("cpu")).max_linf > 0

@@ -177,8 +177,12 @@ def test_zero_gradient_models_are_flagged(case, trained_fc, tmp_path):
     assert report.differentiable and report.zero_grad
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rep = snnbench.evaluate(net, attacks=["fgsm"], n=20, db=tmp_path / "z.sqlite", randomized=False, checks=False)
-    assert "zero_grad (model)" in rep.blocking_checks
+        rep = snnbench.evaluate(net, attacks=["apgd"], n=20, db=tmp_path / "z.sqlite", randomized=False, checks=False)
+        assert "zero_grad (model)" in rep.blocking_checks
+        # FGSM would return the inputs unchanged (a no-op, issue 24): refused before anything is stored
+        with pytest.raises(BenchError, match="input gradient is zero"):
+            snnbench.evaluate(net, attacks=["fgsm"], n=20, db=tmp_path / "f.sqlite", randomized=False, checks=False)
+    assert not (tmp_path / "f.sqlite").exists() or _stored_runs(tmp_path / "f.sqlite") == 0
 
 
 class BatchStatsNet(nn.Module):
@@ -247,7 +251,7 @@ BAD_ARGS = {
     "n=-1": ({"n": -1}, "n must be in"),
     "T=-5": ({"T": -5}, "T must be in \\[0, 10000\\]"),
     "eps=nan": ({"eps": float("nan")}, "not a finite number"),
-    "eps=2": ({"eps": 2}, "must be in \\[0, 1\\]"),
+    "eps=2": ({"eps": 2}, "eps 2 must be in 0 or \\[1e-06, 1\\]"),
     "eps=True": ({"eps": True}, "expected a number"),
     "batch_size=0": ({"batch_size": 0}, "batch_size must be in"),
     "randomized='no'": ({"randomized": "no"}, "randomized must be True, False or None"),
