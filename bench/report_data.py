@@ -392,7 +392,8 @@ def leaderboard(reg: BenchRegistry, store: Store) -> tuple[list[ThreatModel], li
         model = reg.models.get(run.model)
         try:
             evals = store.evaluations(run.id)
-            flags = failed_flags(store, run.id)
+            failed = [f for f in store.flags(run.id) if not f.ok]
+            flags = sorted({f"{f.kind} ({f.scope})" for f in failed})
         except Exception as e:  # noqa: BLE001 - a tampered row must not take the site down
             others.append(_unreadable(run, prov, f"stored rows do not load ({type(e).__name__})"))
             continue
@@ -418,7 +419,14 @@ def leaderboard(reg: BenchRegistry, store: Store) -> tuple[list[ThreatModel], li
         for key, (e, cfg) in standard.items():
             tm = tables.setdefault(key, ThreatModel(*key))
             others_p = protocols - {e.attack}  # a flag of another protocol run (e.g. its smoke budget) is not this row's
-            row_flags = [f for f in flags if not any(f.endswith(f"({p})") or f"({p}/" in f for p in others_p)]
+
+            def mine(f: Any, e: Any = e, others_p: set = others_p) -> bool:
+                own_scope = f.scope == e.attack or f.scope.startswith(e.attack + "/")
+                if own_scope:  # another evaluation under the same name (another n) keeps its own flags
+                    return f.attack_hash in ("", e.attack_hash)
+                return not any(f.scope == p or f.scope.startswith(p + "/") for p in others_p)
+
+            row_flags = sorted({f"{f.kind} ({f.scope})" for f in failed if mine(f)})
             tm.rows.append(
                 LeaderRow(
                     run.id,

@@ -19,6 +19,7 @@ so concurrent first opens are safe. Older schema versions are migrated in one tr
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -55,15 +56,37 @@ from snnbench.errors import BenchError
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 EXTERNAL = "external"  # run.training (and run.status) of a model snnbench did not train (snnbench.evaluate)
 # MIGRATIONS[v]: DDL taking a database from schema version v to v + 1, run in one transaction.
+# A migration is one tuple for every dialect, or a {dialect: tuple} mapping.
 # 1 -> 2 (issue 7): the worker host of a run, and the epoch a killed training resumed from.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
+# 2 -> 3 (issue 24): a flag is keyed by the evaluation it checks (its attack hash; '' = about the model), so a
+#   second evaluation of the same attack name keeps its own flags. SQLite cannot change a table's constraints:
+#   the table is rebuilt.
+MIGRATIONS: dict[int, tuple[str, ...] | dict[str, tuple[str, ...]]] = {
     1: (
         "ALTER TABLE run ADD COLUMN host VARCHAR(255) DEFAULT '' NOT NULL",
         "ALTER TABLE run ADD COLUMN resumed_from INTEGER DEFAULT 0 NOT NULL",
     ),
+    2: {
+        "sqlite": (
+            "CREATE TABLE flag_v3 (id INTEGER NOT NULL PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES run (id) "
+            "ON DELETE CASCADE, scope VARCHAR(64) NOT NULL, kind VARCHAR(64) NOT NULL, attack_hash VARCHAR(64) "
+            "DEFAULT '' NOT NULL, ok BOOLEAN NOT NULL, value FLOAT, message TEXT NOT NULL, "
+            "CONSTRAINT uq_flag UNIQUE (run_id, scope, kind, attack_hash))",
+            "INSERT INTO flag_v3 (id, run_id, scope, kind, attack_hash, ok, value, message) "
+            "SELECT id, run_id, scope, kind, '', ok, value, message FROM flag",
+            "DROP TABLE flag",
+            "ALTER TABLE flag_v3 RENAME TO flag",
+            "CREATE INDEX ix_flag_run_id ON flag (run_id)",
+        ),
+        "postgresql": (
+            "ALTER TABLE flag ADD COLUMN IF NOT EXISTS attack_hash VARCHAR(64) DEFAULT '' NOT NULL",
+            "ALTER TABLE flag DROP CONSTRAINT IF EXISTS uq_flag",
+            "ALTER TABLE flag ADD CONSTRAINT uq_flag UNIQUE (run_id, scope, kind, attack_hash)",
+        ),
+    },
 }
 WRITE_ATTEMPTS = 10  # a write that keeps losing races this often is a real error
 _PG_RETRY_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
@@ -139,11 +162,14 @@ class SampleOutcome(Base):
 
 class Flag(Base):
     __tablename__ = "flag"
-    __table_args__ = (UniqueConstraint("run_id", "scope", "kind", name="uq_flag"),)
+    __table_args__ = (UniqueConstraint("run_id", "scope", "kind", "attack_hash", name="uq_flag"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), index=True)
-    scope: Mapped[str] = mapped_column(String(64))  # "run" or an attack name
+    scope: Mapped[str] = mapped_column(String(64))  # "run", "model", an attack name or "<protocol>/<stage>"
     kind: Mapped[str] = mapped_column(String(64))
+    #: the evaluation the flag checks ('' = a check about the model or the run): two evaluations of one attack
+    #: name keep their own flags
+    attack_hash: Mapped[str] = mapped_column(String(64), default="", server_default="")
     ok: Mapped[bool] = mapped_column(Boolean)
     value: Mapped[float | None] = mapped_column(Float, nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")
@@ -197,6 +223,7 @@ class FlagRecord:
     ok: bool
     value: float | None = None
     message: str = ""
+    attack_hash: str = ""  # the evaluation it checks ('' = the model/run); record_evaluation fills it in
 
 
 @dataclass
@@ -419,7 +446,8 @@ class Store:
                 "export it with an older snnbench or use a new --db"
             )
         for v in range(found, SCHEMA_VERSION):
-            for ddl in MIGRATIONS[v]:
+            step = MIGRATIONS[v]
+            for ddl in step.get(self.dialect, ()) if isinstance(step, dict) else step:
                 conn.exec_driver_sql(ddl)
             log.info("migrated %s from schema version %d to %d", self.display_url, v, v + 1)
         conn.execute(
@@ -578,7 +606,7 @@ class Store:
                 )
             )
             for f in flags:
-                self._put_flag(s, run_id, f)
+                self._put_flag(s, run_id, f if f.attack_hash else dataclasses.replace(f, attack_hash=rec.attack_hash))
             s.flush()
             return int(ev.id)
 
@@ -595,9 +623,10 @@ class Store:
 
     @staticmethod
     def _put_flag(s: Session, run_id: int, f: FlagRecord) -> None:
-        row = s.scalar(select(Flag).where(Flag.run_id == run_id, Flag.scope == f.scope, Flag.kind == f.kind))
+        row = s.scalar(select(Flag).where(Flag.run_id == run_id, Flag.scope == f.scope, Flag.kind == f.kind,
+                                          Flag.attack_hash == f.attack_hash))
         if row is None:
-            row = Flag(run_id=run_id, scope=f.scope, kind=f.kind)
+            row = Flag(run_id=run_id, scope=f.scope, kind=f.kind, attack_hash=f.attack_hash)
             s.add(row)
         row.ok, row.value, row.message = bool(f.ok), f.value, f.message
 

@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, inspect
 from sqlalchemy.exc import IntegrityError
 
 from snnbench.errors import BenchError
-from snnbench.store import SCHEMA_VERSION, Store
+from snnbench.store import SCHEMA_VERSION, EvalRecord, FlagRecord, Store
 
 PG_URL = os.environ.get("BENCH_TEST_PG_URL")
 N_PROC = 8
@@ -148,13 +148,52 @@ def test_old_schema_is_migrated_in_place(db_url, tmp_path):
     fresh = _columns(db_url)
     _downgrade_to_v1(db_url)
     assert "host" not in _columns(db_url)["run"]
-    store = Store(db_url)  # migrates 1 -> 2
-    assert store.schema_version() == SCHEMA_VERSION == 2
+    store = Store(db_url)  # migrates 1 -> 2 -> 3
+    assert store.schema_version() == SCHEMA_VERSION == 3
     assert _columns(db_url) == fresh
     old = store.run_by_hash(_info(1).config_hash)
     assert old.id == rid and old.host == "" and old.resumed_from == 0
     store.finish_run(rid, status="trained", resumed_from=3)
     assert store.run_by_hash(_info(1).config_hash).resumed_from == 3
+
+
+def _downgrade_flags_to_v2(url: str) -> None:
+    """The flag table of schema version 2: keyed by (run, scope, kind), no attack_hash."""
+    eng = create_engine(url)
+    with eng.begin() as c:
+        if eng.dialect.name == "sqlite":
+            c.exec_driver_sql(
+                "CREATE TABLE flag_v2 (id INTEGER NOT NULL PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES run (id) "
+                "ON DELETE CASCADE, scope VARCHAR(64) NOT NULL, kind VARCHAR(64) NOT NULL, ok BOOLEAN NOT NULL, "
+                "value FLOAT, message TEXT NOT NULL, CONSTRAINT uq_flag UNIQUE (run_id, scope, kind))")
+            c.exec_driver_sql("INSERT INTO flag_v2 SELECT id, run_id, scope, kind, ok, value, message FROM flag")
+            c.exec_driver_sql("DROP TABLE flag")
+            c.exec_driver_sql("ALTER TABLE flag_v2 RENAME TO flag")
+            c.exec_driver_sql("CREATE INDEX ix_flag_run_id ON flag (run_id)")
+        else:
+            c.exec_driver_sql("ALTER TABLE flag DROP CONSTRAINT uq_flag")
+            c.exec_driver_sql("ALTER TABLE flag DROP COLUMN attack_hash")
+            c.exec_driver_sql("ALTER TABLE flag ADD CONSTRAINT uq_flag UNIQUE (run_id, scope, kind)")
+        c.exec_driver_sql("UPDATE meta SET value='2' WHERE key='schema_version'")
+    eng.dispose()
+
+
+def test_flags_are_keyed_by_the_evaluation_and_a_v2_database_migrates(db_url):
+    """Issue 24: two evaluations of one attack name (another n, another eps) keep their own flags; a flag
+    stored before the key existed migrates as a model-level one."""
+    store = Store(db_url)
+    rid = store.upsert_run(_info(1))
+    store.record_flags(rid, [FlagRecord("pgd", "zero_grad", False, 1.0, "old")])
+    _downgrade_flags_to_v2(db_url)
+    store = Store(db_url)  # migrates 2 -> 3
+    assert store.schema_version() == 3 and [(f.scope, f.attack_hash, f.message) for f in store.flags(rid)] == [
+        ("pgd", "", "old")]
+    ok, bad = np.ones(4, bool), np.zeros(4, bool)
+    for h, flag_ok in (("hash-n100", True), ("hash-n360", False)):
+        store.record_evaluation(rid, EvalRecord("pgd", h, {"kind": "pgd"}, 0.1, ok, bad, 1.0, 1),
+                                [FlagRecord("pgd", "zero_grad", flag_ok, 0.0, h)])
+    mine = {f.attack_hash: f.ok for f in store.flags(rid) if f.kind == "zero_grad"}
+    assert mine == {"": False, "hash-n100": True, "hash-n360": False}
 
 
 def test_failed_migration_rolls_back(db_url):
@@ -175,7 +214,7 @@ def test_failed_migration_rolls_back(db_url):
 
 
 @pytest.mark.parametrize(
-    "version,fragment", [("0", "no migration to 2"), ("junk", "unreadable"), ("99", "newer")]
+    "version,fragment", [("0", "no migration to 3"), ("junk", "unreadable"), ("99", "newer")]
 )
 def test_unknown_versions_are_refused(db_url, version, fragment):
     Store(db_url).upsert_run(_info(1))
