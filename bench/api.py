@@ -34,6 +34,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,12 +46,13 @@ import torch
 from torch import nn
 
 from snnbench.adapters import ForeignModel, attacker_controls
+from snnbench.cli_common import progress as cli_progress
 from snnbench.contract import OutputRule, check_output_rule, check_weights, probe_model
 from snnbench.data import load_data, to_float
 from snnbench.dataframes import evaluation_frame, leaderboard, results, suite
 from snnbench.errors import BenchError
 from snnbench.kinds import python_kinds
-from snnbench.paths import database_url, make_sqlite_folder, results_dir_of
+from snnbench.paths import database_url, make_sqlite_folder, persistent_url, results_dir_of
 from snnbench.pipeline import evaluate_plans
 from snnbench.plan import External, ModelCard, plan_external, resolve_dataset
 from snnbench.protocol import cascade_lines, ranking_blockers, worst_case
@@ -273,6 +276,8 @@ def evaluate(
     substitute: bool = True,
     output: OutputRule = "auto",
     channels: str = "",
+    time_limit: float | None = 6 * 3600.0,
+    progress: bool = True,
 ) -> Report:
     """Attack ``model`` and record the run in the results database (it then appears in ``bench report``).
 
@@ -314,6 +319,11 @@ def evaluate(
             averaged over time) or a callable ``raw -> logits``.
         channels: the channel axis of a 4-D ``.npz`` dataset whose shape does not tell it: ``"first"``
             (``[N, C, H, W]``) or ``"last"`` (``[N, H, W, C]``); ``bench run --channels``.
+        time_limit: seconds the evaluation may be expected to take (default 6 hours; None: no bound). The
+            probe batch is timed first and the cost of the attacks (their ``Attack.cost``) projected from
+            it; an evaluation projected to take longer is refused before anything is stored, with the
+            estimate. The estimate is printed on stderr either way.
+        progress: progress bars on stderr while attacking (on a terminal).
 
     Returns:
         a :class:`Report` with the run id, a DataFrame of this call's evaluations and one of the run's flags.
@@ -343,7 +353,9 @@ def evaluate(
     bench_model, source = as_benchmark_model(model, randomized, probe, check_output_rule(output))
     bench_model.eval()
     # the model contract: output form, classes, finite values; differentiability and batch dependence
+    t_probe = time.perf_counter()
     contract = probe_model(bench_model, probe, probe_y, ds.classes, bool(bench_model.randomized))
+    t_probe = time.perf_counter() - t_probe
     bench_model.contract = contract
     card = ModelCard(
         name=(name or type(model).__name__)[:64],
@@ -371,10 +383,13 @@ def evaluate(
                                  "return the inputs unchanged; use protocol='standard' (its gradient-free, "
                                  "decision-based and transfer stages still run) or rays, square or transfer")
             atk.view(bench_model)
-    url = database_url(db)
+    _check_time(plan, t_probe, len(probe), len(data.test) if not n_eval else min(n_eval, len(data.test)),
+                bool(bench_model.randomized), time_limit)
+    url = persistent_url(database_url(db))
     make_sqlite_folder(url)
     store = Store(url)
-    prep = evaluate_plans(reg, [plan], store, results_dir_of(db), force=force, checks=checks)
+    bars = cli_progress(False) if progress else None
+    prep = evaluate_plans(reg, [plan], store, results_dir_of(db), force=force, checks=checks, progress=bars)
     run_id = prep.run_id
     report = _report(store, run_id, card, [e.name for e, _ in plan.attacks])
     if report.failed_checks:
@@ -382,6 +397,33 @@ def evaluate(
             f"{card.name}: failed reliability checks: {', '.join(report.failed_checks)}", stacklevel=2
         )
     return report
+
+
+#: forward-pass equivalents of the probe (one forward + backward, then the whole batch and its two halves)
+_PROBE_FORWARDS = 5.0
+
+
+def _check_time(plan: Any, probe_seconds: float, probe_n: int, n: int, randomized: bool, limit: float | None) -> None:
+    """Project the evaluation's time from the timed probe and the attacks' costs (``Attack.cost``: an input
+    gradient about 3 forwards, a query 1), print it, and refuse it above ``limit`` (issue 24: a model
+    whose forward takes 30 s per batch must not start a week-long evaluation silently)."""
+    per_sample = probe_seconds / max(1, probe_n) / _PROBE_FORWARDS
+    forwards = sum(a.cost(randomized).gradients * 3 + a.cost(randomized).forwards for _, a in plan.attacks) + 1
+    est = per_sample * n * forwards
+    sys.stderr.write(f"snnbench.evaluate: about {_duration(est)} projected ({1000 * per_sample:.2f} ms per sample "
+                     f"and forward on the probe, {n} samples, at most {forwards:,.0f} forwards each)\n")
+    if limit is not None and est > limit:
+        raise BenchError(f"evaluate: projected to take about {_duration(est)} (the probe took {probe_seconds:.1f} s "
+                         f"for {probe_n} samples), over time_limit={limit:g} s; evaluate fewer samples (n=...), "
+                         "fewer attacks, or pass a larger time_limit (None: no bound)")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _report(store: Store, run_id: int, card: ModelCard, names: list[str]) -> Report:

@@ -10,11 +10,11 @@ import sys
 
 import click
 
-from snnbench.cli_common import Number, results_db_options, user_errors
+from snnbench.cli_common import Number, report_unreadable, results_db_options, user_errors
 from snnbench.cli_common import progress as _progress
 from snnbench.cli_common import registry_option as _common
 from snnbench.errors import BenchError
-from snnbench.paths import database_url, results_dir
+from snnbench.paths import database_url, persistent_url, results_dir
 from snnbench.specs import MAX_EOT, MAX_STEPS, MAX_T, MIN_STEP
 
 EPILOG = """\b
@@ -174,8 +174,9 @@ def run(**o) -> None:
     )
     plan = resolve(reg, req)
     results = results_dir(o["results_dir"])
+    url = persistent_url(database_url(o["db"], results))
     ensure_writable(results)
-    store = Store(database_url(o["db"], results))
+    store = Store(url)
     quiet = o["quiet"]
     if not quiet:
         _print_header(plan, store.url)
@@ -351,6 +352,7 @@ def _ls_runs(results_dir: str | None, db: str | None) -> None:
             f"{r.id:>4} {r.status:<8} {r.dataset:<10} {r.model:<12} {r.defense:<14} {r.training:<8} {r.T:>3} "
             f"{r.seed:>5} {r.config_hash[:12]}{reason}"
         )
+    report_unreadable(store)
 
 
 from snnbench.cli_report import check, export, report  # noqa: E402  (leaderboard and CI gate commands)

@@ -46,6 +46,15 @@ class Number(click.ParamType):
         return v
 
 
+def report_unreadable(store) -> None:  # type: ignore[no-untyped-def]
+    """Say on stderr which stored rows a read-side command skipped (store.check_row failed): a bad row is
+    reported by id with a count, never silently dropped."""
+    bad = getattr(store, "unreadable", [])
+    if bad:
+        shown = "; ".join(bad[:5]) + (f"; ... ({len(bad) - 5} more)" if len(bad) > 5 else "")
+        click.echo(f"warning: skipped {len(bad)} unreadable stored row{'s' if len(bad) != 1 else ''}: {shown}", err=True)
+
+
 def fail(msg: str) -> None:
     """Print a one-line user error and exit 2."""
     click.echo(f"error: {msg}", err=True)
@@ -187,5 +196,19 @@ def open_store(db: str | None, results_dir: str | None, create: bool = True):
         return Store(url, readonly=True), results
     from snnbench.prepare import ensure_writable
 
+    paths.persistent_url(url)
     ensure_writable(results)
     return Store(url), results
+
+
+def open_database(db: str | None, results_dir: str | None):
+    """The results store for a command that only edits rows (``bench rm``): the database must already
+    exist, and nothing else is created (no results or checkpoint folder)."""
+    from snnbench.store import Store
+
+    url = paths.persistent_url(paths.database_url(db, paths.results_dir(results_dir)))
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):].split("?", 1)[0])
+        if not path.is_file():
+            raise BenchError(f"no results database at {path}; nothing to delete (pass --db or --results-dir)")
+    return Store(url)

@@ -11,7 +11,14 @@ from typing import Any
 
 import click
 
-from snnbench.cli_common import Number, check_output_path, results_db_options, user_errors, write_text_atomic
+from snnbench.cli_common import (
+    Number,
+    check_output_path,
+    report_unreadable,
+    results_db_options,
+    user_errors,
+    write_text_atomic,
+)
 from snnbench.cli_common import open_store as _store
 from snnbench.cli_common import registry_option as _common
 from snnbench.errors import BenchError
@@ -48,6 +55,7 @@ def report(out: str, results_dir: str | None, db: str | None, registry: str | No
     db_file = store.url[len("sqlite:///"):].split("?", 1)[0] if store.url.startswith("sqlite:///") else ""
     protect = (results, *([Path(db_file)] if db_file and db_file != ":memory:" else []))
     pages = build_site(reg, store, Path(out), protect)
+    report_unreadable(store)
     click.echo(
         f"wrote {sum(p.suffix == '.html' for p in pages)} pages and {sum(p.suffix != '.html' for p in pages)} other files to {out}/ (open {Path(out) / 'index.html'})"
     )
@@ -107,6 +115,7 @@ def check(
     s = reg.get("suites", suite, "--suite")
     store, _ = _store(db, results_dir, create=False)
     measured = measure_suite(reg, s, store)
+    report_unreadable(store)
     if update:
         tol = Tolerance(k if k is not None else 3.0, floor if floor is not None else 0.01)
         base = make_baseline(s, measured, tol)
@@ -159,6 +168,7 @@ def export(
         else evaluation_rows(store, reg.defense_papers)
     )
     text = write_rows(rows, fmt)
+    report_unreadable(store)
     if out:
         write_text_atomic(out, text)
         click.echo(f"wrote {len(rows)} rows to {out}", err=True)

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from snnbench.cli_common import Number, results_db_options, user_errors
+from snnbench.cli_common import Number, open_database, results_db_options, user_errors
 from snnbench.cli_common import registry_option as _common
 from snnbench.errors import BenchError
 
@@ -52,13 +52,11 @@ def rm(
     Select runs with --run ID (repeatable) and/or --defense NAME [--dataset NAME]. Nothing is deleted
     without confirmation: --yes, or answering the prompt on a terminal.
     """
-    from snnbench.cli_common import open_store as _store
-
     if dataset and not defense:
         raise BenchError("--dataset narrows --defense; give --defense too")
     if not run_ids and not defense:
         raise BenchError("give --run ID (repeatable) or --defense NAME; nothing selected")
-    store, _ = _store(db, results_dir)  # rm writes: a writable store (not the read commands' read-only one)
+    store = open_database(db, results_dir)  # rm edits rows of an existing database and creates nothing
     runs = {r.id: r for r in store.runs()}
     missing = [i for i in run_ids if i not in runs]
     if missing:

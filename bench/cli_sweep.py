@@ -15,7 +15,7 @@ import click
 from snnbench.cli_common import Number, user_errors
 from snnbench.cli_common import registry_option as _common
 from snnbench.errors import BenchError
-from snnbench.paths import database_url, results_dir
+from snnbench.paths import database_url, persistent_url, results_dir
 
 EPILOG = """\b
 Examples:
@@ -98,7 +98,7 @@ def sweep(**o) -> None:
     ck_dir = o["checkpoint_dir"] or os.environ.get("BENCH_CHECKPOINTS")
     if ck_dir:
         ck_dir = str(Path(ck_dir).resolve())  # handed to every task in SweepConfig (workers on other nodes too)
-    store = Store(database_url(o["db"], results))
+    store = Store(persistent_url(database_url(o["db"], results)))
     tasks = plan_tasks(reg, o["suite"], store, o["force"])
     n_cells = sum(len(t.cells) for t in tasks)
     click.echo(

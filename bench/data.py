@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from snnbench.errors import BenchError
-from snnbench.specs import DatasetSpec
+from snnbench.specs import DatasetSpec, regular_file
 
 log = logging.getLogger(__name__)
 MAX_CLASSES = 100_000  # a user dataset's labels must be 0..K-1 with K at most this (ImageNet-21k is 21,841)
@@ -148,6 +148,7 @@ def _torchvision_split(spec: DatasetSpec, root: Path, train: bool, download: boo
 
 def load_npz(spec: DatasetSpec, path: Path) -> Data:
     """A user's ``.npz`` with ``x_train y_train x_test y_test`` (uint8 or float in [0, 1], NHWC or NCHW)."""
+    regular_file(path, "--dataset")
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
@@ -171,7 +172,12 @@ def load_npz(spec: DatasetSpec, path: Path) -> Data:
 
 
 def _image_files(d: Path) -> list[Path]:
-    return sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    """The image files of a class folder (a FIFO or device named like an image is refused, not opened)."""
+    files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    for p in files:
+        if p.exists() and not p.is_file():
+            regular_file(p, "image")
+    return files
 
 
 def _read_image(p: Path, mode: str) -> np.ndarray:

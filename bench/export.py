@@ -197,11 +197,11 @@ FORMULA_LEAD = ("=", "+", "-", "@", "\t", "\r")
 
 
 def csv_cell(value: Any) -> Any:
-    """One CSV cell: None -> empty; a string a spreadsheet would run as a formula (leading ``=``, ``+``,
-    ``-``, ``@``, tab or CR; OWASP "CSV injection") gets a leading ``'``. Numbers stay numbers (a
-    negative number is data, not a formula)."""
+    """One CSV cell: None -> empty; a string a spreadsheet would run as a formula (``=``, ``+``, ``-``,
+    ``@``, tab or CR first, also after leading spaces or other whitespace, which spreadsheets skip; OWASP
+    "CSV injection") gets a leading ``'``. Numbers stay numbers (a negative number is data, not a formula)."""
     if value is None:
         return ""
-    if isinstance(value, str) and value.startswith(FORMULA_LEAD):
+    if isinstance(value, str) and (value.startswith(FORMULA_LEAD) or value.lstrip(" \u00a0\f\v\n").startswith(FORMULA_LEAD)):
         return "'" + value
     return value

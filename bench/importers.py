@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from snnbench.errors import BenchError
+from snnbench.specs import regular_file
 
 SNNRAT_NORM = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 SNNRAT_VGG_CFG = {"vgg11": [[64, "A"], [128, 256, "A"], [512, 512, 512, "A"], [512, 512], []]}
@@ -184,9 +185,7 @@ def import_snnrat(
 
 def load_reference(path: str | Path) -> dict:
     """Read a reference checkpoint with ``torch.load(weights_only=True)``; one-line error when unreadable."""
-    p = Path(path)
-    if not p.is_file():
-        raise BenchError(f"checkpoint {p} does not exist")
+    p = regular_file(path, "checkpoint")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, truncated zips, disallowed globals

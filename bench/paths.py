@@ -48,6 +48,18 @@ def results_dir_of(db: str | os.PathLike | None, results: str | os.PathLike | No
     return results_dir(results)
 
 
+def persistent_url(url: str) -> str:
+    """``url`` if results written there outlive the command; an in-memory SQLite database (``sqlite://``,
+    ``:memory:``, ``mode=memory``) would throw every result away at exit, so a writer refuses it."""
+    from snnbench.errors import BenchError
+
+    low = url.lower()
+    if low in ("sqlite://", "sqlite:///") or ":memory:" in low or "mode=memory" in low:
+        raise BenchError(f"--db {url}: an in-memory database loses every result when the command ends; give a file "
+                         "(e.g. --db results/bench.sqlite) or a server URL")
+    return url
+
+
 def make_sqlite_folder(url: str) -> None:
     """Create the folder of a local SQLite database file (writers only; other URLs need nothing)."""
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):

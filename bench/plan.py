@@ -39,6 +39,7 @@ from snnbench.specs import (
     check_attack_params,  # issue 16: attack bounds
     from_mapping,
     json_ready,
+    regular_file,
     to_dict,
 )
 from snnbench.train import sha256_file
@@ -233,7 +234,10 @@ def resolve(reg: BenchRegistry, req: RunRequest, suite_train: dict[str, Any] | N
         "format": 1,
     }
     if req.checkpoint:
-        config["checkpoint_sha256"] = sha256_file(req.checkpoint) if Path(req.checkpoint).is_file() else "missing"
+        given = Path(req.checkpoint)
+        if given.exists() and not given.is_file():  # a FIFO would block the hash below
+            regular_file(given, "--checkpoint")
+        config["checkpoint_sha256"] = sha256_file(given) if given.is_file() else "missing"
     n_eval = req.n_eval if req.n_eval is not None else dataset.eval_samples
     plan = Plan(dataset, attacks, config, canonical_hash(config), device, n_eval, req,
                 recipe=Recipe(model, entry, defense, train_spec))

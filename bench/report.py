@@ -365,6 +365,7 @@ def render_site(reg: BenchRegistry, store: Store, out: Path) -> list[str]:
         papers=sorted(reg.papers.values(), key=lambda p: (p.year, p.id)),
         files=downloads("leaderboard", leaderboard_records(tables, others)),
         all_files=downloads("evaluations", evaluation_rows(store, reg.defense_papers)),
+        unreadable=list(store.unreadable),  # every row was read by now: the pages above skipped these
     )
     page("submit.html", "submit.html", title="Submit / evaluate your model", suites=sorted(reg.suites))
     return written

@@ -314,14 +314,25 @@ MAX_YAML_BYTES = 4 << 20  # a registry of every paper table is ~30 KB; 4 MB is g
 MAX_YAML_DEPTH = 64  # nesting of mappings/lists (the real registry uses 6)
 
 
+def regular_file(path: str | Path, what: str) -> Path:
+    """``path`` as a regular file to read, or one line saying what it is instead: opening a FIFO blocks until
+    a writer appears (a hang), a device never ends; both are refused before anything opens them."""
+    p = Path(path)
+    if not p.exists():
+        raise BenchError(f"{what} {p}: no such file" + (" (a dangling symbolic link)" if p.is_symlink() else ""))
+    if p.is_dir():
+        raise BenchError(f"{what} {p} is a directory, not a file")
+    if not p.is_file():
+        raise BenchError(f"{what} {p} is not a regular file (a FIFO, socket or device); give a file")
+    return p
+
+
 def read_text_bounded(path: str | Path, what: str, limit: int = MAX_YAML_BYTES) -> str:
     """Read a small UTF-8 text file (registry, baseline): at most ``limit`` bytes, else a BenchError.
 
     Reads ``limit + 1`` bytes at most, so ``/dev/zero`` or a FIFO returns at once instead of filling memory.
     """
-    p = Path(path)
-    if p.is_dir():
-        raise BenchError(f"{what} {p} is a directory, not a file")
+    p = regular_file(path, what)
     try:
         with open(p, "rb") as f:
             data = f.read(limit + 1)

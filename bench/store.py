@@ -23,6 +23,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -46,6 +47,7 @@ from sqlalchemy import (
     func,
     inspect,
     select,
+    type_coerce,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
@@ -95,6 +97,87 @@ _PG_INIT_LOCK = 0x736E6E62  # advisory lock key ("snnb") held while creating/mig
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def _number(r: dict[str, Any], k: str, lo: float | None = None, hi: float | None = None, integer: bool = False,
+            nullable: bool = False) -> Any:
+    v = r[k]
+    if v is None and nullable:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"{k} {str(v)[:40]!r} is not a number")
+    if not math.isfinite(v) or (integer and not float(v).is_integer()):
+        raise ValueError(f"{k} {v!r} is not {'an integer' if integer else 'a finite number'}")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ValueError(f"{k} {v:g} outside [{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]")
+    return int(v) if integer else float(v)
+
+
+def _text(r: dict[str, Any], k: str) -> str:
+    if not isinstance(r[k], str):
+        raise ValueError(f"{k} {str(r[k])[:40]!r} is not text")
+    return r[k]
+
+
+def _date(r: dict[str, Any], k: str) -> dt.datetime:
+    v = r[k]
+    if isinstance(v, dt.datetime):
+        return v
+    if not isinstance(v, str):
+        raise ValueError(f"{k} {str(v)[:40]!r} is not a date")
+    try:
+        return dt.datetime.fromisoformat(v)
+    except ValueError:
+        raise ValueError(f"{k} {v[:40]!r} is not an ISO 8601 date") from None
+
+
+def _json_object(r: dict[str, Any], k: str) -> str:
+    text = _text(r, k)
+    try:
+        ok = isinstance(json.loads(text), dict)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{k} is not a JSON object")
+    return text
+
+
+def check_row(table: str, r: dict[str, Any]) -> dict[str, Any]:
+    """A stored row, checked when read (issue 24): numbers are finite numbers in their range, counts within
+    ``n`` and agreeing with the stored accuracies, dates ISO 8601, JSON columns JSON objects, text text.
+    Returns the row with its values typed; raises ValueError naming the first bad column."""
+    out = dict(r)
+    if table == "evaluation":
+        n = out["n"] = _number(r, "n", 0, None, integer=True)
+        for acc, count in (("clean_acc", "n_clean_correct"), ("robust_acc", "n_robust_correct")):
+            out[count] = _number(r, count, 0, n, integer=True)
+            out[acc] = _number(r, acc, 0, 1)
+            if n and abs(out[acc] - out[count] / n) > 1e-6:
+                raise ValueError(f"{acc} {out[acc]:g} disagrees with {count}/n = {out[count]}/{n}")
+        out["eps"] = _number(r, "eps", 0, 1)
+        out["eot"] = _number(r, "eot", 1, None, integer=True)
+        out["seconds"] = _number(r, "seconds", 0)
+        out["attack_config_json"] = _json_object(r, "attack_config_json")
+        for k in ("attack", "attack_hash"):
+            _text(r, k)
+        out["created_at"] = _date(r, "created_at")
+    elif table == "run":
+        out["T"] = _number(r, "T", 0, None, integer=True)
+        out["seed"] = _number(r, "seed", 0, None, integer=True)
+        out["train_seconds"] = _number(r, "train_seconds", 0, nullable=True)
+        out["resumed_from"] = _number(r, "resumed_from", 0, None, integer=True)
+        out["config_json"] = _json_object(r, "config_json")
+        for k in ("config_hash", "dataset", "model", "defense", "training", "status"):
+            _text(r, k)
+        out["created_at"], out["updated_at"] = _date(r, "created_at"), _date(r, "updated_at")
+    elif table == "flag":
+        if r["ok"] not in (0, 1):  # True/False, or SQLite's 0/1
+            raise ValueError(f"ok {str(r['ok'])[:40]!r} is not true/false")
+        out["ok"] = bool(r["ok"])
+        out["value"] = _number(r, "value", nullable=True)
+        for k in ("scope", "kind", "message"):
+            _text(r, k)
+    return out
 
 
 class Base(DeclarativeBase):
@@ -356,6 +439,9 @@ class Store:
         self.url = url
         self._jitter = random.Random()  # private stream: never touch the global RNG
         self.retries = 0  # transactions re-run after losing a race (diagnostics, tests)
+        #: stored rows skipped on read because they failed :func:`check_row` ("table id: reason"); the read-side
+        #: commands print them and the site shows them, so a bad row is never silent
+        self.unreadable: list[str] = []
         try:
             self._retry(self._check_schema if readonly else self._init_schema)
         except (DBAPIError, SQLAlchemyError) as e:
@@ -646,15 +732,43 @@ class Store:
         self._write(tx)
 
     def artifacts(self, run_id: int, kind: str) -> dict[str, Any]:
+        """The run's artifacts of one kind by key; one whose JSON does not parse is skipped and named in
+        :attr:`unreadable`."""
         with Session(self.engine) as s:
             rows = s.scalars(select(Artifact).where(Artifact.run_id == run_id, Artifact.kind == kind))
-            return {r.key: json.loads(r.json) for r in rows}
+            return {r.key: p for r in rows if (p := self._payload(r)) is not None}
+
+    def _payload(self, row: Artifact) -> Any:
+        try:
+            return json.loads(row.json)
+        except (TypeError, ValueError, RecursionError):
+            note = f"artifact {row.id}: its JSON does not parse"
+            if note not in self.unreadable:
+                self.unreadable.append(note)
+            return None
 
     def evaluations(self, run_id: int) -> list[Evaluation]:
-        with Session(self.engine) as s:
-            return list(
-                s.scalars(select(Evaluation).where(Evaluation.run_id == run_id).order_by(Evaluation.id))
-            )
+        """The run's evaluations that pass :func:`check_row`; a bad one is skipped and listed in
+        :attr:`unreadable`."""
+        return self._checked(Evaluation, Evaluation.run_id == run_id, order_by=(Evaluation.id,))
+
+    def _checked(self, model: type, *where: Any, order_by: tuple) -> list:
+        """Rows of ``model`` read column by column as stored (dates as text), each validated by
+        :func:`check_row` (types, ranges, ISO dates, JSON): a tampered or corrupt row never reaches a page as a
+        wrong number or a traceback; it is skipped and named in :attr:`unreadable`."""
+        t = model.__table__
+        cols = [type_coerce(c, Text).label(c.name) if isinstance(c.type, DateTime) else c for c in t.c]
+        with self.engine.connect() as conn:
+            raw = conn.execute(select(*cols).where(*where).order_by(*order_by)).mappings().all()
+        out = []
+        for r in raw:
+            try:
+                out.append(model(**check_row(t.name, dict(r))))
+            except (TypeError, ValueError, OverflowError) as e:
+                note = f"{t.name} {r.get('id', '?')}: {str(e)[:160]}"
+                if note not in self.unreadable:
+                    self.unreadable.append(note)
+        return out
 
     def sample_outcomes(self, evaluation_id: int) -> tuple[np.ndarray, np.ndarray]:
         with Session(self.engine) as s:
@@ -662,8 +776,8 @@ class Store:
             return unpack(row.clean_bits, row.n), unpack(row.adv_bits, row.n)
 
     def flags(self, run_id: int) -> list[Flag]:
-        with Session(self.engine) as s:
-            return list(s.scalars(select(Flag).where(Flag.run_id == run_id).order_by(Flag.scope, Flag.kind)))
+        """The run's flags that pass :func:`check_row` (a bad one is named in :attr:`unreadable`)."""
+        return self._checked(Flag, Flag.run_id == run_id, order_by=(Flag.scope, Flag.kind))
 
     def delete_runs(self, run_ids: Iterable[int]) -> dict[str, int]:
         """Delete runs with their evaluations, per-sample outcomes, flags and artifacts in one transaction
@@ -684,8 +798,8 @@ class Store:
         return self._write(tx) if ids else {}
 
     def runs(self) -> list[Run]:
-        with Session(self.engine) as s:
-            return list(s.scalars(select(Run).order_by(Run.id)))
+        """Every run that passes :func:`check_row` (a bad one is named in :attr:`unreadable`)."""
+        return self._checked(Run, order_by=(Run.id,))
 
     def counts(self) -> dict[str, int]:
         """Row counts per table (tests and `bench` diagnostics)."""
@@ -699,4 +813,4 @@ class Store:
         """Every run's artifacts of one kind, as ``(run_id, key, payload)`` (the read side's cell index)."""
         with Session(self.engine) as s:
             rows = s.scalars(select(Artifact).where(Artifact.kind == kind).order_by(Artifact.id))
-            return [(r.run_id, r.key, json.loads(r.json)) for r in rows]
+            return [(r.run_id, r.key, p) for r in rows if (p := self._payload(r)) is not None]

@@ -37,7 +37,7 @@ from snnbench.errors import BenchError
 from snnbench.snn.classifier import SNNClassifier
 from snnbench.snn.models import ARCHITECTURES
 from snnbench.snn.neuron import NeuronSpec
-from snnbench.specs import DatasetSpec, ModelSpec, TrainSpec, from_mapping
+from snnbench.specs import DatasetSpec, ModelSpec, TrainSpec, from_mapping, regular_file
 
 CHECKPOINT_FORMAT = 1
 log = logging.getLogger(__name__)
@@ -123,9 +123,27 @@ def atomic_save(obj: object, path: Path) -> None:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise BenchError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
+    except RuntimeError as e:  # torch's zip writer reports a full disk as "[enforce fail at inline_container.cc]"
+        tmp.unlink(missing_ok=True)
+        free = _free_bytes(path.parent)
+        raise BenchError(f"cannot write checkpoint {path}: the write failed ({str(e).splitlines()[0][:80]}); "
+                         f"{free} free on that disk" + (" (full)" if free == "0 B" else "")) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _free_bytes(d: Path) -> str:
+    try:
+        st = os.statvfs(d)
+    except OSError:
+        return "unknown space"
+    b = st.f_bavail * st.f_frsize
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if b < 1024 or unit == "TB":
+            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
+        b /= 1024
+    return f"{b} B"
 
 
 def checkpoint_dir(results_dir: Path, override: str | Path | None = None) -> Path:
@@ -231,9 +249,7 @@ def load_verified(final: Path, config_hash: str, recorded_sha256: str = "") -> d
 
 def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint safely (weights_only=True); a clear BenchError when it is corrupt or foreign."""
-    p = Path(path)
-    if not p.is_file():
-        raise BenchError(f"checkpoint {p} does not exist")
+    p = regular_file(path, "checkpoint")
     try:
         with warnings.catch_warnings():  # e.g. "validating sparse tensor invariants": checked below instead
             warnings.simplefilter("ignore")

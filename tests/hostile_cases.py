@@ -473,12 +473,86 @@ CASES: list[Case] = [
          lambda c: ["report", "--db", c.db, "--out", str(_with_file(c, "site2/.gitkeep"))], expect="ok",
          post=lambda c: None if (c.root / "site2" / ".gitkeep").is_file()
          and (c.root / "site2" / "index.html").is_file() else ".gitkeep lost or no site"),
+    # --- issue 24: silent parses, subnormal steps, huge weights ---------------------------------------
+    Case("eps_underscore", "wrong", lambda c: c.run("--eps", "0_1"), fragment="--eps"),
+    Case("alpha_subnormal", "wrong", lambda c: c.run("--alpha", "1e-320"), fragment="--alpha"),
+    Case("alpha_below_min_step", "wrong", lambda c: c.run("--alpha", "1e-9"), fragment="--alpha"),
+    Case("steps_underscore", "wrong", lambda c: c.run("--steps", "1_0"), fragment="--steps"),
+    Case("lr_hex", "wrong", lambda c: c.run("--lr", "0x10"), fragment="--lr"),
+    ck_case("ck_weights_3e38", lambda sd: {k: (v.clone().fill_(3e38) if v.is_floating_point() else v) for k, v in sd.items()},
+            "outputs would overflow"),
+    Case("sweep_num_cpus_nan", "traceback", lambda c: ["sweep", "--suite", "smoke", "--executor", "ray", "--num-cpus",
+                                                        "nan", "--db", c.db], fragment="--num-cpus"),
+    Case("sweep_num_cpus_zero", "dos", lambda c: ["sweep", "--suite", "smoke", "--executor", "ray", "--num-cpus", "0",
+                                                   "--db", c.db], fragment="--num-cpus"),
+    # --- issue 24: tampered rows are skipped with a visible count, never a traceback -------------------
+    *[Case(f"tampered_{t}_{cmd[0].replace(' ', '_')}", "traceback", (lambda c, cmd=cmd, sql=sql: _tamper(c, sql, cmd)),
+           expect="ok", fragment="skipped 1 unreadable stored row")
+      for t, sql in (("clean_acc_1_5", "UPDATE evaluation SET clean_acc=1.5"),
+                     ("robust_over_n", "UPDATE evaluation SET n_robust_correct=50"),
+                     ("robust_acc_text", "UPDATE evaluation SET robust_acc='abc'"),
+                     ("eps_1e308", "UPDATE evaluation SET eps=1e308"),
+                     ("created_at_yesterday", "UPDATE evaluation SET created_at='yesterday'"),
+                     ("flag_value_text", "UPDATE flag SET value='high'"))
+      for cmd in (["report"], ["export"])],
+    *[Case(f"tampered_run_date_{cmd[0]}", "traceback", (lambda c, cmd=cmd: _tamper(c, "UPDATE run SET created_at='yesterday'", cmd)),
+           expect="ok", fragment="skipped 1 unreadable stored row") for cmd in (["report"], ["export"], ["ls", "runs"])],
+    # --- issue 24: FIFOs and folders that are not ours --------------------------------------------------
+    Case("fifo_registry_validate", "dos", lambda c: ["validate", "--registry", _fifo(c, "reg.yaml")], fragment="FIFO"),
+    Case("fifo_registry_run", "dos", lambda c: [*c.run(), "--registry", _fifo(c, "reg.yaml")], fragment="FIFO"),
+    Case("fifo_dataset_npz", "dos", lambda c: c.run("--dataset", _fifo(c, "data.npz")), fragment="FIFO"),
+    Case("fifo_checkpoint", "dos", lambda c: c.run("--checkpoint", _fifo(c, "ck.pt")), fragment="FIFO"),
+    Case("rm_creates_no_folder", "minor", lambda c: ["rm", "--run", "1", "--yes", "--db", c.db], expect="ok",
+         post=lambda c: "created ./results/checkpoints" if (c.root / "results" / "checkpoints").exists() else None),
+    Case("rm_missing_db_creates_nothing", "minor",
+         lambda c: ["rm", "--run", "1", "--yes", "--db", str(c.root / "nowhere" / "b.sqlite")], fragment="no results database"),
+    # --- issue 24: minor ---------------------------------------------------------------------------------
+    Case("csv_space_then_equals", "minor", lambda c: _tamper(c, "UPDATE run SET defense=' =1+1'", ["export", "--out", str(c.root / "x.csv")]),
+         expect="ok", post=lambda c: None if "' =1+1" in (c.root / "x.csv").read_text() else "formula not neutralised"),
+    Case("empty_registry_validates", "minor", lambda c: ["validate", "--registry", _text_file(c, "empty.yaml", "")],
+         fragment="no datasets"),
+    Case("duplicate_yaml_key", "minor", lambda c: ["validate", "--registry", _text_file(
+        c, "dup.yaml", "datasets: {}\ndatasets: {}\n")], fragment="appears twice"),
+    Case("db_in_memory", "minor", lambda c: [*c.run()[:-2], "--db", "sqlite://"], fragment="in-memory"),
+    Case("click_usage_one_line", "minor", lambda c: ["run", "--no-such-flag"], fragment="--no-such-flag"),
     # --- minor -----------------------------------------------------------------------------------------
     Case("alpha_negative_named", "minor", lambda c: c.run("--alpha", "-0.1"), fragment="--alpha"),
     Case("check_k_nan", "minor", lambda c: _check_args(c, "--k", "nan"), fragment="--k"),
     Case("check_floor_negative", "minor", lambda c: _check_args(c, "--floor", "-1"), fragment="--floor"),
     Case("csv_formula_cells", "minor", formula_db, expect="ok", post=csv_safe),
 ]
+
+
+def _tamper(c: Ctx, sql: str, cmd: list[str]) -> list[str]:
+    """Store one evaluation and flag, then damage them with ``sql`` (a hand-edited or corrupt database);
+    ``cmd`` (a read-side command) is run on it."""
+    from snnbench.store import EvalRecord, FlagRecord, Store
+
+    store = Store(c.db)
+    rid = store.runs()[0].id
+    store.record_evaluation(rid, EvalRecord("pgd", "h" * 64, {"kind": "pgd", "norm": "linf", "bounded": True, "eps": 0.1},
+                                            0.1, np.ones(10, bool), np.zeros(10, bool), 1.0, 1),
+                            [FlagRecord("pgd", "zero_grad", True, 0.0, "ok")])
+    store.engine.dispose()
+    with sqlite3.connect(c.db_path) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        con.execute(sql)
+    out = ["--out", str(c.root / "site")] if cmd == ["report"] else []
+    return [*cmd, "--db", c.db, *out]
+
+
+def _fifo(c: Ctx, name: str) -> str:
+    p = c.root / "in" / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(p)
+    return str(p)
+
+
+def _text_file(c: Ctx, name: str, text: str) -> str:
+    p = c.root / "in" / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    return str(p)
 
 
 def _with_file(c: Ctx, *rel: str) -> Path:
@@ -527,6 +601,8 @@ def verdict(case: Case, ctx: Ctx, code: int | None, output: str, before_db: list
     if case.expect == "ok" and code != 0:  # a valid input refused
         return "unclean", f"exit {code}: " + " | ".join(lines)[:300]
     if case.expect in ("ok", "ok_or_error") and code == 0:
+        if case.fragment and case.fragment not in output:  # e.g. a skipped row must be said
+            return "silent wrong result", f"output lacks {case.fragment!r}"
         why = case.post(ctx) if case.post else None
         return ("clean", "") if why is None else ("silent wrong result", why)
     if case.expect == "ok_or_error" and code == 2 and len(lines) == 1:

@@ -287,3 +287,27 @@ def test_the_protocol_checks_each_gradient_stage_for_zero_gradients(trained_fc, 
     assert all(stage_zero.values()) and out["honest"][("standard_smoke", "gradfree_gap")]
     assert not out["masked"][("standard_smoke/apgd-ce", "zero_grad")]
     assert not out["masked"][("standard_smoke/apgd-t", "zero_grad")]
+
+
+class Slow(nn.Module):
+    """A model whose every forward sleeps (a user's slow network)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.fc, self.seconds = nn.Linear(64, 10), seconds
+
+    def forward(self, x):
+        import time
+
+        time.sleep(self.seconds)
+        return self.fc(x.flatten(1))
+
+
+def test_a_slow_model_gets_an_estimate_and_is_refused_above_the_time_limit(tmp_path, capsys):
+    """Issue 24: the probe is timed, the attacks' cost projected from it and printed; above time_limit the
+    evaluation is refused in one line before anything is stored."""
+    with pytest.raises(BenchError, match="projected to take about .* over time_limit=60"):
+        snnbench.evaluate(Slow(0.2), protocol="standard", n=100, db=tmp_path / "s.sqlite", randomized=False,
+                          time_limit=60)
+    assert "projected" in capsys.readouterr().err
+    assert not (tmp_path / "s.sqlite").exists()
