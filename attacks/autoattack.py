@@ -262,7 +262,7 @@ class APGD(Attack):
             rho=0.75,
             device=x.device,
         )
-        atk.early_stop = atk.eot_iter == 1  # deterministic: a fooled sample is done (issue 25)
+        atk.early_stop = self.early_stop(atk.eot_iter)
         return atk.perturb(x, y).to(x.dtype)
 
 
@@ -369,5 +369,5 @@ class APGDTargeted(Attack):
             eot_iter=self.eot_samples(model), rho=0.75, n_target_classes=min(p.target_classes, classes - 1),
             device=x.device,
         )
-        atk.early_stop = atk.eot_iter == 1  # deterministic: a fooled sample is done (issue 25)
+        atk.early_stop = self.early_stop(atk.eot_iter)
         return atk.perturb(x.float(), y).to(x.dtype)

@@ -173,6 +173,14 @@ class Attack:
         p = self.params
         return Cost(gradients=int(getattr(p, "steps", 1)) * int(getattr(p, "restarts", 1)) * self.eot_for(randomized))
 
+    def early_stop(self, eot: int) -> bool:
+        """Whether an iterative attack may drop a sample from its batch once fooled (issue 25): only on a
+        deterministic model (EOT 1) and a surrogate whose width is not a statistic of the batch (the
+        quantile and PDSG widths are: a shrinking batch would change the gradient the rest gets)."""
+        from snnbench.snn.surrogate import BATCH_SURROGATES
+
+        return eot == 1 and getattr(self.params, "surrogate", None) not in BATCH_SURROGATES
+
     def view(self, model: SNNClassifier) -> AttackerView:
         p = self.params
         return AttackerView(

@@ -132,7 +132,6 @@ class StandardProtocol(Attack):
         common = {"steps": b["steps"], "eps": eps, "eot": p.eot, "seed": p.seed, "search": True}
         out.append(SAPGD(SAPGD.Params(surrogate="assg", **common), eps, self.alpha))
         out.append(SAPGD(SAPGD.Params(grad_mode="hart", surrogate="triangle", **common), eps, self.alpha))
-        out.append(self._apgd(surrogate="pdsg"))
         out.append(self._apgd(grad_mode="bptr_rga"))
         out.append(APGDInterior(APGDInterior.Params(steps=b["steps"], loss="ce", radius=INTERIOR_RADIUS, eps=eps,
                                                     eot=p.eot, seed=p.seed), eps, self.alpha))

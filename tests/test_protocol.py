@@ -85,9 +85,9 @@ def test_definition_is_versioned_and_printed():
     assert PROTOCOL_VERSION in describe("full") and "Square 5000" in describe("full")
     assert BUDGETS["full"]["steps"] == 100 and BUDGETS["full"]["queries"] == 5000
     v2 = stage_names(version="v2")  # v1's stages, its guessed assg stage replaced, plus the issue 20 stages
-    assert [s for s in v2 if s not in names] == ["apgd-ce@quantile", "sapgd@assg", "sapgd@hart", "apgd-ce@pdsg",
+    assert [s for s in v2 if s not in names] == ["apgd-ce@quantile", "sapgd@assg", "sapgd@hart",
                                                  "apgd-ce@interior", "rays"]
-    assert [s for s in names if s not in v2] == ["apgd-ce@assg"] and "apgd-ce@quantile" in v2
+    assert [s for s in names if s not in v2] == ["apgd-ce@triangle-2", "apgd-ce@assg"] and "apgd-ce@quantile" in v2
     d = describe("full", "v2")
     assert v2[-1] == "transfer" and "snn-standard-v2" in d and "inside the ball" in d and "RayS" in d
     assert "Square 5x1000" in d and "vanilla + AT substitutes" in d

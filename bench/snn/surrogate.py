@@ -61,6 +61,9 @@ STATEFUL_SURROGATES: tuple[str, ...] = (ADAPTIVE, PDSG)
 QUANTILE = "quantile"
 ATTACK_SURROGATES: tuple[str, ...] = (*SURROGATES, QUANTILE, *STATEFUL_SURROGATES)
 QUANTILE_COVERAGE = 0.5
+#: attacker surrogates whose width is a statistic of the whole batch (a sample's gradient depends on which
+#: samples share its batch): an attack must not shrink the batch as samples fall (no early stop)
+BATCH_SURROGATES: tuple[str, ...] = (QUANTILE, PDSG)
 _QUANTILE_MAX = 1 << 20  # torch.quantile's input limit is 2^24; a strided subsample is plenty
 
 
