@@ -16,6 +16,14 @@ Evaluation workloads (``--eval``), the attack schedule of the standard protocol'
 same schedule on T*B images. Labels are each model's own clean predictions, so every point is attacked for
 all iterations (fra31's APGD skips points that start misclassified).
 
+Whole evaluations (issue 25): ``standard`` runs the standard protocol's cascade (every stage of
+``snn-standard-v2`` at ``--protocol-budget``, each on the samples still robust, the model itself standing in
+for both transfer substitutes) and ``autoattack`` fra31's AutoAttack ``standard`` version, on the same vanilla
+SNN and the same B images; their ``vs_autoattack`` ratio is the protocol's throughput over AutoAttack's. On
+the ANN path the SNN-only knobs (surrogates, HART, RGA) leave the gradient as it is, so the ANN runs the
+same stages at the same cost. Labels are the model's own predictions; a point leaves the cascade once
+broken, as in a real evaluation, so these are whole-evaluation rates, not per-iteration ones.
+
 Timing: random data of the dataset's shape, warm-up excluded, CUDA events on GPU and ``perf_counter`` on
 CPU; images/s are counted in SNN samples (B per step, also for the ANN at T*B). Peak memory:
 ``torch.cuda.max_memory_allocated`` per measurement on GPU; on CPU the process's peak RSS (a high-water
@@ -47,7 +55,8 @@ from snnbench.specs import DatasetSpec, ModelSpec, from_mapping
 #: training workload -> registry defense config
 WORKLOADS = {"vanilla": "vanilla", "tgo": "tgo", "mpd": "mpd_sgr"}
 #: evaluation workload -> (training workload whose SNN is attacked, uses EOT)
-EVALS = {"apgd": ("vanilla", False), "apgd_eot": ("tgo", True)}
+EVALS = {"apgd": ("vanilla", False), "apgd_eot": ("tgo", True), "standard": ("vanilla", False),
+         "autoattack": ("vanilla", False)}
 PATHS = ("torch", "fused", "ann")
 PRECISIONS = ("fp32", "bf16")
 CPU_DATASET, GPU_DATASET = "digits", "cifar10"
@@ -73,6 +82,7 @@ class BenchSpec:
     apgd_steps: int = 100
     eot: int = 10
     eval_iters: int = 1
+    protocol_budget: str | None = None  # standard's budget (default: smoke on CPU, full on CUDA)
     device: str | None = None
     registry: str | None = None
 
@@ -327,9 +337,90 @@ class _Float32Logits(nn.Module):
             return self.net(x).float()
 
 
+class _Plain(nn.Module):
+    """The ANN as an attacker sees an SNN (``gradient_mode`` accepted, nothing to switch): the protocol's
+    SNN-only stages then run on it at their cost, with the plain gradient."""
+
+    randomized = False
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def gradient_mode(self, mode: str = "bptt", surrogate: str | None = None, gamma: float | None = None):
+        from contextlib import nullcontext
+
+        return nullcontext(self)
+
+
+def _cascade(model: nn.Module, attack, x: Tensor, y: Tensor) -> int:
+    """The protocol's stages on ``x`` (each on the samples still robust); returns the samples left robust."""
+    robust = torch.ones(len(y), dtype=torch.bool, device=x.device)
+    for i, (_, stage) in enumerate(attack.stages()):
+        idx = robust.nonzero().flatten()
+        if not len(idx):
+            break
+        adv = stage.generate(model, x[idx], y[idx], batch_index=i)
+        with torch.no_grad():
+            robust[idx] = model(adv).argmax(1) == y[idx]
+    return int(robust.sum())
+
+
+def measure_protocol(spec: BenchSpec, c: Case, name: str) -> EvalMeasurement:
+    """One whole evaluation (``standard`` or ``autoattack``) of the B images (T*B for the ANN)."""
+    from snnbench.attacks import ATTACKS
+
+    budget = spec.protocol_budget or ("full" if c.device.type == "cuda" else "smoke")
+    with seeded(0, c.device):
+        net, _, x, _, amp = _setup_case(spec, c)
+        net.eval()
+        model = _Float32Logits(net, amp)
+        model = _Plain(model) if c.path == "ann" else _SNNView(net, amp)
+        with torch.no_grad():
+            y = model(x).argmax(1)
+        cls = ATTACKS.get("standard" if name == "standard" else "autoattack")
+        params = cls.Params(budget=budget, version="v2") if name == "standard" else cls.Params(version="standard")
+        attack = cls(params, 8 / 255, 2 / 255)
+        for t in attack.substitute_trainings:
+            attack.set_substitute(model, f"self-{t}", t)
+        run = (lambda: _cascade(model, attack, x, y)) if name == "standard" else (lambda: attack.generate(model, x, y))
+        t, peak, _ = _timed(run, spec.eval_iters, 0, c.device)
+    steps = int(attack.cost(False).steps)
+    return EvalMeasurement(name, c.path, c.precision, steps, 1, c.B / t, round(t, 4), round(peak, 1))
+
+
+class _SNNView(nn.Module):
+    """The SNN classifier under the measurement's autocast with fp32 logits, keeping its attacker interface
+    (gradient modes, surrogates, neurons) for the protocol's stages."""
+
+    def __init__(self, net: nn.Module, amp) -> None:
+        super().__init__()
+        self.net, self.amp = net, amp
+
+    @property
+    def randomized(self) -> bool:
+        return bool(getattr(self.net, "randomized", False))
+
+    def forward(self, x: Tensor) -> Tensor:
+        with self.amp:
+            return self.net(x).float()
+
+    def gradient_mode(self, mode: str = "bptt", surrogate: str | None = None, gamma: float | None = None):
+        return self.net.gradient_mode(mode, surrogate, gamma)
+
+    def reset_attack_state(self) -> None:
+        self.net.reset_attack_state()
+
+
 def measure_eval(spec: BenchSpec, c: Case, name: str) -> EvalMeasurement:
     """One APGD run (attacks/autoattack.py, batched EOT) over the B images (T*B for the ANN)."""
     from snnbench.attacks.autoattack import batched_apgd_class
+
+    if name in ("standard", "autoattack"):
+        return measure_protocol(spec, c, name)
 
     eot = spec.eot if EVALS[name][1] else 1
     with seeded(0, c.device):
@@ -387,10 +478,11 @@ def ratios(rows: list[Measurement]) -> list[dict]:
 
 
 def eval_ratios(rows: list[EvalMeasurement]) -> list[dict]:
-    """Each evaluation row over the ANN running the same schedule (same eval, precision) and over the
-    plain path."""
+    """Each evaluation row over the ANN running the same schedule (same eval, precision), over the plain
+    path, and (the protocol) over AutoAttack on the same path: a ratio above 1 is faster."""
     ann = {(r.eval, r.precision): r for r in rows if r.path == "ann"}
     plain = {(r.eval, r.precision): r for r in rows if r.path == "torch"}
+    aa = {(r.path, r.precision): r for r in rows if r.eval == "autoattack"}
     out = []
     for r in rows:
         d: dict = {"eval": r.eval, "path": r.path, "precision": r.precision}
@@ -399,6 +491,9 @@ def eval_ratios(rows: list[EvalMeasurement]) -> list[dict]:
             d["vs_ann"] = round(r.img_s / a.img_s, 3)
         if p is not None and r.path != "ann":
             d["vs_plain"] = round(r.img_s / p.img_s, 3)
+        ref = aa.get((r.path, r.precision))
+        if r.eval == "standard" and ref is not None:
+            d["vs_autoattack"] = round(r.img_s / ref.img_s, 3)
         out.append(d)
     return out
 
