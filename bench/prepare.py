@@ -8,11 +8,14 @@ loaded once. :func:`attach_substitutes` prepares the transfer substitute the sam
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,6 +34,7 @@ from snnbench.train import (
     build_model,
     checkpoint_dir,
     checkpoint_lock,
+    code_fingerprint,
     failed_run_guard,
     load_checkpoint,
     load_verified,
@@ -38,6 +42,8 @@ from snnbench.train import (
     sha256_file,
     train,
 )
+
+LOG = logging.getLogger(__name__)
 
 
 def ensure_writable(results_dir: Path) -> None:
@@ -120,6 +126,7 @@ def _prepare_recipe(plan: Plan, store: Store, results_dir: Path, progress: Calla
         final = ck_dir / f"{plan.config_hash[:32]}.pt"
         trained, seconds, resumed = False, 0.0, None
         known = store.run_by_hash(plan.config_hash)
+        code = code_fingerprint(plan.defense)
         if plan.request.checkpoint:
             ck = load_checkpoint(plan.request.checkpoint)
             apply_state_dict(model, ck["state_dict"], plan.request.checkpoint)
@@ -127,15 +134,23 @@ def _prepare_recipe(plan: Plan, store: Store, results_dir: Path, progress: Calla
             _check_loaded(model, data, plan)
         else:
             with checkpoint_lock(final):  # a worker sharing the directory may be training this config
-                if final.exists():
-                    ck = load_verified(final, plan.config_hash, known.checkpoint_sha256 if known else "")
+                ck = load_verified(final, plan.config_hash, known.checkpoint_sha256 if known else "") \
+                    if final.exists() else None
+                stale = _stale(code, ck, known)
+                if stale:  # trained by code that has changed since: its checkpoint and results are redone
+                    LOG.warning("%s: %s; retraining and re-evaluating", plan.config_hash[:12], stale)
+                    _set_aside(final)
+                    if known is not None:
+                        store.clear_results(known.id)
+                    ck = None
+                if ck is not None:
                     apply_state_dict(model, ck["state_dict"], str(final))
                 else:
                     store.upsert_run(run_info(plan))  # status "running" until the checkpoint exists
                     partial = ck_dir / f"{plan.config_hash[:32]}.partial.pt"
                     with failed_run_guard(store, plan.config_hash):  # an error marks the run "failed"
                         out = train(model, plan.defense, data, plan.train, partial, plan.device, progress)
-                        save_final(model.state_dict(), plan.config_hash, final)
+                        save_final(model.state_dict(), plan.config_hash, final, code)
                     partial.unlink(missing_ok=True)
                     trained, seconds, resumed = True, out.seconds, out.resumed_from
     model.to(plan.device).eval()
@@ -144,6 +159,30 @@ def _prepare_recipe(plan: Plan, store: Store, results_dir: Path, progress: Calla
         store.finish_run(run_id, status="trained", train_seconds=seconds if trained else None,
                          checkpoint_path=str(final), checkpoint_sha256=sha256_file(final), resumed_from=resumed)
     return Prepared(model, data, run_id, trained, seconds, final)
+
+
+def _stale(code: str, ck: dict | None, known: Any) -> str:
+    """Why the cached model of a recipe was made by other code than the running one ("" when it was not,
+    or when either side has no fingerprint: checkpoints and runs from before fingerprints still load)."""
+    if not code:
+        return ""
+    if ck is not None and ck.get("code") and ck["code"] != code:
+        return f"its checkpoint was trained by code {ck['code']}, this is {code}"
+    if known is not None:
+        try:
+            stored = json.loads(known.versions_json or "{}").get("code", "")
+        except ValueError:
+            stored = ""
+        if stored and stored != code and (known.checkpoint_sha256 or ck is None):
+            return f"its results were produced by code {stored}, this is {code}"
+    return ""
+
+
+def _set_aside(final: Path) -> None:
+    """Keep a stale checkpoint as ``<name>.stale.pt`` (one slot) instead of deleting it."""
+    if final.exists():
+        final.replace(final.with_name(final.stem + ".stale.pt"))
+    final.with_name(final.name + ".sha256").unlink(missing_ok=True)
 
 
 def _check_loaded(model: nn.Module, data: Data, plan: Plan) -> None:
@@ -158,6 +197,7 @@ def _check_loaded(model: nn.Module, data: Data, plan: Plan) -> None:
 def run_info(plan: Plan) -> RunInfo:
     """The run row of either kind of plan (an external model: its card's name and class, training
     ``external``, the declared T, seed 0)."""
+    trains = plan.recipe is not None and not plan.request.checkpoint  # a model this code trains
     if plan.recipe is not None:
         r = plan.recipe
         who = {"model": r.model.name, "defense": r.defense_entry.name, "training": r.train.training,
@@ -172,7 +212,7 @@ def run_info(plan: Plan) -> RunInfo:
         config=plan.config,
         dataset=plan.dataset.name,
         git_sha=git_sha(),
-        versions=versions(),
+        versions={**versions(), **({"code": code_fingerprint(plan.defense)} if trains else {})},
         device=device_name(plan.device),
         host=platform.node(),
         **who,

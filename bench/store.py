@@ -552,6 +552,7 @@ class Store:
             row = s.scalar(select(Run).where(Run.config_hash == info.config_hash))
             if row is None:
                 row = Run(
+                    id=self._next_run_id(s),
                     config_hash=info.config_hash,
                     config_json=json.dumps(info.config, sort_keys=True),
                     dataset=info.dataset,
@@ -570,6 +571,29 @@ class Store:
             return int(row.id)
 
         return self._write(tx)
+
+    def _next_run_id(self, s: Session) -> int | None:
+        """A run id never used before in this database (issue 23: a deleted run's id must not come back as
+        another model's): one above the highest id ever given out, kept in ``meta`` (SQLite reuses the
+        highest free rowid; PostgreSQL sequences never reuse, so it lets the sequence choose)."""
+        if self.dialect != "sqlite":
+            return None
+        top = max(int(s.scalar(select(func.max(Run.id))) or 0), self._meta_int(s, "max_run_id"))
+        self._set_meta(s, "max_run_id", str(top + 1))
+        return top + 1
+
+    @staticmethod
+    def _meta_int(s: Session, key: str) -> int:
+        row = s.get(Meta, key)
+        return int(row.value) if row is not None and str(row.value).isdigit() else 0
+
+    @staticmethod
+    def _set_meta(s: Session, key: str, value: str) -> None:
+        row = s.get(Meta, key)
+        if row is None:
+            s.add(Meta(key=key, value=value))
+        else:
+            row.value = value
 
     def finish_run(
         self,
@@ -782,6 +806,14 @@ class Store:
     def delete_runs(self, run_ids: Iterable[int]) -> dict[str, int]:
         """Delete runs with their evaluations, per-sample outcomes, flags and artifacts in one transaction
         (``bench rm``); returns the rows deleted per table. Checkpoint files are not touched."""
+        return self._delete(run_ids, keep_runs=False)
+
+    def clear_results(self, run_id: int) -> dict[str, int]:
+        """Delete what a run's model produced (evaluations, outcomes, flags, artifacts), keeping the run row:
+        its model is being retrained by changed code, so those results are no longer current."""
+        return self._delete([run_id], keep_runs=True)
+
+    def _delete(self, run_ids: Iterable[int], keep_runs: bool) -> dict[str, int]:
         ids = sorted({int(i) for i in run_ids})
 
         def tx(s: Session) -> dict[str, int]:
@@ -791,8 +823,9 @@ class Store:
                 "evaluation": s.execute(delete(Evaluation).where(Evaluation.run_id.in_(ids))).rowcount,
                 "flag": s.execute(delete(Flag).where(Flag.run_id.in_(ids))).rowcount,
                 "artifact": s.execute(delete(Artifact).where(Artifact.run_id.in_(ids))).rowcount,
-                "run": s.execute(delete(Run).where(Run.id.in_(ids))).rowcount,
             }
+            if not keep_runs:
+                counts["run"] = s.execute(delete(Run).where(Run.id.in_(ids))).rowcount
             return {k: int(v or 0) for k, v in counts.items()}
 
         return self._write(tx) if ids else {}

@@ -204,9 +204,30 @@ def checkpoint_lock(final: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def save_final(state_dict: dict, config_hash: str, final: Path) -> str:
-    """Write the final checkpoint and its ``.sha256`` record atomically; returns the digest."""
-    atomic_save({"format": CHECKPOINT_FORMAT, "config_hash": config_hash, "state_dict": state_dict}, final)
+def code_fingerprint(defense: object) -> str:
+    """sha256 (16 hex) of the source that decides what a recipe trains: the defense's module, the defense
+    base, this training loop, the spiking core (bench/snn) and the data loaders. Stored with every trained
+    checkpoint and run, so results of code that has changed since are recognised as stale and redone
+    (issue 23: a reverted regression must clear itself, without ``bench rm``)."""
+    import inspect
+
+    here = Path(__file__).resolve().parent
+    files = {Path(inspect.getsourcefile(type(defense)) or ""), Path(inspect.getsourcefile(Defense) or ""),
+             here / "train.py", here / "data.py", *sorted((here / "snn").glob("*.py"))}
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda p: p.name + str(p)):
+        try:
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+        except OSError:  # an installed package without sources: no fingerprint to compare
+            return ""
+    return h.hexdigest()[:16]
+
+
+def save_final(state_dict: dict, config_hash: str, final: Path, code: str = "") -> str:
+    """Write the final checkpoint (with the :func:`code_fingerprint` that trained it) and its ``.sha256``
+    record atomically; returns the digest."""
+    atomic_save({"format": CHECKPOINT_FORMAT, "config_hash": config_hash, "state_dict": state_dict, "code": code},
+                final)
     digest = sha256_file(final)
     tmp = final.with_name(final.name + f".sha256.tmp{os.getpid()}")
     try:

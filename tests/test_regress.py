@@ -144,3 +144,31 @@ def test_check_errors_are_one_line(tiny_suite, tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     bad = _bench(["check", "--suite", "tiny", "--baseline", str(tmp_path / "bad.json")], reg, results)
     assert bad.returncode == 2 and "unreadable" in bad.stderr
+
+
+def test_results_of_changed_code_are_redone_and_run_ids_are_never_reused(registry, tmp_path, monkeypatch):
+    """Issue 23 item 2: a model trained by code that has changed since (its fingerprint differs) is retrained
+    and its stored results cleared, so after a regression and its revert the current results are the current
+    code's, with no `bench rm`; a deleted run's id is not given to the next model."""
+    import snnbench.prepare as prep_mod
+    from snnbench.plan import RunRequest, resolve
+    from snnbench.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'b.sqlite'}")
+    plan = resolve(registry, RunRequest(defense="vanilla", train_overrides={"epochs": 1, "T": 2}, device="cpu"))
+    first = prep_mod.prepare(plan, store, tmp_path)
+    assert first.trained
+    ok = np.ones(4, bool)
+    store.record_evaluation(first.run_id, EvalRecord("pgd", "h" * 64, {"kind": "pgd"}, 0.1, ok, ok, 1.0, 1))
+    assert not prep_mod.prepare(plan, store, tmp_path).trained  # same code: the cache holds
+    real = prep_mod.code_fingerprint
+    monkeypatch.setattr(prep_mod, "code_fingerprint", lambda d: "regressed-code")  # e.g. a regulariser removed
+    again = prep_mod.prepare(plan, store, tmp_path)
+    assert again.trained and again.run_id == first.run_id and store.evaluations(first.run_id) == []
+    monkeypatch.setattr(prep_mod, "code_fingerprint", real)  # the revert
+    assert prep_mod.prepare(plan, store, tmp_path).trained  # the regressed model is not kept either
+    assert not prep_mod.prepare(plan, store, tmp_path).trained
+    assert (tmp_path / "checkpoints" / f"{plan.config_hash[:32]}.stale.pt").exists()  # set aside, not deleted
+    store.delete_runs([first.run_id])
+    other = resolve(registry, RunRequest(defense="vanilla", train_overrides={"epochs": 1, "T": 3}, device="cpu"))
+    assert prep_mod.prepare(other, store, tmp_path).run_id > first.run_id
