@@ -88,11 +88,13 @@ def check(
 ) -> None:
     """Compare a suite's latest results with the committed baseline; exit 1 on any violation.
 
-    Each cell's clean and robust accuracy may move by at most max(floor, k * sqrt(p (1 - p) / n)) (p the
-    baseline accuracy, n its sample count). A drop beyond it fails; a rise of robust accuracy beyond it
-    fails too (it usually means a weaker attack); a rise of clean accuracy is a warning. Invariants: APGD <=
-    PGD and the standard protocol and worst <= every bounded attack (matched by the stored attack configs),
-    eps=0 of the PGD sweep equals clean. Regenerate on purpose with --update.
+    Paired (the baseline keeps each cell's per-sample outcomes): a cell fails when the samples it lost
+    outnumber those it gained beyond chance (exact McNemar, p < 0.001), a defense row when, per sample, more
+    samples got worse than better over its attack cells together (sign test, p < 0.001); a rise of robust
+    accuracy fails too (a weaker attack), a rise of clean accuracy warns. Cells without stored outcomes use
+    the unpaired tolerance max(floor, k * sqrt(p (1 - p) / n)). Invariants: APGD <= PGD, the standard
+    protocol and worst <= every bounded attack, eps=0 of the PGD sweep equals clean. Regenerate on purpose
+    with --update.
     """
     import math
 
@@ -118,14 +120,14 @@ def check(
     report_unreadable(store)
     if update:
         tol = Tolerance(k if k is not None else 3.0, floor if floor is not None else 0.01)
-        base = make_baseline(s, measured, tol)
+        base = make_baseline(s, measured, tol, store.sample_outcomes)
         write_baseline(base, path)
         click.echo(
             f"wrote {path}: {len(base['cells'])} cells of suite {suite} (k={tol.k}, floor={tol.floor})"
         )
         return
     base = load_baseline(path)
-    result = compare(s, measured, base, k, floor, _artifacts_for(store, measured))
+    result = compare(s, measured, base, k, floor, _artifacts_for(store, measured), store.sample_outcomes)
     for line in result.table():
         click.echo(line)
     click.echo(result.summary())

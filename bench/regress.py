@@ -1,5 +1,15 @@
 """``bench check``: accuracy regression gate against a committed baseline, plus invariants.
 
+Paired gate (baseline format 2, issue 23): the baseline keeps every cell's per-sample outcomes, so a cell is
+compared with itself sample by sample: the exact McNemar test on the discordant samples (robust before and
+not now, or the reverse; two-sided binomial with p = 1/2), failing at p < :data:`PAIRED_ALPHA` (a drop, or
+a rise of robust accuracy); and a defense's row is tested as a whole: per sample, the number of the row's
+attack cells it survives before and now, a sign test on the samples that got worse against those that got
+better (the samples are the independent units; pooling the row's cells would count one sample many times).
+At the smoke suite's n = 120 a cell fails when 11 samples are lost and none gained (9.2 points), 14
+against 1, 17 against 2, 21 against 4; a row fails at the same counts of samples that got worse against
+better, however the drop spreads over its cells (``binomial_p``; tests/test_regress.py). Baselines of format 1 (accuracies only) fall back to the tolerance below.
+
 Tolerance per cell and metric (docs/ecosystem.md 5.6): ``max(floor, k * sqrt(p (1 - p) / n))`` with ``p``
 the baseline accuracy and ``n`` its sample count (k = 3, floor = 0.01 by default, stored in the baseline).
 The real bound of the CI gate: the smoke suite's cells use n = 120, where the tolerance is at most 13.7
@@ -24,15 +34,20 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from snnbench.errors import BenchError
 from snnbench.suite_results import Measured
 from snnbench.suite_spec import CLEAN, Suite
 
-BASELINE_FORMAT = 1
+BASELINE_FORMAT = 2
+PAIRED_ALPHA = 1e-3  # per cell and per defense row: a chance failure of a rerun that differs only by noise
+Outcomes = Callable[[int], tuple[np.ndarray, np.ndarray]]  # evaluation id -> (clean, adv) per sample
 
 
 @dataclass(frozen=True)
@@ -91,8 +106,18 @@ class CheckResult:
         return f"bench check {self.suite}: {verdict} ({self.checked} cells compared, {n_fail} violations, {n_warn} warnings)"
 
 
-def make_baseline(suite: Suite, measured: list[Measured], tol: Tolerance) -> dict[str, Any]:
-    """Baseline document from the measured cells of a suite (sorted keys: reviewable diffs)."""
+def to_bits(a: np.ndarray) -> str:
+    """Per-sample booleans as hex (packed bits): 120 samples are 30 characters."""
+    return np.packbits(np.asarray(a, bool)).tobytes().hex()
+
+
+def from_bits(text: str, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8), count=n).astype(bool)
+
+
+def make_baseline(suite: Suite, measured: list[Measured], tol: Tolerance, outcomes: Outcomes | None = None) -> dict[str, Any]:
+    """Baseline document from the measured cells of a suite (sorted keys: reviewable diffs), with each cell's
+    per-sample outcomes when ``outcomes`` reads them (the paired gate)."""
     cells = {}
     for m in measured:
         if m.status != "measured":
@@ -105,6 +130,9 @@ def make_baseline(suite: Suite, measured: list[Measured], tol: Tolerance) -> dic
             "robust_acc": round(m.robust_acc, 6),
             "randomized": m.randomized,
         }
+        if outcomes is not None and m.evaluation_id is not None:
+            clean, adv = outcomes(m.evaluation_id)
+            cells[m.cell.key].update(clean_bits=to_bits(clean), adv_bits=to_bits(adv))
     return {
         "format": BASELINE_FORMAT,
         "suite": suite.name,
@@ -133,7 +161,7 @@ def load_baseline(path: Path) -> dict[str, Any]:
         ) from None
     if (
         not isinstance(doc, dict)
-        or doc.get("format") != BASELINE_FORMAT
+        or doc.get("format") not in (1, BASELINE_FORMAT)
         or not isinstance(doc.get("cells"), dict)
     ):
         raise BenchError(
@@ -149,8 +177,11 @@ def compare(
     k: float | None = None,
     floor: float | None = None,
     sweeps: dict[int, dict[str, Any]] | None = None,
+    outcomes: Outcomes | None = None,
 ) -> CheckResult:
-    """Compare measured cells with the baseline and check the invariants."""
+    """Compare measured cells with the baseline and check the invariants: paired (per sample, module
+    docstring) where the baseline holds the cell's outcomes and ``outcomes`` reads the current ones, else
+    by the unpaired tolerance."""
     if base.get("suite") != suite.name:
         raise BenchError(
             f"baseline is for suite {base.get('suite')!r}, not {suite.name!r}; pass --suite {base.get('suite')}"
@@ -162,6 +193,7 @@ def compare(
     )
     result = CheckResult(suite.name)
     now = {m.cell.key: m for m in measured if m.status == "measured"}
+    rows: dict[str, list[tuple[Measured, np.ndarray, np.ndarray]]] = {}  # row -> (cell, base adv, now adv)
     for key, b in sorted(base["cells"].items()):
         m = now.get(key)
         if m is None:
@@ -171,6 +203,11 @@ def compare(
             )
             continue
         result.checked += 1
+        pair = _paired(b, m, outcomes)
+        if pair is not None:
+            result.findings.extend(_cell_findings(key, b, m, *pair))
+            rows.setdefault(m.cell.row_label, []).append((m, pair[0][1], pair[1][1]))
+            continue
         metrics = [("clean", "clean_acc", m.clean_acc)] + (
             [("robust", "robust_acc", m.robust_acc)] if m.cell.attack != CLEAN else []
         )
@@ -193,8 +230,74 @@ def compare(
                 "new", key, "-", None, now[key].robust_acc, None, "not in the baseline (bench check --update)"
             )
         )
+    result.findings.extend(_row_findings(rows))
     result.findings.extend(invariants(measured, tol, sweeps or {}))
     return result
+
+
+def binomial_p(k: int, n: int) -> float:
+    """Two-sided exact binomial test of ``k`` successes in ``n`` trials at p = 1/2 (McNemar on discordant
+    pairs; the sign test)."""
+    if n == 0:
+        return 1.0
+    lo = min(k, n - k)
+    tail = sum(math.comb(n, i) for i in range(lo + 1)) / 2.0**n
+    return min(1.0, 2 * tail)
+
+
+def _paired(b: dict[str, Any], m: Measured, outcomes: Outcomes | None):  # type: ignore[no-untyped-def]
+    """((base clean, base adv), (now clean, now adv)) when the cell can be compared sample by sample."""
+    if outcomes is None or m.evaluation_id is None or "adv_bits" not in b or int(b["n"]) != m.n:
+        return None
+    n = m.n
+    now = outcomes(m.evaluation_id)
+    if len(now[0]) != n:
+        return None
+    return (from_bits(b["clean_bits"], n), from_bits(b["adv_bits"], n)), now
+
+
+def _cell_findings(key: str, b: dict[str, Any], m: Measured, base: tuple, now: tuple) -> list[Finding]:
+    out = []
+    metrics = [("clean", 0, "clean_acc")] + ([("robust", 1, "robust_acc")] if m.cell.attack != CLEAN else [])
+    for metric, i, field_name in metrics:
+        lost, gained = int((base[i] & ~now[i]).sum()), int((~base[i] & now[i]).sum())
+        p = binomial_p(lost, lost + gained)
+        if p >= PAIRED_ALPHA:
+            continue
+        value = float(m.clean_acc if i == 0 else m.robust_acc)
+        why = f"paired: {lost} samples lost, {gained} gained (exact McNemar p = {p:.1e})"
+        if lost > gained:
+            out.append(Finding("fail", key, metric, float(b[field_name]), value, None, why))
+        else:
+            sev = "fail" if metric == "robust" else "warn"
+            out.append(Finding(sev, key, metric, float(b[field_name]), value, None,
+                               why + ("; a weaker attack?" if metric == "robust" else "")))
+    return out
+
+
+def _row_findings(rows: dict[str, list[tuple[Measured, np.ndarray, np.ndarray]]]) -> list[Finding]:
+    """A defense row as a whole: per sample, the attack cells it survives before and now; a sign test on
+    the samples that got worse against those that got better (module docstring)."""
+    out = []
+    for label, cells in sorted(rows.items()):
+        by_n: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        for m, base, now in cells:
+            if m.cell.attack != CLEAN:
+                by_n.setdefault(m.n, []).append((base, now))
+        for group in by_n.values():
+            if len(group) < 2:
+                continue
+            before = np.sum([b.astype(int) for b, _ in group], axis=0)
+            after = np.sum([a.astype(int) for _, a in group], axis=0)
+            worse, better = int((after < before).sum()), int((after > before).sum())
+            p = binomial_p(worse, worse + better)
+            if p < PAIRED_ALPHA:
+                out.append(Finding("fail" if worse > better else "warn", f"row {label}", "row", None, None, None,
+                                   f"{len(group)} attack cells together, per sample: {worse} samples worse, "
+                                   f"{better} better (sign test p = {p:.1e})"
+                                   + ("" if worse > better else "; a weaker attack suite?")))
+    return out
+
 
 
 def invariants(measured: list[Measured], tol: Tolerance, sweeps: dict[int, dict[str, Any]]) -> list[Finding]:

@@ -40,6 +40,7 @@ class Measured:
     seconds: float | None = None
     randomized: bool = False
     config: dict = field(default_factory=dict)  # the stored attack config (kind, capabilities, eps, ...)
+    evaluation_id: int | None = None  # the stored evaluation (its per-sample outcomes: the paired gate)
 
 
 def _entry(reg: BenchRegistry, section: str, name: str | None) -> Any:
@@ -95,5 +96,5 @@ def measure_suite(reg: BenchRegistry, suite: Suite, store: Store) -> list[Measur
             out.append(Measured(cell, "not run", "model stored, evaluation missing", run_id))
             continue
         out.append(Measured(cell, "measured", "", run_id, ev.n, ev.clean_acc, ev.robust_acc, ev.eps, ev.seconds,
-                            bool(payload.get("randomized", False)), json.loads(ev.attack_config_json)))
+                            bool(payload.get("randomized", False)), json.loads(ev.attack_config_json), ev.id))
     return out

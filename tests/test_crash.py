@@ -23,7 +23,7 @@ from snnbench.strategies import run_strategy
 from snnbench.train import load_checkpoint
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "2"}
-BENCH = [sys.executable, "-c", "from bench.cli import main; main()"]  # the `bench` console script
+BENCH = [sys.executable, "-c", "from snnbench.cli import main; main()"]  # the `bench` console script
 ARGS = ["run", "-q", "--defense", "vanilla", "--attack", "fgsm", "--device", "cpu"]
 
 

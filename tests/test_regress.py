@@ -27,7 +27,7 @@ def _bench(args: list[str], reg, results) -> subprocess.CompletedProcess:
     from _tiny_suite import cli_registry
 
     env = {**os.environ, "BENCH_REGISTRY": str(cli_registry())}
-    cmd = [sys.executable, "-c", "from bench.cli import main; main()", *args, "--results-dir", str(results)]
+    cmd = [sys.executable, "-c", "from snnbench.cli import main; main()", *args, "--results-dir", str(results)]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -66,7 +66,7 @@ def test_check_passes_unchanged_and_fails_planted_drop(tiny_suite, tmp_path):
     try:
         bad = _bench(["check", "--suite", "tiny", "--baseline", str(baseline)], reg, results)
         assert bad.returncode == 1
-        assert "FAIL" in bad.stdout and "robust" in bad.stdout and "dropped beyond tolerance" in bad.stdout
+        assert "FAIL" in bad.stdout and "robust" in bad.stdout and f"paired: {n_drop} samples lost, 0 gained" in bad.stdout
         assert f"{-100 * n_drop / len(adv):+.2f}" in bad.stdout
     finally:
         store.record_evaluation(
@@ -172,3 +172,36 @@ def test_results_of_changed_code_are_redone_and_run_ids_are_never_reused(registr
     store.delete_runs([first.run_id])
     other = resolve(registry, RunRequest(defense="vanilla", train_overrides={"epochs": 1, "T": 3}, device="cpu"))
     assert prep_mod.prepare(other, store, tmp_path).run_id > first.run_id
+
+
+def test_paired_gate_counts_discordant_samples_per_cell_and_per_row():
+    """Issue 23 item 1: the exact McNemar test per cell and the per-sample sign test per defense row; the
+    smallest failing drops at n = 120 stated in bench/regress.py."""
+    from snnbench.regress import _cell_findings, _row_findings, binomial_p, from_bits, to_bits
+    from snnbench.suite_spec import Cell
+
+    assert [next(lost for lost in range(1, 200) if binomial_p(g, lost + g) < 1e-3) for g in (0, 1, 2, 4)] == [11, 14, 17, 21]
+    a = np.random.default_rng(0).random(120) < 0.4
+    assert np.array_equal(from_bits(to_bits(a), 120), a)
+    cell = Cell(suite="s", row=0, col=0, row_label="sr", col_label="pgd", dataset="digits", model="m", T=4,
+                training="standard", defense="sr", attack="pgd", n_eval=120)
+    m = Measured(cell, "measured", "", 1, 120, 0.9, 0.3, 0.1, 1.0, False, {"kind": "pgd"}, 7)
+    clean = np.ones(120, bool)
+    base = a.copy()
+    now = base.copy()
+    now[np.flatnonzero(base)[:11]] = False  # 11 robust samples lost, none gained
+    b = {"clean_acc": 1.0, "robust_acc": float(base.mean())}
+    assert [f.metric for f in _cell_findings("k", b, m, (clean, base), (clean, now)) if f.severity == "fail"] == ["robust"]
+    now10 = base.copy()
+    now10[np.flatnonzero(base)[:10]] = False
+    assert _cell_findings("k", b, m, (clean, base), (clean, now10)) == []
+    # a row: each of 6 cells loses 2 different samples (no single cell fails), 12 samples worse overall
+    lost = np.flatnonzero(base)[:12]
+    cells = []
+    for j in range(6):
+        nj = base.copy()
+        nj[lost[2 * j: 2 * j + 2]] = False
+        assert _cell_findings("k", b, m, (clean, base), (clean, nj)) == []
+        cells.append((m, base, nj))
+    rows = _row_findings({"sr": cells})
+    assert [(f.cell, f.severity) for f in rows] == [("row sr", "fail")] and "12 samples worse, 0 better" in rows[0].message
