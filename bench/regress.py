@@ -10,6 +10,12 @@ At the smoke suite's n = 120 a cell fails when 11 samples are lost and none gain
 against 1, 17 against 2, 21 against 4; a row fails at the same counts of samples that got worse against
 better, however the drop spreads over its cells (``binomial_p``; tests/test_regress.py). Baselines of format 1 (accuracies only) fall back to the tolerance below.
 
+Mechanism gate (issue 23): each defense row's own mechanism statistic (``Defense.mechanism``, stored per run
+as the ``mechanism`` artifact: SR's finite-difference gradient, TGO's near-threshold share, RAT's singular
+values, ...) is kept in the baseline and must not move against the direction the mechanism pushes it by more
+than :data:`MECHANISM_TOL` of its baseline value: a regulariser switched off fails here even when the
+accuracies stay within noise.
+
 Tolerance per cell and metric (docs/ecosystem.md 5.6): ``max(floor, k * sqrt(p (1 - p) / n))`` with ``p``
 the baseline accuracy and ``n`` its sample count (k = 3, floor = 0.01 by default, stored in the baseline).
 The real bound of the CI gate: the smoke suite's cells use n = 120, where the tolerance is at most 13.7
@@ -46,6 +52,7 @@ from snnbench.suite_results import Measured
 from snnbench.suite_spec import CLEAN, Suite
 
 BASELINE_FORMAT = 2
+MECHANISM_TOL = 0.3  # relative move of a mechanism statistic against its sense that fails the gate
 PAIRED_ALPHA = 1e-3  # per cell and per defense row: a chance failure of a rerun that differs only by noise
 Outcomes = Callable[[int], tuple[np.ndarray, np.ndarray]]  # evaluation id -> (clean, adv) per sample
 
@@ -90,10 +97,11 @@ class CheckResult:
         ]
         order = {"fail": 0, "warn": 1, "new": 2}
         for f in sorted(self.findings, key=lambda f: (order[f.severity], f.cell, f.metric)):
-            b = "" if f.baseline is None else f"{100 * f.baseline:.2f}"
-            m = "" if f.measured is None else f"{100 * f.measured:.2f}"
-            d = "" if f.baseline is None or f.measured is None else f"{100 * (f.measured - f.baseline):+.2f}"
-            t = "" if f.tol is None else f"{100 * f.tol:.2f}"
+            s = 1 if f.metric == "mechanism" else 100  # accuracies in percent, mechanism statistics as they are
+            b = "" if f.baseline is None else f"{s * f.baseline:.4g}"
+            m = "" if f.measured is None else f"{s * f.measured:.4g}"
+            d = "" if f.baseline is None or f.measured is None else f"{s * (f.measured - f.baseline):+.4g}"
+            t = "" if f.tol is None else f"{s * f.tol:.4g}"
             lines.append(
                 f"{f.severity.upper():<6} {f.metric:<8} {b:>8} {m:>8} {d:>8} {t:>6}  {f.cell}: {f.message}"
             )
@@ -115,9 +123,22 @@ def from_bits(text: str, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8), count=n).astype(bool)
 
 
-def make_baseline(suite: Suite, measured: list[Measured], tol: Tolerance, outcomes: Outcomes | None = None) -> dict[str, Any]:
+def row_mechanisms(measured: list[Measured], artifacts: Callable[[int], dict[str, Any]]) -> dict[str, dict]:
+    """Each suite row's mechanism statistics ({stat: {value, sense}}) from its run's ``mechanism`` artifact
+    (``artifacts(run_id)``), for the rows whose defense has one."""
+    out: dict[str, dict] = {}
+    for m in measured:
+        if m.status == "measured" and m.run_id is not None and m.cell.row_label not in out:
+            stats = artifacts(m.run_id).get("", {}).get("stats")
+            if stats:
+                out[m.cell.row_label] = stats
+    return out
+
+
+def make_baseline(suite: Suite, measured: list[Measured], tol: Tolerance, outcomes: Outcomes | None = None,
+                  mechanisms: dict[str, dict] | None = None) -> dict[str, Any]:
     """Baseline document from the measured cells of a suite (sorted keys: reviewable diffs), with each cell's
-    per-sample outcomes when ``outcomes`` reads them (the paired gate)."""
+    per-sample outcomes when ``outcomes`` reads them (the paired gate) and each row's mechanism statistics."""
     cells = {}
     for m in measured:
         if m.status != "measured":
@@ -138,6 +159,8 @@ def make_baseline(suite: Suite, measured: list[Measured], tol: Tolerance, outcom
         "suite": suite.name,
         "tolerance": {"k": tol.k, "floor": tol.floor},
         "cells": dict(sorted(cells.items())),
+        "mechanisms": {row: {k: {"value": round(float(v["value"]), 6), "sense": v["sense"]} for k, v in sorted(st.items())}
+                       for row, st in sorted((mechanisms or {}).items())},
     }
 
 
@@ -178,6 +201,7 @@ def compare(
     floor: float | None = None,
     sweeps: dict[int, dict[str, Any]] | None = None,
     outcomes: Outcomes | None = None,
+    mechanisms: dict[str, dict] | None = None,
 ) -> CheckResult:
     """Compare measured cells with the baseline and check the invariants: paired (per sample, module
     docstring) where the baseline holds the cell's outcomes and ``outcomes`` reads the current ones, else
@@ -231,8 +255,32 @@ def compare(
             )
         )
     result.findings.extend(_row_findings(rows))
+    if mechanisms is not None:
+        result.findings.extend(mechanism_findings(base.get("mechanisms", {}), mechanisms))
     result.findings.extend(invariants(measured, tol, sweeps or {}))
     return result
+
+
+def mechanism_findings(base: dict[str, dict], now: dict[str, dict]) -> list[Finding]:
+    """A row's mechanism statistic that moved against its sense by more than MECHANISM_TOL of its baseline
+    value fails (its mechanism was switched off or weakened); one that is gone fails as missing."""
+    out = []
+    for row, stats in sorted(base.items()):
+        for name, b in sorted(stats.items()):
+            cur = now.get(row, {}).get(name)
+            where = f"row {row} mechanism {name}"
+            if cur is None:
+                out.append(Finding("fail", where, "mechanism", float(b["value"]), None, None,
+                                   "not measured (the defense's mechanism statistic is missing)"))
+                continue
+            bv, v = float(b["value"]), float(cur["value"])
+            allowed = MECHANISM_TOL * abs(bv)
+            against = v - bv if b["sense"] == "lower" else bv - v
+            if against > allowed:
+                out.append(Finding("fail", where, "mechanism", bv, v, allowed,
+                                   f"moved against its mechanism ({b['sense']} expected) by {against:.4g} > "
+                                   f"{MECHANISM_TOL:.0%} of the baseline: the defense's mechanism is weaker or off"))
+    return out
 
 
 def binomial_p(k: int, n: int) -> float:

@@ -755,6 +755,22 @@ class Store:
 
         self._write(tx)
 
+    def point(self, run_id: int, kind: str, key: str, payload: Any) -> None:
+        """Make ``run_id`` the one run whose artifact ``(kind, key)`` exists: a pointer such as a suite cell's
+        current run (issue 23: a cell that a rerun finds cached becomes current again; before, the newest run
+        of the cell stayed current after a revert)."""
+        text = json.dumps(payload, sort_keys=True)
+
+        def tx(s: Session) -> None:
+            s.execute(delete(Artifact).where(Artifact.kind == kind, Artifact.key == key, Artifact.run_id != run_id))
+            row = s.scalar(select(Artifact).where(Artifact.run_id == run_id, Artifact.kind == kind, Artifact.key == key))
+            if row is None:
+                s.add(Artifact(run_id=run_id, kind=kind, key=key, json=text))
+            else:
+                row.json = text
+
+        self._write(tx)
+
     def artifacts(self, run_id: int, kind: str) -> dict[str, Any]:
         """The run's artifacts of one kind by key; one whose JSON does not parse is skipped and named in
         :attr:`unreadable`."""

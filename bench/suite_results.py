@@ -76,7 +76,7 @@ def measure_suite(reg: BenchRegistry, suite: Suite, store: Store) -> list[Measur
     """The latest stored numbers for every cell (read-only; nothing is trained, attacked or imported)."""
     index: dict[str, tuple[int, dict]] = {}
     for run_id, key, payload in store.artifacts_of_kind(CELL_INDEX):
-        index[key] = (run_id, payload)  # later rows win: the newest run of a cell
+        index[key] = (run_id, payload)  # one row per key (Store.point): the current run
     evals: dict[int, dict[str, Any]] = {}
     out: list[Measured] = []
     for cell in suite.cells:

@@ -148,7 +148,7 @@ def run_suite(
             continue
 
         def on_plan(i: int, ran: bool, prep, cells=cells, group_plans=group_plans) -> None:
-            store.put_artifact(prep.run_id, CELL_INDEX, index_key(suite, cells[i]), {
+            store.point(prep.run_id, CELL_INDEX, index_key(suite, cells[i]), {  # ran or cached: current now
                 "spec": cell_spec_hash(reg, suite, cells[i]), "attack_hash": cell_hash(group_plans[i]),
                 "randomized": bool(prep.model.randomized)})
             m = _lookup(store, group_plans[i])

@@ -68,6 +68,16 @@ class Defense:
     #: contracts of tests/test_contracts.py this recipe cannot meet, with the reason: {"trains" | "checkpoint":
     #: "why"}; declared here, never listed in the test
     contract_opt_out: ClassVar[dict[str, str]] = {}
+    #: the statistics :meth:`mechanism` returns, each with the direction its mechanism pushes a trained model
+    #: ("lower" / "higher" than without it): the CI gate fails when one moves the other way (issue 23)
+    mechanism_sense: ClassVar[dict[str, str]] = {}
+
+    def mechanism(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
+        """The effect of this defense's own mechanism on a trained ``model``, measured on clean ``x``
+        (labels ``y``): what its mechanism test measures (e.g. SR's finite-difference gradient, TGO's
+        near-threshold share). Independent of the loss weights: a regulariser switched off shows as the
+        statistic moving against :attr:`mechanism_sense`. Empty for vanilla training."""
+        return {}
 
     @dataclass(frozen=True)
     class Params:

@@ -86,6 +86,23 @@ class DLIF(Defense):
         spec = replace(spec, tau=self.params.tau)
         return lambda shape: DLIFNeuron(spec, shape, T)
 
+    mechanism_sense = {"membrane_instability": "lower"}
+
+    def mechanism(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
+        """DLIF's stability loss without its weight: the mean squared perturbation dynamics Y_t of the last
+        layer's gained current between clean inputs and inputs with Gaussian noise of the dataset's eps (the
+        training perturbation of standard training), seeded."""
+        with torch.no_grad(), model.recording() as neurons:
+            last = [n for n in neurons if isinstance(n, DLIFNeuron)]
+            if not last:
+                return {}
+            model(x)
+            clean = last[-1].current
+            g = torch.Generator().manual_seed(0)
+            model((x + torch.randn(x.shape, generator=g).to(x) * 0.1).clamp(0, 1))
+            noisy = last[-1].current
+            return {"membrane_instability": float(perturbation_dynamics(clean, noisy, self.params.tau).pow(2).mean())}
+
     def perturb(self, ctx: TrainContext, x: Tensor, y: Tensor) -> Tensor:
         self._clean = x
         if ctx.train.training == "at" and self.params.at_attack == "pgd":

@@ -108,6 +108,17 @@ class FEEL(Defense):
             if any(r < 1 for r in self.radii):
                 raise BenchError(f"feel.radii must be >= 1, got {list(self.radii)}")
 
+    mechanism_sense = {"leak_change": "higher"}
+
+    def mechanism(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
+        """FEEL's evolutionary leak: how far the learned per-step leaks moved from their initial tau (mean
+        |lambda - tau|); empty for the frequency-encoding-only ablation."""
+        cells = [m for m in model.modules() if isinstance(m, EvolutionaryLeakNeuron)]
+        if not cells:
+            return {}
+        with torch.no_grad():
+            return {"leak_change": float(torch.cat([(m.taus - m.spec.tau).abs().flatten() for m in cells]).mean())}
+
     def make_neuron(self, spec: NeuronSpec, T: int) -> MakeNeuron:
         if not self.params.evolutionary_leak:
             return super().make_neuron(spec, T)

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from snnbench.defenses.base import DEFENSES, Defense, StepState
 from snnbench.errors import BenchError
@@ -111,6 +111,16 @@ class MPDSGR(Defense):
                 raise BenchError(f"mpd_sgr.eta must be >= 0, got {self.eta}")
             if self.gamma is not None and not self.gamma > 0:
                 raise BenchError(f"mpd_sgr.gamma must be > 0, got {self.gamma}")
+
+    mechanism_sense = {"overlap": "lower"}
+
+    def mechanism(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
+        """MPD-SGR's target: the mean over layers of the potentials' mass inside the surrogate's gradient
+        interval (Eq. 13's Omega), on clean samples."""
+        with torch.no_grad(), model.recording() as neurons:
+            model(x)
+            vals = [float(layer_overlap(n)) for n in neurons if n.v_pre is not None]
+        return {"overlap": sum(vals) / len(vals)} if vals else {}
 
     def regularizer(self, state: StepState) -> Tensor | None:
         if self.params.eta == 0 or not state.neurons:

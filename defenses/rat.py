@@ -151,6 +151,19 @@ class RAT(Defense):
         kind, mode = pick.split("_")
         return single_step_examples(ctx.model, x, y, eps, mode, kind == "rfgsm", ctx.generator)
 
+    mechanism_sense = {"orthogonality_error": "lower"}
+
+    def mechanism(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
+        """RAT's retraction (Eq. 20) pulls every weight's singular values towards 1: the mean |sigma - 1| over
+        the Conv2d/Linear weights (conv reshaped to C_out x C_in k k)."""
+        errs = []
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    sv = torch.linalg.svdvals(m.weight.reshape(m.weight.shape[0], -1).float())
+                    errs.append((sv - 1).abs().mean())
+        return {"orthogonality_error": float(torch.stack(errs).mean())} if errs else {}
+
     def after_step(self, model: nn.Module, ctx: TrainContext) -> None:
         orthogonal_retraction(model, self.params.beta, self.params.row_fraction, generator=ctx.generator)
         convex_constraint(model)

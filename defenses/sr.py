@@ -71,6 +71,16 @@ class SR(Defense):
         # the shared loop's forward on this tensor is reused for grad_x f(x): make it a leaf that wants grad
         return super().perturb(ctx, x, y).detach().requires_grad_(self.params.lamb > 0)
 
+    mechanism_sense = {"fd_gradient": "lower"}
+
+    def mechanism(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
+        """SR's target on clean samples: the squared finite-difference gradient of f (Eq. 9's R, no lambda)."""
+        xg = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(xg)
+            r = finite_difference_penalty(model, xg, y, logits, self.params.h)
+        return {"fd_gradient": float(r.detach())}
+
     def regularizer(self, state: StepState) -> Tensor | None:
         if self.params.lamb == 0:
             return None

@@ -129,6 +129,16 @@ class StoG(Defense):
     def gates(model: nn.Module) -> list[StochasticGate]:
         return [m for m in model.modules() if isinstance(m, StochasticGate)]
 
+    mechanism_sense = {"gate_drop": "higher"}
+
+    def mechanism(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
+        """StoG's learned gates: the mean probability that a gate drops a spike, 1 - p (0 at init)."""
+        gates = self.gates(model)
+        if not gates:
+            return {}
+        with torch.no_grad():
+            return {"gate_drop": float(torch.cat([(1 - g.probability()).flatten() for g in gates]).mean())}
+
     def param_groups(self, model: nn.Module, train: TrainSpec) -> list[dict]:
         gate_ids = {id(g.theta) for g in self.gates(model)}
         weights = [p for p in model.parameters() if p.requires_grad and id(p) not in gate_ids]

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from snnbench.defenses.base import DEFENSES, Defense, StepState
 from snnbench.errors import BenchError
@@ -131,6 +131,14 @@ class TGO(Defense):
     def make_neuron(self, spec: NeuronSpec, T: int) -> MakeNeuron:
         p = self.params
         return lambda shape: NoisyLIFNeuron(spec, shape, p.sigma, p.noise_at_inference)
+
+    mechanism_sense = {"near_threshold": "lower"}
+
+    def mechanism(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
+        """TGO's effect (Fig. 4): the share of pre-spike potentials within delta of the threshold."""
+        with torch.no_grad(), model.recording() as neurons:
+            model(x)
+            return {"near_threshold": near_threshold_fraction(neurons, self.params.delta)}
 
     def lam(self, epoch: int, epochs: int) -> float:
         return cosine_ramp(epoch, epochs, self.params.lam_max)
