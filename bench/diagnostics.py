@@ -1,5 +1,5 @@
 """Diagnostics after the attacks: reliability and gradient-masking checks (stored as flags), the
-membrane-potential histogram, and a suite's eps/steps sweeps (stored as artifacts).
+membrane-potential histogram, the spiking activity, and a suite's eps/steps sweeps (stored as artifacts).
 
 Each measured check is stored as an artifact and reused by a later call with the same settings, so a
 resumed or repeated run does not pay for it twice. The flag logic itself is in :mod:`snnbench.checks`.
@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from snnbench import checks
+from snnbench.activity import ACTIVITY_SAMPLES, measure_activity
 from snnbench.attacks import ATTACKS
 from snnbench.attacks.base import Attack, GradientParams
 from snnbench.data import to_float
@@ -155,6 +156,19 @@ def record_vpre_hist(plan: Plan, prep: Prepared, store: Store, batch: int = 256)
         return
     payload["T"] = plan.train.T if plan.recipe is not None else plan.external.T
     store.put_artifact(prep.run_id, "vpre_hist", "test", payload)
+
+
+def record_activity(plan: Plan, prep: Prepared, store: Store, n: int = ACTIVITY_SAMPLES) -> None:
+    """Store the spiking activity (firing rate per layer, SynOps per inference; :mod:`snnbench.activity`) of
+    the first ``n`` clean test samples once per run (artifact ``activity``, key ""); a model whose neurons
+    cannot be found stores "not measured" with the reason."""
+    if store.artifacts(prep.run_id, "activity"):
+        return
+    x = to_float(prep.data.test.x[:n]).to(plan.device)  # [N, C, H, W]
+    T = plan.train.T if plan.recipe is not None else plan.external.T
+    with seeded(plan.seed, plan.device):  # randomized neurons and gates: a reproducible draw
+        payload = measure_activity(prep.model, x, T=T or None)
+    store.put_artifact(prep.run_id, "activity", "", payload)
 
 
 def run_sweeps(

@@ -2,14 +2,15 @@
 is plans (:mod:`snnbench.plan`) handed to :func:`evaluate_plans`, which reads top to bottom:
 
 1. **model**: train, load or take the plans' one model and register its run (:func:`snnbench.prepare.prepare`);
-2. **diagnostics before attacks**: the membrane-potential histogram;
+2. **diagnostics before attacks**: the membrane-potential histogram; the spiking activity (firing rate,
+   SynOps; :mod:`snnbench.activity`) on the first clean test samples;
 3. **clean**: a plan without attacks stores its clean accuracy;
 4. **strategies**: each attack entry as a single attack, the protocol's cascade or the worst case
    (:mod:`snnbench.strategies`); stored evaluations are read, not rerun;
 5. **checks**: the reliability and gradient-masking checks over all of them (:mod:`snnbench.diagnostics`);
 6. **sweeps**: a suite's eps/steps sweeps when asked.
 
-Recipes and external models therefore get the same clean row, histogram, checks and flags.
+Recipes and external models therefore get the same clean row, histogram, activity, checks and flags.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from snnbench.diagnostics import record_vpre_hist, run_checks, run_sweeps
+from snnbench.diagnostics import record_activity, record_vpre_hist, run_checks, run_sweeps
 from snnbench.plan import Plan, canonical_hash
 from snnbench.prepare import Prepared, attach_substitutes, prepare
 from snnbench.registry import BenchRegistry
@@ -58,6 +59,7 @@ def evaluate_plans(
         raise ValueError("evaluate_plans: the plans must share one model (config hash)")
     prep = prepare(first, store, results_dir, progress)
     record_vpre_hist(first, prep, store)
+    record_activity(first, prep, store)
     for i in plan_order(plans):
         plan = plans[i]
         if plan.substitutes:

@@ -5,15 +5,19 @@ numbers until the template formats them) and rendered with Jinja (``autoescape=T
 ``StrictUndefined``: a missing field is an error, not an empty cell). Pages, each with CSV/JSON downloads of
 its tables:
 
-- ``index.html``: one ranked table per threat model (dataset x norm x eps) by the standard protocol
-  (RobustBench convention), with 95% Wilson intervals, rank ranges where intervals overlap, provenance,
-  paper links and "potentially unreliable" marks; models without the standard protocol listed apart; the
-  suites; the papers with BibTeX.
+- ``index.html``: one board per dataset and threat model (norm x eps) by the standard protocol at the full
+  budget, titled by what it is (RobustBench convention), with 95% Wilson intervals, rank ranges where
+  intervals overlap, provenance, paper links, "potentially unreliable" marks, the spiking activity (firing
+  rate, SynOps) and a robustness-vs-SynOps plot per board; the CI (smoke) budget's boards apart, not a
+  ranking, their budget artefacts explained; models without the standard protocol listed apart with the
+  command that ranks them; the suites; the papers with BibTeX. One small inline script sorts (click a
+  header) and filters (a box per table) the tables; without JavaScript they are plain tables.
 - ``suite-<name>.html``: the paper's table laid out as printed, reported beside measured with the delta
   coloured and the interval in the cell's tooltip; for cells not run yet the command that fills them and
   the projected GPU-hours (:mod:`bench.cost`); plots of the suite's models.
 - ``run-<id>.html``: provenance, config, versions, device, every evaluation with its full attack label and
-  interval, the protocol's stages, failed flags first (ok ones folded), the run's plots.
+  interval, the protocol's stages, failed flags first (ok ones folded), the spiking activity per layer, the
+  run's plots.
 - ``submit.html``: how to evaluate your own model and get it on the board.
 
 The site is written atomically: rendered into a temporary directory beside ``out`` and swapped in (Linux
@@ -50,6 +54,7 @@ from snnbench.export import evaluation_rows, suite_rows, write_rows
 from snnbench.registry import BenchRegistry
 from snnbench.report_data import (
     Acc,
+    ThreatModel,
     Unreadable,
     acc_from_fraction,
     attack_cfg,
@@ -63,7 +68,7 @@ from snnbench.report_data import (
     sorted_flags,
     worst_case,
 )
-from snnbench.report_plots import Plot, hist_plot, marker_path, sweep_plots
+from snnbench.report_plots import Plot, hist_plot, marker_path, scatter_plot, si_unit, sweep_plots
 from snnbench.store import Store
 from snnbench.suite_results import Measured, measure_suite
 from snnbench.suite_spec import CLEAN, Suite
@@ -173,6 +178,21 @@ def _ci(a: Acc | None, digits: int = 1) -> str:
     return "" if a is None else f"[{100 * a.lo:.{digits}f}, {100 * a.hi:.{digits}f}]"
 
 
+def si(v: float | None) -> str:
+    """A count with 3 significant digits and an SI suffix: ``123k``, ``23.5k``, ``1.2M``; "–" for None."""
+    if v is None:
+        return "–"
+    div, _ = si_unit(abs(v))
+    return f"{v / div:.3g}" + {1e9: "G", 1e6: "M", 1e3: "k"}.get(div, "")
+
+
+def rate(v: float | None) -> str:
+    """A firing rate (spikes per neuron per time step) in percent: ``12.5%``; "–" for None."""
+    if v is None:
+        return "–"
+    return f"{100 * v:.1f}%" if v >= 0.001 or v == 0 else f"{100 * v:.2g}%"
+
+
 def environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(str(TEMPLATES)),
@@ -187,6 +207,8 @@ def environment() -> Environment:
     env.filters["signed"] = lambda v, d=2: "" if v is None else f"{v:+.{d}f}"
     env.filters["ci"] = _ci
     env.filters["eps"] = lambda v: "–" if v is None else fmt_eps(v)
+    env.filters["si"] = si
+    env.filters["rate"] = rate
     env.globals["marker_path"] = marker_path
     env.globals["papers_by_id"] = {}
     return env
@@ -217,6 +239,57 @@ def run_plots(store: Store, runs: list[tuple[str, int]]) -> list[Plot]:
     if hists:
         plots.append(hist_plot("Membrane potential v_pre - v_th (one test batch)", hists))
     return plots
+
+
+def activity_plot(t: ThreatModel) -> Plot | None:
+    """Robust accuracy vs SynOps per inference of a board's models (those with a measured activity)."""
+    points = [(f"{r.defense} ({r.training}), run {r.run_id}", r.activity.synops, 100 * r.robust.value)
+              for r in t.rows if r.activity.synops is not None]
+    if not points:
+        return None
+    return scatter_plot(
+        f"{t.title}: robust accuracy vs SynOps per inference",
+        "synaptic operations per inference on clean test samples",
+        "robust accuracy %",
+        points,
+        caption=(
+            "Each point is one model of this board: its robust accuracy under the standard protocol (y) against "
+            "its synaptic operations per inference (x: every spike times the fan-out it reaches in the next "
+            "synaptic layer, average pools folded in; measured on the first 256 clean test samples, "
+            "snnbench.activity). Up and to the left: more robust with fewer operations. Firing rates are in "
+            "the table; models whose activity was not measured are not drawn."
+        ),
+    )
+
+
+def board_note(reg: BenchRegistry, t: ThreatModel) -> str:
+    """What the board's protocol budget runs (the registry's description of its attack config), when that
+    description is of the stored protocol version ("" otherwise: the config has moved on since)."""
+    entry = reg.attacks.get(t.rows[0].protocol_name) if t.rows else None
+    desc = entry.description if entry is not None else ""
+    return desc if t.protocol and t.protocol in desc else ""
+
+
+def _activity(store: Store, run_id: int) -> dict[str, Any] | None:
+    """The run page's activity: the stored artifact with every number checked (None: none stored)."""
+    art = safe(lambda: store.artifacts(run_id, "activity").get(""), None)
+    if not isinstance(art, dict):
+        return None
+
+    def num(v: Any) -> float | None:
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) else None
+
+    layers = art.get("layers") if isinstance(art.get("layers"), list) else []
+    return {
+        "measured": art.get("status") == "measured",
+        "reason": str(art.get("reason") or ""),
+        **{k: num(art.get(k)) for k in ("n_samples", "T", "firing_rate", "synops", "spikes", "dense_macs")},
+        "layers": [
+            {"name": str(x.get("name", "?")), **{k: num(x.get(k)) for k in
+                                                ("neurons", "firing_rate", "spikes", "synops", "fan_out")}}
+            for x in layers if isinstance(x, dict)
+        ],
+    }
 
 
 def _eval_rows(store: Store, run: Any, evals: list) -> list[dict[str, Any]]:
@@ -302,6 +375,7 @@ def _run_page(reg: BenchRegistry, store: Store, run: Any) -> dict[str, Any]:
         "worst_covers": covered,
         "problems": problems,
         "card": _model_card(store, run.id),
+        "activity": _activity(store, run.id),
     }
 
 
@@ -361,6 +435,8 @@ def render_site(reg: BenchRegistry, store: Store, out: Path) -> list[str]:
         title="snnbench leaderboard",
         tables=tables,
         others=others,
+        activity_plots={t.key: activity_plot(t) for t in tables},
+        board_notes={t.key: board_note(reg, t) for t in tables},
         suites=suites,
         papers=sorted(reg.papers.values(), key=lambda p: (p.year, p.id)),
         files=downloads("leaderboard", leaderboard_records(tables, others)),

@@ -19,15 +19,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from snnbench.protocol import counts_toward_worst, ranking_blockers
+from snnbench.protocol import SMOKE_BUDGET_FLAGS, counts_toward_worst, ranking_blockers
 from snnbench.protocol import worst_case as per_sample_worst
 from snnbench.registry import BenchRegistry
+from snnbench.specs import TrainSpec
 from snnbench.store import Store
 from snnbench.suite_spec import CLEAN
 
@@ -247,6 +249,36 @@ def failed_flags(store: Store, run_id: int) -> list[str]:
     return sorted({f"{f.kind} ({f.scope})" for f in store.flags(run_id) if not f.ok})
 
 
+# --- spiking activity ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Activity:
+    """A run's spiking activity on clean test samples (artifact ``activity``, written by
+    :func:`snnbench.diagnostics.record_activity`; definitions in :mod:`snnbench.activity`): the firing rate
+    (spikes per neuron per time step, all spiking layers) and SynOps per inference; ``note`` says why they
+    are missing ("" when measured)."""
+
+    firing_rate: float | None = None
+    synops: float | None = None
+    note: str = "not measured: the run predates the activity measurement"
+
+
+def _finite(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def activity_of(store: Store, run_id: int) -> Activity:
+    """The stored activity of a run, read defensively (an unreadable artifact is "not measured")."""
+    art = safe(lambda: store.artifacts(run_id, "activity").get(""), None)
+    if not isinstance(art, dict):
+        return Activity()
+    if art.get("status") != "measured":
+        return Activity(note=f"not measured: {art.get('reason') or 'no reason stored'}")
+    rate, synops = _finite(art.get("firing_rate")), _finite(art.get("synops"))
+    if rate is None or synops is None or not 0 <= rate <= 1 or synops < 0:
+        return Activity(note="not measured: the stored activity is unreadable")
+    return Activity(rate, synops, "")
+
+
 # --- leaderboard --------------------------------------------------------------------------------------
 @dataclass
 class ThreatModel:
@@ -267,6 +299,23 @@ class ThreatModel:
     def label(self) -> str:
         norm = {"linf": "L∞", "l2": "L2"}.get(self.norm, self.norm)
         return f"{self.dataset} · {norm} · ε = {fmt_eps(self.eps)}"
+
+    @property
+    def ci(self) -> bool:
+        """A board of the CI (smoke) budget or any other reduced budget: shown apart, not a ranking."""
+        return self.budget != "full"
+
+    @property
+    def title(self) -> str:
+        """What the board is: ``digits · L∞ ε = 0.1 · standard protocol snn-standard-v2 (full budget)``."""
+        norm = {"linf": "L∞", "l2": "L2"}.get(self.norm, self.norm)
+        return f"{self.dataset} · {norm} ε = {fmt_eps(self.eps)} · standard protocol {self.protocol} ({self.budget} budget)"
+
+    @property
+    def epochs(self) -> str:
+        """The training epochs of the board's models trained here: ``3``, ``2–3`` or "" (none known)."""
+        e = sorted({r.provenance.epochs for r in self.rows if isinstance(r.provenance.epochs, int)})
+        return "" if not e else str(e[0]) if len(e) == 1 else f"{e[0]}–{e[-1]}"
 
     @property
     def tied_with_leader(self) -> list[LeaderRow]:
@@ -296,10 +345,25 @@ class LeaderRow:
 
     budget: str = "full"
     protocol_name: str = "standard"  # the protocol evaluation's name (its flags' scope)
+    activity: Activity = field(default_factory=Activity)
 
     @property
     def unreliable(self) -> bool:
         return bool(self.flags)
+
+    @property
+    def budget_artefacts(self) -> list[str]:
+        """Failed checks that only say the attack budget is reduced (:data:`snnbench.protocol.SMOKE_BUDGET_FLAGS`
+        at a budget other than full): a 20-iteration protocol may sit above a 100-iteration attack of the
+        same model, and doubling its iterations may still lower it. Not a doubt about the defense."""
+        if self.budget == "full":
+            return []
+        return [f for f in self.flags if f.partition(" (")[0] in SMOKE_BUDGET_FLAGS]
+
+    @property
+    def doubts(self) -> list[str]:
+        """The failed checks that do cast doubt on the number (every failed check but the budget artefacts)."""
+        return [f for f in self.flags if f not in self.budget_artefacts]
 
     @property
     def blocking(self) -> list[str]:
@@ -339,6 +403,8 @@ class OtherRow:
     flags: list[str]
     provenance: Provenance
     reason: str = ""  # unreadable: why
+    activity: Activity = field(default_factory=Activity)
+    rank_command: str = ""  # the command that evaluates it with the standard protocol
 
 
 def rank_ranges(all_rows: list[LeaderRow]) -> None:
@@ -389,6 +455,7 @@ def leaderboard(reg: BenchRegistry, store: Store) -> tuple[list[ThreatModel], li
     others: list[OtherRow] = []
     for run in store.runs():
         prov = provenance(run)
+        activity = activity_of(store, run.id)
         model = reg.models.get(run.model)
         try:
             evals = store.evaluations(run.id)
@@ -446,17 +513,51 @@ def leaderboard(reg: BenchRegistry, store: Store) -> tuple[list[ThreatModel], li
                     prov,
                     budget=str(cfg.get("budget", "?")),
                     protocol_name=e.attack,
+                    activity=activity,
                 )
             )
         if not standard and (evals or bad):  # a run with no evaluation at all (a transfer substitute) is no model row
-            others.append(_other(reg, store, run, evals, flags, prov, bad))
-    out = sorted(
-        tables.values(), key=lambda t: (t.dataset, t.norm, t.eps, t.protocol, t.budget != "full", t.budget)
+            other = _other(reg, store, run, evals, flags, prov, bad)
+            others.append(dataclasses.replace(other, activity=activity, rank_command=rank_command(reg, run, prov)))
+    out = sorted(  # full-budget boards first: the CI boards are shown apart, after them
+        tables.values(), key=lambda t: (t.ci, t.dataset, t.norm, t.eps, t.protocol, t.budget)
     )
     for t in out:
         rank_ranges(t.rows)
     others.sort(key=lambda r: (r.dataset, r.reason != "", -(r.clean.value if r.clean else 0), r.run_id))
     return out, others
+
+
+#: the ``bench run`` flags of training settings a recipe's config hash depends on (stored config key -> flag)
+RUN_FLAGS = (("epochs", "--epochs"), ("T", "--T"), ("seed", "--seed"), ("lr", "--lr"), ("batch_size", "--batch-size"))
+
+
+def rank_command(reg: BenchRegistry, run: Any, prov: Provenance) -> str:
+    """The command that evaluates a stored model with the standard protocol (``standard``, full budget), so
+    it joins the ranking: ``bench run`` with the flags that rebuild the same config (so the cached
+    checkpoint is reused, nothing retrained) for a recipe, ``--checkpoint`` for an imported checkpoint,
+    ``snnbench.evaluate`` for a user's module. Training settings the CLI has no flag for are not repeated."""
+    if prov.module:
+        return 'snnbench.evaluate(model, protocol="standard")  # the same model object, weights and name'
+    cfg = safe(lambda: load_json(run.config_json, "run config"), {})
+    train = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
+    ds = reg.datasets.get(run.dataset)
+    parts = ["bench run", f"--defense {run.defense}", f"--training {train.get('training', run.training)}"]
+    if run.dataset != "digits":
+        parts.append(f"--dataset {run.dataset}")
+    if ds is None or run.model != ds.default_model:
+        parts.append(f"--model {run.model}")
+    if prov.origin == "external":
+        parts.append(f"--checkpoint {run.checkpoint_path or 'PATH'}")
+    defaults = {**_train_defaults(), **(ds.train if ds else {})}
+    for key, flag in RUN_FLAGS:
+        if key in train and train[key] != defaults.get(key):
+            parts.append(f"{flag} {train[key]}")
+    return " ".join([*parts, "--attack standard"])
+
+
+def _train_defaults() -> dict[str, Any]:
+    return {k: getattr(TrainSpec, k) for k, _ in RUN_FLAGS}
 
 
 def _unreadable(run: Any, prov: Provenance, reason: str) -> OtherRow:
@@ -562,6 +663,8 @@ def leaderboard_records(tables: list, others: list) -> list[dict[str, Any]]:
                     "checkpoint_source": r.provenance.source,
                     "n_attacks": None,
                     "unranked_by": ", ".join(r.blocking),
+                    "firing_rate": r.activity.firing_rate,
+                    "synops": r.activity.synops,
                 }
             )
     for o in others:
@@ -605,6 +708,8 @@ def leaderboard_records(tables: list, others: list) -> list[dict[str, Any]]:
                 "checkpoint_source": o.provenance.source,
                 "n_attacks": o.n_attacks,
                 "unranked_by": "no standard-protocol evaluation",
+                "firing_rate": o.activity.firing_rate,
+                "synops": o.activity.synops,
             }
         )
     return rows

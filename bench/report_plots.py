@@ -233,3 +233,35 @@ def sweep_plots(runs: list[tuple[str, dict[str, Any]]]) -> list[Plot]:
                 )
             )
     return out
+
+
+def si_unit(v: float) -> tuple[float, str]:
+    """(divisor, name) that keeps ``v`` below 1000: (1e6, "millions"), (1e3, "thousands") or (1, "")."""
+    for div, name in ((1e9, "billions"), (1e6, "millions"), (1e3, "thousands")):
+        if v >= div:
+            return div, name
+    return 1.0, ""
+
+
+def scatter_plot(
+    title: str, xlabel: str, ylabel: str, points: list[tuple[str, float, float]], caption: str = "",
+    ymax: float = 100.0,
+) -> Plot:
+    """One marker per labelled point ``(label, x, y)``, both axes from 0; x in the SI unit of its largest
+    value (named in the x label). Each point is its own legend entry (colour and marker)."""
+    div, unit = si_unit(max((x for _, x, _ in points), default=0.0))
+    p = Plot(title, f"{xlabel} ({unit})" if unit else xlabel, ylabel, [], [], [], caption)
+    right = _nice(max((x / div for _, x, _ in points), default=1.0) * 1.1 or 1.0)
+
+    def sx(x: float) -> float:
+        return round(p.x0 + x / div / right * (p.x1 - p.x0), 1)
+
+    def sy(y: float) -> float:
+        return round(p.y0 - min(y, ymax) / ymax * (p.y0 - p.y1), 1)
+
+    for i, (label, x, y) in enumerate(points):
+        marker = MARKERS[(i + i // len(MARKERS)) % len(MARKERS)]  # colour and marker pairs repeat after 100
+        p.series.append(Series(label, PALETTE[i % len(PALETTE)], marker, "", [(sx(x), sy(y))]))
+    p.xticks = [(sx(v * div), f"{v:g}") for v in np.linspace(0, right, 5)]
+    p.yticks = [(sy(v), f"{v:g}") for v in np.linspace(0, ymax, 5)]
+    return p

@@ -57,7 +57,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("config and storage", ("registry", "store", "data")),
     ("spiking core", ("snn", "snn.*")),
     ("attacks and defenses", ("attacks", "attacks.*", "defenses", "defenses.*")),
-    ("model services", ("kinds", "train", "scoring", "checks", "contract", "adapters", "importers")),
+    ("model services", ("kinds", "train", "scoring", "checks", "contract", "adapters", "importers", "activity")),
     ("read side", ("suite_results", "export", "report_data", "dataframes", "report_plots", "regress", "cost", "report")),
     ("pipeline", ("plan", "provenance", "prepare", "strategies", "diagnostics", "pipeline", "suites", "sweep",
                   "perf")),

@@ -28,7 +28,7 @@ from snnbench.export import evaluation_rows, suite_rows, write_rows
 from snnbench.registry import load_registry
 from snnbench.report import build_site, delta_class
 from snnbench.report_data import Acc, attack_label, leaderboard, wilson
-from snnbench.store import Store
+from snnbench.store import FlagRecord, Store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,20 +54,21 @@ def reg():
     return load_registry(kinds=None)
 
 
-def planted(tmp_path: Path) -> Store:
-    """Four models on digits: two standard-protocol rows whose intervals overlap (vanilla 50/120, tgo
-    55/120 with a failed masking flag), one clearly below (rat, an external checkpoint, 10/120), and one
-    (feel) with a high PGD number but no standard-protocol evaluation."""
+def planted(tmp_path: Path, budget: str = "smoke", more_iters_failed: bool = True) -> Store:
+    """Four models on digits: two standard-protocol rows (at ``budget``) whose intervals overlap (vanilla
+    50/120, tgo 55/120 with a failed masking flag unless ``more_iters_failed`` is False), one clearly below
+    (rat, an external checkpoint, 10/120), and one (feel) with a high PGD number but no standard-protocol
+    evaluation."""
     store = Store(f"sqlite:///{tmp_path / 'planted.sqlite'}")
     a = plant_run(store, "vanilla")
-    plant_eval(store, a, "standard", 120, 110, 50, kind="standard")
+    plant_eval(store, a, "standard", 120, 110, 50, kind="standard", budget=budget)
     plant_eval(store, a, "pgd", 120, 110, 60, steps=7, alpha=0.025)
     b = plant_run(store, "tgo")
-    plant_eval(store, b, "standard", 120, 100, 55, kind="standard")
-    plant_flag(store, b, "more_iters", False, "APGD-CE 20 -> 40 iterations lowers it by 12 points")
+    plant_eval(store, b, "standard", 120, 100, 55, kind="standard", budget=budget)
+    plant_flag(store, b, "more_iters", not more_iters_failed, "APGD-CE 20 -> 40 iterations lowers it by 12 points")
     plant_flag(store, b, "zero_grad", True)
     c = plant_run(store, "rat", external="cd" * 32, source="https://example.org/rat.pt")
-    plant_eval(store, c, "standard", 120, 100, 10, kind="standard")
+    plant_eval(store, c, "standard", 120, 100, 10, kind="standard", budget=budget)
     d = plant_run(store, "feel")
     plant_eval(store, d, "pgd", 120, 110, 90, steps=7, alpha=0.025)
     return store
@@ -150,21 +151,67 @@ def test_a_failed_masking_check_unranks_the_row_and_shows_its_number_as_an_upper
 
 
 def test_site_says_when_two_models_intervals_overlap(tmp_path, reg):
-    store = planted(tmp_path)
+    store = planted(tmp_path, budget="full", more_iters_failed=False)
     out = tmp_path / "site"
     build_site(reg, store, out)
     html = (out / "index.html").read_text()
+    assert "<h2>digits · L∞ ε = 0.1 · standard protocol snn-standard-v1 (full budget)</h2>" in html
     assert "Statistically tied with #1: tgo (standard), vanilla (standard)" in html
     assert "95% intervals overlap the leader" in html
     assert html.count(">1–2</td>") == 2 and ">3</td>" in html
     assert re.search(
         r"45\.83</span> <span class=\"ci\"[^>]*>\[37\.2, 54\.7\]", html
     )  # value + Wilson interval
-    assert "Not evaluated with the standard protocol" in html
-    assert "potentially unreliable" in html and "more_iters (run)" in html
+    assert "Not ranked yet: no standard-protocol evaluation" in html and 'id="ci"' not in html
     assert "Wang et al., ICLR 2026" in html and "https://arxiv.org/abs/2602.20548" in html  # tgo's paper
     assert "@inproceedings{tgo," in html  # BibTeX to copy
     assert "external ckpt" in html and "trained here" in html
+
+
+def test_ci_budget_boards_stand_apart_and_explain_their_budget_flags(tmp_path, reg):
+    """Issue 23 item 3: smoke-budget rows sit on their own board, named as CI models and not a ranking
+    (run ids instead of ranks, no tie note); the budget's own flags are marked † and explained below the
+    table instead of a "potentially unreliable" badge; a full-budget failed check still unranks."""
+    store = planted(tmp_path)  # smoke budget; tgo has a failed more_iters
+    plant_flag(store, 3, "gradfree_gap", False, "Square broke 12 samples")  # rat: a real doubt
+    out = tmp_path / "site"
+    build_site(reg, store, out)
+    html = (out / "index.html").read_text()
+    ci = html[html.index('<section id="ci"'):html.index('id="unranked"')]
+    assert "<h2>CI smoke budget (3-epoch models; not a ranking of defenses)</h2>" in ci
+    assert "<h3>digits · L∞ ε = 0.1 · standard protocol snn-standard-v1 (smoke budget)</h3>" in ci
+    assert "Statistically tied" not in html and ">1–2</td>" not in ci and '<th class="num sticky c1">run</th>' in ci
+    tgo = ci[ci.index('href="run-2.html">tgo'):]
+    tgo = tgo[:tgo.index("</tr>")]
+    assert "potentially unreliable" not in tgo and "more_iters †" in tgo
+    assert "Flags marked † are artefacts of the smoke budget, not a flaw of those defenses." in ci
+    assert "unreliable, not ranked" in ci  # rat's gradfree_gap is no budget artefact
+    assert html.index('id="ci"') > html.index('class="tabs"')
+
+
+def test_unranked_models_show_the_command_that_ranks_them(tmp_path, reg):
+    """A recipe run without the protocol: the ``bench run`` line that rebuilds its config (non-default
+    epochs included, so the cached checkpoint is reused) with ``--attack standard``; a user's module:
+    ``snnbench.evaluate(..., protocol="standard")``."""
+    from snnbench.report_data import leaderboard_records
+    from snnbench.store import RunInfo
+
+    store = planted(tmp_path)
+    cfg = {"dataset": {"name": "digits"}, "train": {"T": 4}, "format": 1,
+           "external": {"module": "mypkg.MySNN", "weights_sha256": "ef" * 32}}
+    ext = store.upsert_run(RunInfo("ext-1", cfg, "digits", "external", "my-snn", "external", 4, 0, device="cpu"))
+    store.finish_run(ext, status="external")
+    plant_eval(store, ext, "pgd", 120, 100, 40, steps=7, alpha=0.025)
+    _, others = leaderboard(reg, store)
+    cmds = {o.defense: o.rank_command for o in others}
+    assert cmds["feel"] == "bench run --defense feel --training standard --epochs 3 --attack standard"
+    assert cmds["my-snn"].startswith('snnbench.evaluate(model, protocol="standard")')
+    out = tmp_path / "site"
+    build_site(reg, store, out)
+    html = (out / "index.html").read_text()
+    codes = [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<code>(.*?)</code>", html)]
+    assert "bench run --defense feel --training standard --epochs 3 --attack standard" in codes
+    assert {r["defense"] for r in leaderboard_records(*leaderboard(reg, store))} >= {"feel", "my-snn"}
 
 
 def test_run_page_provenance_labels_and_flags_order(tmp_path, reg):
@@ -219,6 +266,22 @@ def test_not_run_suite_page_shows_command_and_projected_cost(site):
         "Projected cost: unknown (no GPU rate measured for digits-sized inputs)"
         in (out / "suite-smoke.html").read_text()
     )
+
+
+def test_the_rank_command_rebuilds_the_stored_models_config(registry, trained_vanilla):
+    """The command shown for an unranked recipe run resolves to the run's own config hash (so ``bench run``
+    loads its checkpoint instead of training another model): vanilla trained 8 epochs, not the default 15."""
+    from snnbench.plan import RunRequest, resolve
+    from snnbench.report_data import provenance, rank_command
+
+    _, prep, store = trained_vanilla
+    run = next(r for r in store.runs() if r.id == prep.run_id)
+    cmd = rank_command(registry, run, provenance(run))
+    assert cmd == "bench run --defense vanilla --training standard --epochs 8 --attack standard"
+    flags = dict(zip(cmd.split()[2::2], cmd.split()[3::2], strict=True))
+    req = RunRequest(defense=flags["--defense"], attacks=(flags["--attack"],),
+                     train_overrides={"training": flags["--training"], "epochs": int(flags["--epochs"])})
+    assert resolve(registry, req).config_hash == run.config_hash
 
 
 # --- pages, links, downloads ----------------------------------------------------------------------------
@@ -444,9 +507,13 @@ def browser_site(tiny_suite, tmp_path_factory) -> Path:
     src.backup(dst)
     src.close()
     dst.close()
-    planted(base)  # adds to the copy: runs 2-5
+    store = planted(base, budget="full", more_iters_failed=False)  # adds to the copy: runs 2-5 (a full board)
+    for defense, robust in (("sr", 30), ("stog", 20)):  # a CI board with a budget artefact
+        r = plant_run(store, defense)
+        plant_eval(store, r, "standard_smoke", 120, 100, robust, kind="standard", budget="smoke")
+    store.record_flags(r, [FlagRecord("standard_smoke", "protocol_le_attacks", False, 0.05, "weaker than apgd")])
     out = base / "site"
-    build_site(treg, Store(f"sqlite:///{base / 'planted.sqlite'}"), out)
+    build_site(treg, store, out)
     return out
 
 
@@ -512,6 +579,73 @@ def test_ranked_columns_visible_at_390px(browser_site, tmp_path):
     assert max(rights) <= 390, rights
     page_width = int(re.search(r'data-page="(\d+)"', dom.stdout).group(1))
     assert page_width <= 392, page_width
+
+
+def _in_frame(site: Path, tmp_path: Path, script: str, scripts: bool = True) -> str:
+    """Load index.html in an iframe (its own scripts off with ``scripts=False``: a sandbox without
+    allow-scripts), run ``script`` (JavaScript with ``d`` = its document) once it has loaded, and return
+    the ``data-out`` attribute the script sets on the harness's body."""
+    harness = site / "_harness.html"
+    sandbox = "" if scripts else ' sandbox="allow-same-origin"'
+    harness.write_text(
+        f'<!doctype html><iframe id="f"{sandbox} src="index.html" style="width:1280px;height:800px;border:0"></iframe>'
+        "<script>document.getElementById('f').onload=function(){var d=this.contentDocument;var out=[];"
+        + script + "document.body.setAttribute('data-out',out.join('|'));};</script>"
+    )
+    dom = _chromium(["--allow-file-access-from-files", "--virtual-time-budget=5000", "--dump-dom", harness.as_uri()],
+                    tmp_path / "p")
+    harness.unlink()
+    m = re.search(r'data-out="([^"]*)"', dom.stdout)
+    assert m, dom.stdout[-500:] + dom.stderr[-1500:]
+    return m.group(1)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs it)")
+def test_clicking_a_header_sorts_and_typing_filters_rows_in_chromium(browser_site, tmp_path):
+    """Issue 23 item 3, in the browser: the inline script turns headers into sort buttons (text A-Z first,
+    numbers high to low first, a second click reverses) and adds a filter box per table that hides the
+    rows not containing every typed word."""
+    names = ("function names(t){return Array.prototype.map.call(t.tBodies[0].rows,function(r){"
+             "return r.cells[1].textContent.trim().split(/\\s+/)[0];}).join(',');}")
+    out = _in_frame(browser_site, tmp_path, names + (
+        "var t=d.querySelector('table.board');var b=t.tHead.rows[0].cells;out.push(names(t));"
+        "b[1].querySelector('button.sort').click();out.push(names(t)+':'+b[1].getAttribute('aria-sort'));"
+        "b[1].querySelector('button.sort').click();out.push(names(t)+':'+b[1].getAttribute('aria-sort'));"
+        "b[2].querySelector('button.sort').click();out.push(names(t)+':'+b[2].getAttribute('aria-sort'));"
+        "var box=t.parentNode.previousElementSibling.querySelector('input');box.value='VANILLA';"
+        "box.dispatchEvent(new Event('input'));"
+        "out.push(Array.prototype.filter.call(t.tBodies[0].rows,function(r){return !r.hidden;}).length+' '"
+        "+box.nextSibling.textContent.trim());"
+        "box.value='';box.dispatchEvent(new Event('input'));"
+        "out.push(Array.prototype.filter.call(t.tBodies[0].rows,function(r){return r.offsetParent!==null;}).length);"
+        "out.push(d.querySelectorAll('p.filter input').length+' '+d.querySelectorAll('table.sortable').length);"
+    ))
+    initial, by_name, reversed_, by_robust, filtered, cleared, boxes = out.split("|")
+    assert initial == "tgo,vanilla,rat"  # the ranking: 55, 50, 10 of 120
+    assert by_name == "rat,tgo,vanilla:ascending" and reversed_ == "vanilla,tgo,rat:descending"
+    assert by_robust == "tgo,vanilla,rat:descending"
+    assert filtered == "1 1 of 3 rows" and cleared == "3"
+    n_boxes, n_tables = boxes.split()
+    assert n_boxes == n_tables and int(n_tables) >= 3  # full board, CI board, not ranked yet
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs it)")
+def test_without_javascript_the_boards_are_plain_tables(browser_site, tmp_path):
+    """Scripts off: no sort buttons, no filter boxes, every row shown; the HTML itself has no input element
+    and loads no script from anywhere (the one script is inline)."""
+    html = (browser_site / "index.html").read_text()
+    static = re.sub(r"<script>.*?</script>", "", html, flags=re.S)
+    assert "<input" not in static and "<button" not in static and "<script src" not in html
+    out = _in_frame(browser_site, tmp_path, (
+        "var rows=d.querySelectorAll('table.board tbody tr');"
+        "out.push(rows.length);"
+        "out.push(Array.prototype.filter.call(rows,function(r){return r.offsetParent!==null;}).length);"
+        "out.push(d.querySelectorAll('button.sort, p.filter input').length);"
+        "out.push(d.querySelector('.js-only').offsetParent===null);"
+    ), scripts=False)
+    n_rows, shown, controls, hint_hidden = out.split("|")
+    assert int(n_rows) >= 6 and shown == n_rows and controls == "0"
+    assert hint_hidden == "true"  # "click a column header to sort" is said only where it works
 
 
 def test_swap_without_renameat2_still_replaces_the_site(tmp_path, monkeypatch):
