@@ -114,11 +114,15 @@ def randomized_flag(spread: float, declared: bool) -> FlagRecord:
     )
 
 
-def monotone_flag(eps: Sequence[float], acc: Sequence[float], tol: float) -> FlagRecord:
-    """Robust accuracy must not increase with eps (by more than ``tol``)."""
+def monotone_flag(eps: Sequence[float], acc: Sequence[float], tol: float, n: int | None = None,
+                  of: int | None = None) -> FlagRecord:
+    """Robust accuracy must not increase with eps (by more than ``tol``); ``n``: the samples the sweep ran on,
+    ``of``: the samples the attacks were evaluated on (when more, the sweep's numbers are a subset's)."""
     worst = max((b - a for a, b in zip(acc, acc[1:], strict=False)), default=0.0)
     pairs = ", ".join(f"{e:.4g}:{100 * a:.1f}%" for e, a in zip(eps, acc, strict=True))
-    return FlagRecord("run", "eps_monotone", worst <= tol, worst, f"PGD robust accuracy over eps {pairs}")
+    on = f" (PGD-7 on the first {n} test samples" + (f", a subset of the {of} the attacks ran on)" if of and of > n else ")") \
+        if n else ""
+    return FlagRecord("run", "eps_monotone", worst <= tol, worst, f"PGD robust accuracy over eps {pairs}{on}")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ User errors (``BenchError``) become one line on stderr and exit code 2, never a 
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 import sys
 
@@ -180,13 +182,14 @@ def run(**o) -> None:
     quiet = o["quiet"]
     if not quiet:
         _print_header(plan, store.url)
+    started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(seconds=1)
     with _StageLines(quiet):
         prep = evaluate_plans(reg, [plan], store, results, force=o["force"], progress=_progress(quiet),
                               eps_sweep=o["eps_sweep"])
     if not quiet:
         how = f"trained in {prep.train_seconds:.1f}s" if prep.trained else "loaded"
         click.echo(f"model: {how} -> {prep.checkpoint}", err=True)
-    _print_results(store, prep.run_id, plan)
+    _print_results(store, prep.run_id, plan, since=started)
 
 
 class _EchoHandler(logging.Handler):
@@ -235,16 +238,32 @@ def _print_header(plan, db_url: str) -> None:
     click.echo("\n".join(lines), err=True)
 
 
-def _print_results(store, run_id: int, plan) -> None:
+def _print_results(store, run_id: int, plan, since=None) -> None:  # type: ignore[no-untyped-def]
+    """The run's evaluations: each attack with its budget (the site's label), robust accuracy with its 95%
+    Wilson interval, and "(stored)" for an evaluation reused from the database rather than run now
+    (``since``: when this command started; its seconds are then the stored run's)."""
+    from snnbench.report_data import Acc, attack_label
+
     names = {e.name for e, _ in plan.attacks}
     rows = [e for e in store.evaluations(run_id) if e.attack in names or e.attack.split("/")[0] in names]
-    header = f"{'defense':<12} {'training':<9} {'attack':<36} {'eps':>7} {'n':>6} {'eot':>4} {'clean':>7} {'robust':>7} {'sec':>7}"
+    header = (f"{'defense':<12} {'training':<9} {'attack (budget)':<44} {'eps':>7} {'n':>5} {'eot':>4} {'clean':>7} "
+              f"{'robust [95% CI]':>22} {'sec':>9}")
     click.echo(header)
     for e in rows:
+        try:
+            label = attack_label(e.attack, json.loads(e.attack_config_json), e.eot)
+        except ValueError:
+            label = e.attack
+        r = Acc(e.n_robust_correct, e.n)
+        ci = f"{100 * r.value:6.2f}% [{100 * r.lo:4.1f}, {100 * r.hi:4.1f}]"
+        stored = since is not None and e.created_at < since
+        secs = f"{e.seconds:.2f}" + ("*" if stored else "")
         click.echo(
-            f"{plan.defense_entry.name:<12} {plan.train.training:<9} {e.attack:<36} {e.eps:>7.4f} {e.n:>6} {e.eot:>4} "
-            f"{100 * e.clean_acc:>6.2f}% {100 * e.robust_acc:>6.2f}% {e.seconds:>7.2f}"
+            f"{plan.defense_entry.name:<12} {plan.train.training:<9} {label[:44]:<44} {e.eps:>7.4f} {e.n:>5} {e.eot:>4} "
+            f"{100 * e.clean_acc:>6.2f}% {ci:>22} {secs:>9}"
         )
+    if since is not None and any(e.created_at < since for e in rows):
+        click.echo("* (stored): reused from the database, not run now; its seconds are the stored run's (--force reruns)")
     from snnbench.protocol import cascade_lines, ranking_blockers
 
     budgets = set()

@@ -20,7 +20,7 @@ from snnbench.data import to_float
 from snnbench.plan import Plan, make_attack
 from snnbench.prepare import Prepared
 from snnbench.registry import BenchRegistry
-from snnbench.scoring import evaluate_attack
+from snnbench.scoring import eval_size, evaluate_attack
 from snnbench.seeding import seeded
 from snnbench.store import FlagRecord, Store
 
@@ -73,7 +73,8 @@ def _eps_sweep_flag(plan: Plan, prep: Prepared, store: Store, x: torch.Tensor, y
     eps = [f * top for f in (0.0, 0.25, 0.5, 1.0)]
     prev = store.artifacts(prep.run_id, "eps_sweep").get("pgd7")
     if prev and prev["n"] == len(y) and [round(e, 9) for e in prev["eps"]] == [round(e, 9) for e in eps]:
-        return checks.monotone_flag(prev["eps"], prev["expected" if model.randomized else "robust"], tol)
+        return checks.monotone_flag(prev["eps"], prev["expected" if model.randomized else "robust"], tol, len(y),
+                                    eval_size(prep.data.test, plan.n_eval))
     accs, expected = [], []
     for e in eps:
         alpha = plan.dataset.alpha * e / plan.dataset.eps if plan.dataset.eps else 2.5 * e / 7
@@ -82,7 +83,8 @@ def _eps_sweep_flag(plan: Plan, prep: Prepared, store: Store, x: torch.Tensor, y
         accs.append(float(out.adv_correct.mean()))
         expected.append(out.adv_expected)
     store.put_artifact(prep.run_id, "eps_sweep", "pgd7", {"eps": eps, "robust": accs, "expected": expected, "n": len(y)})
-    return checks.monotone_flag(eps, expected if model.randomized else accs, tol)
+    return checks.monotone_flag(eps, expected if model.randomized else accs, tol, len(y),
+                                eval_size(prep.data.test, plan.n_eval))
 
 
 def _masking_flags(plan: Plan, prep: Prepared, store: Store, n: int, progress: Callable | None) -> list[FlagRecord]:
@@ -156,6 +158,28 @@ def record_vpre_hist(plan: Plan, prep: Prepared, store: Store, batch: int = 256)
         return
     payload["T"] = plan.train.T if plan.recipe is not None else plan.external.T
     store.put_artifact(prep.run_id, "vpre_hist", "test", payload)
+
+
+#: clean test samples a defense's mechanism statistic is measured on (issue 23's mechanism gate)
+MECHANISM_SAMPLES = 128
+
+
+def record_mechanism(plan: Plan, prep: Prepared, store: Store, n: int = MECHANISM_SAMPLES) -> None:
+    """Store once per run the defense's own mechanism statistics (``Defense.mechanism``: SR's finite-difference
+    gradient, TGO's near-threshold share, ...) on the first ``n`` clean test samples (artifact ``mechanism``),
+    with the direction each is pushed by the mechanism; ``bench check`` compares them with the baseline."""
+    if plan.recipe is None or store.artifacts(prep.run_id, "mechanism"):
+        return
+    defense = plan.defense
+    x = to_float(prep.data.test.x[:n]).to(plan.device)
+    y = prep.data.test.y[:n].to(plan.device)
+    with seeded(plan.seed, plan.device):
+        stats = defense.mechanism(prep.model.eval(), x, y)
+    if stats:
+        store.put_artifact(prep.run_id, "mechanism", "", {
+            "defense": plan.defense_entry.kind, "n": len(y),
+            "stats": {k: {"value": float(v), "sense": defense.mechanism_sense.get(k, "lower")} for k, v in stats.items()},
+        })
 
 
 def record_activity(plan: Plan, prep: Prepared, store: Store, n: int = ACTIVITY_SAMPLES) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from snnbench.diagnostics import record_activity, record_vpre_hist, run_checks, run_sweeps
+from snnbench.diagnostics import record_activity, record_mechanism, record_vpre_hist, run_checks, run_sweeps
 from snnbench.plan import Plan, canonical_hash
 from snnbench.prepare import Prepared, attach_substitutes, prepare
 from snnbench.registry import BenchRegistry
@@ -59,6 +59,7 @@ def evaluate_plans(
         raise ValueError("evaluate_plans: the plans must share one model (config hash)")
     prep = prepare(first, store, results_dir, progress)
     record_vpre_hist(first, prep, store)
+    record_mechanism(first, prep, store)
     record_activity(first, prep, store)
     for i in plan_order(plans):
         plan = plans[i]

@@ -371,21 +371,23 @@ def test_export_sorted_deterministic_one_unit(tiny_suite):
 
 # --- robustness of the site ------------------------------------------------------------------------------
 def test_tampered_rows_render_as_unreadable(tmp_path, reg):
+    """Rows that fail the checks every stored row gets when read (issue 24: store.check_row) are skipped
+    and named on the index with their count, never shown as numbers and never a traceback."""
     store = planted(tmp_path)
     with store.engine.begin() as c:
         c.execute(text("UPDATE run SET config_json = '{not json' WHERE id = 1"))
-        c.execute(text("UPDATE run SET versions_json = '[1, 2' WHERE id = 1"))
         c.execute(text("UPDATE evaluation SET attack_config_json = 'garbage' WHERE id = 2"))
         c.execute(text("UPDATE artifact SET json = '{' WHERE run_id = 2"))
         c.execute(text("UPDATE evaluation SET attack_config_json = '[1]' WHERE run_id = 4"))
     out = tmp_path / "site"
     build_site(reg, store, out)
-    run1 = (out / "run-1.html").read_text()
-    assert "unreadable: run config: not JSON" in run1 and "pgd (unreadable)" in run1
-    assert "unreadable" in (out / "index.html").read_text()
-    assert "no stored result" not in run1
+    index = (out / "index.html").read_text()
+    assert not (out / "run-1.html").exists() and (out / "run-2.html").is_file()
+    assert "Skipped" in index and "run 1: config_json is not a JSON object" in index
+    # run 1's evaluations are never read (their run is skipped); run 4's evaluation and run 2's artifact are
+    assert "evaluation 5: attack_config_json is not a JSON object" in index and "artifact 2: its JSON does not parse" in index
     rows = evaluation_rows(store)
-    assert any(r["attack_config"] == "unreadable" for r in rows)
+    assert rows and all(r["run_id"] != 1 and r["attack_config"] != "garbage" for r in rows)
 
 
 def _snapshot(d: Path) -> dict[str, str]:
