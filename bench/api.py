@@ -348,15 +348,7 @@ def evaluate(
     data = load_data(ds, data_root)
     if n and n > len(data.test):
         raise BenchError(f"evaluate: n {n} exceeds the test set of {ds.name} ({len(data.test)} samples; 0 = all)")
-    probe = to_float(data.test.x[: min(64, len(data.test))]).to(dev).clone()
-    probe_y = data.test.y[: len(probe)].to(dev)
-    bench_model, source = as_benchmark_model(model, randomized, probe, check_output_rule(output))
-    bench_model.eval()
-    # the model contract: output form, classes, finite values; differentiability and batch dependence
-    t_probe = time.perf_counter()
-    contract = probe_model(bench_model, probe, probe_y, ds.classes, bool(bench_model.randomized))
-    t_probe = time.perf_counter() - t_probe
-    bench_model.contract = contract
+    bench_model, source, contract, t_probe, probe_n = _probed(model, randomized, output, data, ds, dev)
     card = ModelCard(
         name=(name or type(model).__name__)[:64],
         description=description,
@@ -372,18 +364,8 @@ def evaluate(
     external = External(bench_model, card, T, data)
     plan = plan_external(reg, external, ds, names, {"eps": eps}, n_eval, dev, batch_size, substitute, dataset,
                          data_root)
-    for entry, atk in plan.attacks:  # a knob the model does not expose fails here, before anything is stored
-        if atk.uses_gradient and not atk.from_store and not atk.composite:
-            if not contract.differentiable:
-                raise BenchError(f"attack {entry.name}: the model is non-differentiable (its logits carry no "
-                                 "gradient to the input); use protocol='standard' (its gradient-free and transfer "
-                                 "stages still run) or a gradient-free attack (square, transfer, gaussian)")
-            if contract.zero_grad and atk.always_moves:  # it would not move one pixel: a no-op, not a result
-                raise BenchError(f"attack {entry.name}: the model's input gradient is zero, so {atk.kind} would "
-                                 "return the inputs unchanged; use protocol='standard' (its gradient-free, "
-                                 "decision-based and transfer stages still run) or rays, square or transfer")
-            atk.view(bench_model)
-    _check_time(plan, t_probe, len(probe), len(data.test) if not n_eval else min(n_eval, len(data.test)),
+    _check_attacks(plan, contract, bench_model)
+    _check_time(plan, t_probe, probe_n, len(data.test) if not n_eval else min(n_eval, len(data.test)),
                 bool(bench_model.randomized), time_limit)
     url = persistent_url(database_url(db))
     make_sqlite_folder(url)
@@ -397,6 +379,36 @@ def evaluate(
             f"{card.name}: failed reliability checks: {', '.join(report.failed_checks)}", stacklevel=2
         )
     return report
+
+
+def _probed(model: nn.Module, randomized: bool | None, output: OutputRule, data: Any, ds: Any, dev: torch.device):  # type: ignore[no-untyped-def]
+    """The harness's view of the user's module, checked against the model contract on a probe batch
+    (output form, classes, finite values; differentiability and batch dependence): (view, randomized
+    source, contract report, probe seconds, probe size)."""
+    probe = to_float(data.test.x[: min(64, len(data.test))]).to(dev).clone()
+    probe_y = data.test.y[: len(probe)].to(dev)
+    bench_model, source = as_benchmark_model(model, randomized, probe, check_output_rule(output))
+    bench_model.eval()
+    t = time.perf_counter()
+    contract = probe_model(bench_model, probe, probe_y, ds.classes, bool(bench_model.randomized))
+    bench_model.contract = contract
+    return bench_model, source, contract, time.perf_counter() - t, len(probe)
+
+
+def _check_attacks(plan: Any, contract: Any, bench_model: nn.Module) -> None:
+    """Each requested attack can run on this model: a knob the model does not expose, a gradient attack on a
+    non-differentiable model, or a no-op on a zero-gradient one fails here, before anything is stored."""
+    for entry, atk in plan.attacks:
+        if atk.uses_gradient and not atk.from_store and not atk.composite:
+            if not contract.differentiable:
+                raise BenchError(f"attack {entry.name}: the model is non-differentiable (its logits carry no "
+                                 "gradient to the input); use protocol='standard' (its gradient-free and transfer "
+                                 "stages still run) or a gradient-free attack (square, transfer, gaussian)")
+            if contract.zero_grad and atk.always_moves:  # it would not move one pixel: a no-op, not a result
+                raise BenchError(f"attack {entry.name}: the model's input gradient is zero, so {atk.kind} would "
+                                 "return the inputs unchanged; use protocol='standard' (its gradient-free, "
+                                 "decision-based and transfer stages still run) or rays, square or transfer")
+            atk.view(bench_model)
 
 
 #: forward-pass equivalents of the probe (one forward + backward, then the whole batch and its two halves)
