@@ -394,6 +394,9 @@ main.add_command(rm)
 from snnbench.cli_import import import_cmd  # noqa: E402  (`bench import`: reference checkpoints, issue 11)
 
 main.add_command(import_cmd)
+from snnbench.cli_submit import submit  # noqa: E402  (`bench submit`: verify and import a submission bundle, issue 23)
+
+main.add_command(submit)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

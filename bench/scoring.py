@@ -102,19 +102,30 @@ def evaluate_attack(
     draws: int | None = None,
     indices: np.ndarray | None = None,
     desc: str | None = None,
+    batches: set[int] | None = None,
 ) -> EvalOutcome:
     """Attack the first ``n`` test samples in order (a fixed, reproducible subset), or only the samples
     ``indices`` among them (the protocol's cascade attacks the samples still robust); the outcome arrays
-    follow the order of ``indices``."""
+    follow the order of ``indices``. ``batches``: run only these batch numbers (same composition, seeds
+    and batch index as in the full evaluation; the outcomes then cover those batches' samples, in order):
+    how a submission is re-checked on a sample (snnbench.submission)."""
     model.eval()
     n = eval_size(split, n)
     idx = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64)
+    if batches is not None:
+        starts = range(0, len(idx), batch_size)
+        idx_run = np.concatenate([idx[s : s + batch_size] for b, s in enumerate(starts) if b in batches] or
+                                 [np.zeros(0, np.int64)])
+    else:
+        idx_run = idx
     draws = draws or (RANDOMIZED_DRAWS if model.randomized else 1)
     clean, adv = [], []
     max_linf = 0.0
     t0 = time.perf_counter()
-    bar = progress(total=len(idx), desc=desc or attack.kind) if progress else None
+    bar = progress(total=len(idx_run), desc=desc or attack.kind) if progress else None
     for b, start in enumerate(range(0, len(idx), batch_size)):
+        if batches is not None and b not in batches:
+            continue
         sel = torch.from_numpy(idx[start : start + batch_size])
         x = to_float(split.x[sel]).to(device)  # [B, C, H, W]
         y = split.y[sel].to(device)
@@ -128,15 +139,15 @@ def evaluate_attack(
             bar.update(len(y))
     if bar:
         bar.close()
-    if attack.always_moves and attack.eps > 0 and len(idx) and max_linf == 0.0:
+    if attack.always_moves and attack.eps > 0 and len(idx_run) and max_linf == 0.0:
         raise BenchError(
-            f"attack {attack.kind}: not one pixel of the {len(idx)} inputs moved (eps {attack.eps:g}, alpha "
+            f"attack {attack.kind}: not one pixel of the {len(idx_run)} inputs moved (eps {attack.eps:g}, alpha "
             f"{attack.alpha:g}): a no-op is not a result; check the step size, and whether the model's input "
             "gradient is zero (bench's zero_grad check)"
         )
     c = torch.cat(clean).numpy() if clean else np.zeros(0, int)
     a = torch.cat(adv).numpy() if adv else np.zeros(0, int)
-    n = len(idx)
+    n = len(idx_run)
     return EvalOutcome(
         c == draws,
         a == draws,

@@ -60,7 +60,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("model services", ("kinds", "train", "scoring", "checks", "contract", "adapters", "importers", "activity")),
     ("read side", ("suite_results", "export", "report_data", "dataframes", "report_plots", "regress", "cost", "report")),
     ("pipeline", ("plan", "provenance", "prepare", "strategies", "diagnostics", "pipeline", "suites", "sweep",
-                  "perf")),
+                  "perf", "submission")),
     ("entry points", ("api", "cli", "cli_*", "__main__", "")),
 ]
 
