@@ -21,6 +21,7 @@ from snnbench.cli_common import (
 )
 from snnbench.cli_common import open_store as _store
 from snnbench.cli_common import registry_option as _common
+from snnbench.cli_submit import submission_options
 from snnbench.errors import BenchError
 
 DEFAULT_SUITE = "smoke"
@@ -99,7 +100,14 @@ def check(
     import math
 
     from snnbench.registry import load_registry
-    from snnbench.regress import Tolerance, compare, load_baseline, make_baseline, write_baseline
+    from snnbench.regress import (
+        Tolerance,
+        compare,
+        load_baseline,
+        make_baseline,
+        row_mechanisms,
+        write_baseline,
+    )
     from snnbench.suite_results import measure_suite
 
     for flag, v in (("--k", k), ("--floor", floor)):
@@ -120,14 +128,16 @@ def check(
     report_unreadable(store)
     if update:
         tol = Tolerance(k if k is not None else 3.0, floor if floor is not None else 0.01)
-        base = make_baseline(s, measured, tol, store.sample_outcomes)
+        base = make_baseline(s, measured, tol, store.sample_outcomes,
+                             row_mechanisms(measured, lambda r: store.artifacts(r, "mechanism")))
         write_baseline(base, path)
         click.echo(
             f"wrote {path}: {len(base['cells'])} cells of suite {suite} (k={tol.k}, floor={tol.floor})"
         )
         return
     base = load_baseline(path)
-    result = compare(s, measured, base, k, floor, _artifacts_for(store, measured), store.sample_outcomes)
+    result = compare(s, measured, base, k, floor, _artifacts_for(store, measured), store.sample_outcomes,
+                     row_mechanisms(measured, lambda r: store.artifacts(r, "mechanism")))
     for line in result.table():
         click.echo(line)
     click.echo(result.summary())
@@ -146,6 +156,7 @@ def _artifacts_for(store, measured) -> dict[int, dict[str, Any]]:
     "--suite", default=None, help="Only this suite's cells (with reported values); default: every evaluation."
 )
 @results_db_options
+@submission_options
 @_common
 @user_errors
 def export(
@@ -155,11 +166,17 @@ def export(
     results_dir: str | None,
     db: str | None,
     registry: str | None,
+    **submission: Any,
 ) -> None:
-    """Write every stored evaluation (or one suite's cells) as sorted CSV or JSON."""
+    """Write every stored evaluation (or one suite's cells) as sorted CSV or JSON, or one run's submission
+    bundle (--submission FILE --run ID: what `bench submit` verifies and imports)."""
     from snnbench.export import evaluation_rows, suite_rows, write_rows
     from snnbench.registry import load_registry
 
+    if any(submission.values()):
+        from snnbench.cli_submit import export_submission
+
+        return export_submission(fmt, out, suite, results_dir, db, **submission)
     if out:
         check_output_path(out, "--out")
     reg = load_registry(registry, kinds=None)  # read side: no torch
