@@ -83,6 +83,8 @@ def _options(fn):
         ),
         click.option("--protocol-budget", type=click.Choice(["smoke", "full"]), default=None,
                      help="Budget of --eval standard (default: smoke on CPU, full on CUDA)."),
+        click.option("--protocol-version", type=click.Choice(["v1", "v2"]), default="v2", show_default=True,
+                     help="Version of --eval standard."),
         click.option("--device", default=None, help="cpu or cuda (default: cuda when available)."),
         click.option("--threads", type=Number(1, 1024, integer=True), default=None, help="torch CPU threads (default: torch's)."),
         click.option(
@@ -172,6 +174,7 @@ def _perf(**o) -> None:
         eot=o["eot"],
         eval_iters=o["eval_iters"],
         protocol_budget=o["protocol_budget"],
+        protocol_version=o["protocol_version"],
         device=o["device"],
         registry=o["registry"],
     )

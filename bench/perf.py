@@ -83,6 +83,7 @@ class BenchSpec:
     eot: int = 10
     eval_iters: int = 1
     protocol_budget: str | None = None  # standard's budget (default: smoke on CPU, full on CUDA)
+    protocol_version: str = "v2"  # standard's version (v1: the protocol before issue 20)
     device: str | None = None
     registry: str | None = None
 
@@ -382,7 +383,8 @@ def measure_protocol(spec: BenchSpec, c: Case, name: str) -> EvalMeasurement:
         with torch.no_grad():
             y = model(x).argmax(1)
         cls = ATTACKS.get("standard" if name == "standard" else "autoattack")
-        params = cls.Params(budget=budget, version="v2") if name == "standard" else cls.Params(version="standard")
+        params = cls.Params(budget=budget, version=spec.protocol_version) if name == "standard" \
+            else cls.Params(version="standard")
         attack = cls(params, 8 / 255, 2 / 255)
         for t in attack.substitute_trainings:
             attack.set_substitute(model, f"self-{t}", t)
