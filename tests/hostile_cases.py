@@ -13,6 +13,7 @@ Probe (counts tried / clean / traceback / hang / silent wrong result / DB change
 timeout, patched cases in-process)::
 
     PYTHONPATH=. python tests/hostile_cases.py [--timeout 60] [-k substring]
+    BENCH_PROBE_PYTHONPATH=OVERLAY PYTHONPATH=OVERLAY python tests/hostile_cases.py   # another checkout's code
 """
 
 from __future__ import annotations
@@ -650,7 +651,9 @@ def _probe(timeout: float, pattern: str) -> None:  # pragma: no cover - a measur
     import time
 
     counts: dict[str, int] = {}
-    env0 = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    # BENCH_PROBE_PYTHONPATH: another checkout's code (an overlay importable as snnbench), for a before/after table
+    code = os.environ.get("BENCH_PROBE_PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+    env0 = {**os.environ, "PYTHONPATH": code, "OMP_NUM_THREADS": "1"}
     for case in CASES:
         if pattern and not any(p and (p == case.id or p in case.id) for p in pattern.split(",")):
             continue
