@@ -101,6 +101,12 @@ def _options(fn):
     return fn
 
 
+def _ratio(q: dict, key: str, width: int) -> str:
+    """One ratio cell: ``-`` where the ratio does not apply to the row (no baseline row to divide by)."""
+    v = q.get(key)
+    return f"{'-':>{width}}" if v is None or v != v else f"{v:>{width}.3f}"
+
+
 def _print(res) -> None:
     s = res.spec
     click.echo(
@@ -115,9 +121,8 @@ def _print(res) -> None:
     for r, q in zip(res.rows, res.ratios, strict=True):
         click.echo(
             f"{r.workload:<8} {r.path:<6} {r.precision:<5} {r.train_img_s:>11.1f} {r.pgd_img_s:>10.1f} "
-            f"{r.train_peak_mib:>10.0f} {r.pgd_peak_mib:>9.0f} {q.get('train_vs_ann', float('nan')):>9.3f} "
-            f"{q.get('pgd_vs_ann', float('nan')):>8.3f} {q.get('train_vs_ann_fp32', float('nan')):>13.3f} "
-            f"{q.get('train_vs_plain', float('nan')):>8.3f}"
+            f"{r.train_peak_mib:>10.0f} {r.pgd_peak_mib:>9.0f} {_ratio(q, 'train_vs_ann', 9)} "
+            f"{_ratio(q, 'pgd_vs_ann', 8)} {_ratio(q, 'train_vs_ann_fp32', 13)} {_ratio(q, 'train_vs_plain', 8)}"
         )
     for q in res.ratios:
         if "train_vs_plain_best" in q and q["path"] != "torch":
@@ -133,8 +138,7 @@ def _print(res) -> None:
     for r, q in zip(res.evals, res.eval_ratios, strict=True):
         click.echo(
             f"{r.eval:<10} {r.path:<6} {r.precision:<5} {r.steps:>6} {r.eot:>4} {r.img_s:>9.2f} {r.seconds:>9.3f} "
-            f"{r.peak_mib:>8.0f} {q.get('vs_ann', float('nan')):>7.3f} {q.get('vs_plain', float('nan')):>8.3f} "
-            f"{q.get('vs_autoattack', float('nan')):>7.3f}"
+            f"{r.peak_mib:>8.0f} {_ratio(q, 'vs_ann', 7)} {_ratio(q, 'vs_plain', 8)} {_ratio(q, 'vs_autoattack', 7)}"
         )
     if any(r.eval in ("standard", "autoattack") for r in res.evals):
         click.echo("standard/autoattack: whole evaluations (a point leaves once broken); steps = the attack's cost in "

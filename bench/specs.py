@@ -349,17 +349,23 @@ def read_text_bounded(path: str | Path, what: str, limit: int = MAX_YAML_BYTES) 
 MAX_YAML_NODES = 1_000_000  # scalars + collections after expanding aliases (the real registry: ~5,000)
 
 
+_INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+
+
 class _BoundedLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` with a nesting limit (:data:`MAX_YAML_DEPTH`), checked while composing; numbers
     resolved by the strict rules of :func:`parse_number` (YAML 1.1 would read ``0_1`` as 1, ``0x10`` as 16
     and ``1:30`` as 90: such scalars stay text, and a numeric field then refuses them with one line); a
-    key given twice in one mapping is an error (YAML keeps the last one silently)."""
+    key given twice in one mapping is an error (YAML keeps the last one silently); a plain key that reads
+    as a number stays the text written (``0e0:`` names ``0e0``, not ``0.0``: keys are names, never numbers)."""
 
     def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
         if isinstance(node, yaml.MappingNode):
             seen: set = set()
             for key_node, _ in node.value:
                 if isinstance(key_node, yaml.ScalarNode):
+                    if key_node.style is None and key_node.tag in (_INT_TAG, _FLOAT_TAG):
+                        key_node.tag = "tag:yaml.org,2002:str"
                     key = key_node.value
                     if key in seen:
                         raise BenchError(f"line {key_node.start_mark.line + 1}: key {shown(key)} appears twice in one mapping")

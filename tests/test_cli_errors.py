@@ -44,7 +44,7 @@ def _assert_user_error(res, *fragments: str) -> None:
         (["--defense", "vanilla", "--attack", "pgd", "--eps", "-0.1"], ["--eps", "[0, 1]"]),
         (["--defense", "vanilla", "--attack", "pgd", "--eps", "nan"], ["--eps"]),
         (["--defense", "vanilla", "--attack", "pgd", "--eps", "abc"], ["--eps", "not a number"]),
-        (["--defense", "vanilla", "--attack", "pgd", "--T", "0"], ["--T must be >= 1"]),
+        (["--defense", "vanilla", "--attack", "pgd", "--T", "0"], ["'--T': 0 must be >= 1"]),
         (["--defense", "vanilla", "--attack", "pgd", "--dataset", "cifar10", "--data-root", "/nonexistent/x"],
          ["--data-root", "does not exist"]),
         (["--defense", "vanilla", "--attack", "pgd", "--model", "vgg12"], ["unknown model 'vgg12'"]),
@@ -88,7 +88,7 @@ def test_pickled_object_checkpoint_is_refused_by_weights_only(env):
 def test_missing_checkpoint_file(env):
     tmp, results, db, _ = env
     _assert_user_error(_run(["--defense", "vanilla", "--attack", "pgd", "--checkpoint", str(tmp / "nope.pt")], results, db),
-                       "does not exist")
+                       "no such file")
 
 
 def test_unwritable_results_dir(env):

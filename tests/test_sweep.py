@@ -107,7 +107,7 @@ def test_sweep_user_errors_are_one_line(sweep_registry, tmp_path):
     base = ["sweep", "--registry", str(sweep_registry), "--results-dir", str(tmp_path / "r")]
     for extra, fragment in (
         (["--suite", "sweep_tiy"], "did you mean 'sweep_tiny'"),
-        (["--suite", "sweep_tiny", "--num-cpus", "-1"], "--num-cpus must be >= 0"),
+        (["--suite", "sweep_tiny", "--num-cpus", "-1"], "'--num-cpus': -1 must be >= 0.01"),
         (["--suite", "sweep_tiny", "--db", "nosuchdialect://x"], "--db"),
     ):
         res = CliRunner().invoke(main, [*base, *extra])
