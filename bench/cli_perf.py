@@ -133,16 +133,18 @@ def _print(res) -> None:
     if res.evals:
         click.echo(
             f"{'eval':<10} {'path':<6} {'prec':<5} {'steps':>6} {'eot':>4} {'img/s':>9} {'s/call':>9} {'MiB':>8} "
-            f"{'vs ann':>7} {'vs plain':>8} {'vs AA':>7}"
+            f"{'vs ann':>7} {'vs plain':>8} {'vs AA':>7} {'left':>5}"
         )
     for r, q in zip(res.evals, res.eval_ratios, strict=True):
         click.echo(
             f"{r.eval:<10} {r.path:<6} {r.precision:<5} {r.steps:>6} {r.eot:>4} {r.img_s:>9.2f} {r.seconds:>9.3f} "
             f"{r.peak_mib:>8.0f} {_ratio(q, 'vs_ann', 7)} {_ratio(q, 'vs_plain', 8)} {_ratio(q, 'vs_autoattack', 7)}"
+            f"{'' if r.robust is None else f' {r.robust:>5}':}"
         )
     if any(r.eval in ("standard", "autoattack") for r in res.evals):
         click.echo("standard/autoattack: whole evaluations (a point leaves once broken); steps = the attack's cost in "
-                   "input-gradient steps per sample (Attack.cost); vs AA > 1: the protocol is faster")
+                   "input-gradient steps per sample (Attack.cost); vs AA > 1: the protocol is faster; left: samples "
+                   "still classified as labelled (the model's own clean predictions) after the evaluation")
 
 
 def _perf(**o) -> None:

@@ -111,6 +111,7 @@ class EvalMeasurement:
     img_s: float
     seconds: float  # per attack call on B SNN samples (T*B ANN images)
     peak_mib: float
+    robust: int | None = None  # standard/autoattack: samples the model still classifies as labelled after it
 
 
 @dataclass
@@ -388,10 +389,19 @@ def measure_protocol(spec: BenchSpec, c: Case, name: str) -> EvalMeasurement:
         attack = cls(params, 8 / 255, 2 / 255)
         for t in attack.substitute_trainings:
             attack.set_substitute(model, f"self-{t}", t)
-        run = (lambda: _cascade(model, attack, x, y)) if name == "standard" else (lambda: attack.generate(model, x, y))
+        left: list[int] = []
+
+        def run() -> None:
+            if name == "standard":
+                left.append(_cascade(model, attack, x, y))
+            else:
+                adv = attack.generate(model, x, y)
+                with torch.no_grad():
+                    left.append(int((model(adv).argmax(1) == y).sum()))
+
         t, peak, _ = _timed(run, spec.eval_iters, 0, c.device)
     steps = int(attack.cost(False).steps)
-    return EvalMeasurement(name, c.path, c.precision, steps, 1, c.B / t, round(t, 4), round(peak, 1))
+    return EvalMeasurement(name, c.path, c.precision, steps, 1, c.B / t, round(t, 4), round(peak, 1), left[-1])
 
 
 class _SNNView(nn.Module):
