@@ -158,7 +158,8 @@ def run_cascade(
                        "broken": np.flatnonzero(newly).tolist()[:20]})
         if st.uses_gradient and not skipped:  # the gradient this stage followed: absent or zero?
             xb, yb = prep.check_batch(plan)
-            stage_flags.append(checks.zero_grad_flag(name, checks.zero_grad_fraction(st.view(prep.model), xb, yb)))
+            chosen = getattr(st.params, "surrogate", None) is not None or getattr(st.params, "grad_mode", "bptt") != "bptt"
+            stage_flags.append(checks.zero_grad_flag(name, checks.zero_grad_fraction(st.view(prep.model), xb, yb), chosen))
     assert clean is not None
     rec = EvalRecord(entry.name, base, attack.config(), attack.eps, clean, robust, seconds,
                      attack.eot_samples(prep.model))

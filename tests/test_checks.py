@@ -41,6 +41,14 @@ def test_zero_grad_fraction(trained_vanilla):
     assert not checks.zero_grad_flag("pgd", 1.0).ok
 
 
+def test_zero_grad_under_the_attackers_own_surrogate_informs_but_does_not_fail():
+    """A narrow attacker surrogate that vanishes on a foreign model (snntorch, spikingjelly tutorials) is
+    the stage's weakness, not masking: kept as information; the model's own gradient still fails."""
+    chosen = checks.zero_grad_flag("standard/apgd-ce@triangle-0.5", 0.9, attacker_gradient=True)
+    assert chosen.ok and chosen.value == 0.9 and "informative" in chosen.message
+    assert not checks.zero_grad_flag("standard/apgd-ce", 0.9, attacker_gradient=False).ok
+
+
 def test_randomized_flag_catches_undeclared_and_missing_randomness(trained_vanilla):
     _, prep, _ = trained_vanilla
     x = to_float(prep.data.test.x[:16])
