@@ -13,7 +13,8 @@ Probe (counts tried / clean / traceback / hang / silent wrong result / DB change
 timeout, patched cases in-process)::
 
     PYTHONPATH=. python tests/hostile_cases.py [--timeout 60] [-k substring]
-    BENCH_PROBE_PYTHONPATH=OVERLAY PYTHONPATH=OVERLAY python tests/hostile_cases.py   # another checkout's code
+    BENCH_PROBE_PYTHONPATH=OVERLAY python tests/hostile_cases.py   # the commands run another checkout's code
+                                                                   # (inputs built with this one's helpers)
 """
 
 from __future__ import annotations
@@ -654,8 +655,13 @@ def _probe(timeout: float, pattern: str) -> None:  # pragma: no cover - a measur
     # BENCH_PROBE_PYTHONPATH: another checkout's code (an overlay importable as snnbench), for a before/after table
     code = os.environ.get("BENCH_PROBE_PYTHONPATH", str(Path(__file__).resolve().parents[1]))
     env0 = {**os.environ, "PYTHONPATH": code, "OMP_NUM_THREADS": "1"}
+    other = "BENCH_PROBE_PYTHONPATH" in os.environ
     for case in CASES:
         if pattern and not any(p and (p == case.id or p in case.id) for p in pattern.split(",")):
+            continue
+        if other and case.patch:  # patched in this process, which runs this checkout's code: not the probed one
+            counts["not probed"] = counts.get("not probed", 0) + 1
+            print(f"{case.id:<32} {case.bullet:<9} {'not probed':<20}    -    (in-process patch: this checkout's code only)")
             continue
         with tempfile.TemporaryDirectory() as tmp:
             ctx, argv = prepare_case(case, Path(tmp))
