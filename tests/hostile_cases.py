@@ -73,14 +73,27 @@ class Case:
 
 
 # --- builders ---------------------------------------------------------------------------------------------
-def init_db(ctx: Ctx) -> None:
-    from snnbench.store import RunInfo, Store
+_INIT_DB = """
+import sys
+from snnbench.store import RunInfo, Store
+store = Store(sys.argv[1])
+store.upsert_run(RunInfo("e" * 64, {}, "digits", "small_conv", "vanilla", "standard", 4, 0))
+store.engine.dispose()
+"""
 
+
+def init_db(ctx: Ctx) -> None:
+    """The case's database with one run row, written by the code under test (the probed checkout's own
+    schema when ``BENCH_PROBE_PYTHONPATH`` names another one)."""
     ctx.db_path.parent.mkdir(parents=True, exist_ok=True)
     ctx.results.mkdir(parents=True, exist_ok=True)
-    store = Store(ctx.db)
-    store.upsert_run(RunInfo("e" * 64, {}, "digits", "small_conv", "vanilla", "standard", 4, 0))
-    store.engine.dispose()
+    other = os.environ.get("BENCH_PROBE_PYTHONPATH")
+    if other:
+        import subprocess
+
+        subprocess.run([sys.executable, "-c", _INIT_DB, ctx.db], env={**os.environ, "PYTHONPATH": other}, check=True)
+    else:
+        exec(_INIT_DB.replace("sys.argv[1]", repr(ctx.db)), {})
     with sqlite3.connect(ctx.db_path) as c:  # fold the WAL in: the file alone is the database
         c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
