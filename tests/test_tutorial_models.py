@@ -78,6 +78,7 @@ def _check(model: nn.Module, logits_of, tmp_path, reset=None, **kw) -> snnbench.
     assert row["robust_acc"] <= pgd + tol, (row["robust_acc"], pgd)
     assert "batch_dependent (model)" not in rep.failed_checks
     assert "non_differentiable (model)" not in rep.failed_checks
+    assert rep.blocking_checks == [], rep.failed_checks  # an honest tutorial model is ranked
     print(f"\n{tmp_path.name}: independent PGD-20 {100 * pgd:.1f}%\n{rep!r}")  # the numbers (pytest -s)
     return rep
 
