@@ -182,7 +182,7 @@ def run(**o) -> None:
     quiet = o["quiet"]
     if not quiet:
         _print_header(plan, store.url)
-    started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(seconds=1)
+    started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)  # rows written from here on ran now (store's clock, microseconds)
     with _StageLines(quiet):
         prep = evaluate_plans(reg, [plan], store, results, force=o["force"], progress=_progress(quiet),
                               eps_sweep=o["eps_sweep"])
