@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from _masked import inner_mlp, planted, true_robust  # noqa: E402
+from _masked import Binarize, StraightThrough, binarized_mlp, inner_mlp, planted, true_robust  # noqa: E402
 
 import snnbench  # noqa: E402
 from snnbench.protocol import binomial_tolerance  # noqa: E402
@@ -31,8 +31,12 @@ def main() -> None:
     db = Path(tempfile.mkdtemp()) / "m.sqlite"
     print(f"inner MLP: true robust {100 * truth:.1f}% (PGD-20 x2 at 0.98 eps), tolerance "
           f"{100 * binomial_tolerance(truth, a.n):.1f} points, n={a.n}, {a.protocol}")
-    models = {"honest": inner, **planted(inner)}
-    for name, m in models.items():
+    models = {"honest": (inner, truth), **{k: (m, truth) for k, m in planted(inner).items()}}
+    if not a.only or "binarize" in a.only:  # truth from BPDA: straight-through PGD on the binarized network
+        binary = binarized_mlp()
+        model = Binarize(binary)
+        models["binarize"] = (model, true_robust(StraightThrough(binary), a.n, decide=model))
+    for name, (m, truth) in models.items():
         if a.only and name not in a.only:
             continue
         with warnings.catch_warnings():
@@ -46,7 +50,7 @@ def main() -> None:
         robust = float(rep.table.iloc[-1]["robust_acc"])
         ok = robust <= truth + binomial_tolerance(truth, a.n)
         verdict = "unranked" if rep.blocking_checks else ("ranked, honest number" if ok else "RANKED, OVERCREDITED")
-        print(f"{name:<14} clean {100 * rep.clean:5.1f}%  protocol {100 * robust:5.1f}%  {verdict:<22} "
+        print(f"{name:<14} clean {100 * rep.clean:5.1f}%  protocol {100 * robust:5.1f}%  truth {100 * truth:5.1f}%  {verdict:<22} "
               f"{', '.join(rep.blocking_checks)[:150]}")
 
 
