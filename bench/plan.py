@@ -14,8 +14,6 @@ weights' sha256 and its card, so the same weights evaluated again find their run
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,9 +34,9 @@ from snnbench.specs import (
     Entry,
     ModelSpec,
     TrainSpec,
+    canonical_hash,
     check_attack_params,  # issue 16: attack bounds
     from_mapping,
-    json_ready,
     regular_file,
     to_dict,
 )
@@ -165,10 +163,6 @@ def dataset_identity(dataset: DatasetSpec) -> dict[str, Any]:
     layout only when one was given, so configs from before the field hash as they did)."""
     skip = {"eps", "alpha", "description", "eval_samples", *(("channels",) if not dataset.channels else ())}
     return {k: v for k, v in to_dict(dataset).items() if k not in skip}
-
-
-def canonical_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(json_ready(obj), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def resolve_dataset(reg: BenchRegistry, name: str, channels: str = "") -> DatasetSpec:

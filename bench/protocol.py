@@ -219,6 +219,12 @@ def binomial_tolerance(p: float, n: int, k: float = 2.0, floor: float = 0.01) ->
     return max(floor, k * math.sqrt(p * (1 - p) / n))
 
 
+def binomial_tail(k: int, n: int) -> float:
+    """P(X >= k) for X ~ Binomial(n, 1/2), exact: the tail behind the gate's McNemar/sign tests and the
+    submission check's sign test."""
+    return sum(math.comb(n, i) for i in range(max(k, 0), n + 1)) / 2.0**n
+
+
 def cascade_lines(artifact: Mapping[str, Any]) -> list[str]:
     """The protocol's cascade as text, one line per stage (``bench run``, ``print(report)``): each stage's
     robust accuracy is cumulative (after it and every earlier stage), ``broke`` counts the samples that

@@ -48,6 +48,8 @@ from typing import Any
 import numpy as np
 
 from snnbench.errors import BenchError
+from snnbench.protocol import binomial_tail
+from snnbench.store import pack, unpack
 from snnbench.suite_results import Measured
 from snnbench.suite_spec import CLEAN, Suite
 
@@ -116,11 +118,11 @@ class CheckResult:
 
 def to_bits(a: np.ndarray) -> str:
     """Per-sample booleans as hex (packed bits): 120 samples are 30 characters."""
-    return np.packbits(np.asarray(a, bool)).tobytes().hex()
+    return pack(a).hex()
 
 
 def from_bits(text: str, n: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8), count=n).astype(bool)
+    return unpack(bytes.fromhex(text), n)
 
 
 def row_mechanisms(measured: list[Measured], artifacts: Callable[[int], dict[str, Any]]) -> dict[str, dict]:
@@ -288,9 +290,7 @@ def binomial_p(k: int, n: int) -> float:
     pairs; the sign test)."""
     if n == 0:
         return 1.0
-    lo = min(k, n - k)
-    tail = sum(math.comb(n, i) for i in range(lo + 1)) / 2.0**n
-    return min(1.0, 2 * tail)
+    return min(1.0, 2 * binomial_tail(n - min(k, n - k), n))  # P(X <= lo) = P(X >= n - lo) at p = 1/2
 
 
 def _paired(b: dict[str, Any], m: Measured, outcomes: Outcomes | None):  # type: ignore[no-untyped-def]

@@ -296,9 +296,12 @@ class ThreatModel:
         return f"{self.dataset}-{self.norm}-{self.eps:.6g}-{self.protocol}-{self.budget}".replace("/", "_")
 
     @property
+    def norm_label(self) -> str:
+        return {"linf": "L∞", "l2": "L2"}.get(self.norm, self.norm)
+
+    @property
     def label(self) -> str:
-        norm = {"linf": "L∞", "l2": "L2"}.get(self.norm, self.norm)
-        return f"{self.dataset} · {norm} · ε = {fmt_eps(self.eps)}"
+        return f"{self.dataset} · {self.norm_label} · ε = {fmt_eps(self.eps)}"
 
     @property
     def ci(self) -> bool:
@@ -308,8 +311,8 @@ class ThreatModel:
     @property
     def title(self) -> str:
         """What the board is: ``digits · L∞ ε = 0.1 · standard protocol snn-standard-v2 (full budget)``."""
-        norm = {"linf": "L∞", "l2": "L2"}.get(self.norm, self.norm)
-        return f"{self.dataset} · {norm} ε = {fmt_eps(self.eps)} · standard protocol {self.protocol} ({self.budget} budget)"
+        return (f"{self.dataset} · {self.norm_label} ε = {fmt_eps(self.eps)} · standard protocol {self.protocol} "
+                f"({self.budget} budget)")
 
     @property
     def epochs(self) -> str:

@@ -7,6 +7,8 @@ field (``from_mapping`` rejects unknown keys and wrong types with a message nami
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import re
 import sys
@@ -181,6 +183,11 @@ def json_ready(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [json_ready(v) for v in obj]
     return obj
+
+
+def canonical_hash(obj: Any) -> str:
+    """sha256 of the canonical JSON of ``obj`` (sorted keys, no spaces): every config and attack hash."""
+    return hashlib.sha256(json.dumps(json_ready(obj), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -56,9 +56,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import json
-import math
 import shutil
 import tempfile
 import time
@@ -72,8 +70,8 @@ from typing import Any
 import numpy as np
 
 from snnbench.errors import BenchError
-from snnbench.protocol import counts_toward_worst, is_protocol, worst_case
-from snnbench.specs import json_ready
+from snnbench.protocol import binomial_tail, counts_toward_worst, is_protocol, worst_case
+from snnbench.specs import canonical_hash, json_ready
 from snnbench.store import EXTERNAL, EvalRecord, FlagRecord, RunInfo, Store, check_row, pack, unpack
 
 FORMAT = "snnbench-submission"
@@ -382,12 +380,6 @@ def _parse(path: Path, m: Any, has_checkpoint: bool) -> Bundle:
     return Bundle(path, m, run, evals, flags, artifacts, sha, has_checkpoint, subs)
 
 
-def canonical_hash(obj: Any) -> str:
-    """:func:`snnbench.plan.canonical_hash`, torch-free (the bundle is checked at export without torch; a test
-    pins the two equal)."""
-    return hashlib.sha256(json.dumps(json_ready(obj), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
 def protocol_stages(b: Bundle) -> dict[str, list[tuple[int, BundleEval]]]:
     """Each protocol final row's stages by hash of the final row, ``(stage_index, evaluation)`` in order: a stage
     belongs to the final row whose attack hash its own hash is chained to (``strategies.run_cascade``)."""
@@ -498,10 +490,7 @@ class _Rerun:
 
 def sign_test_p(worse: int, better: int) -> float:
     """One-sided exact sign test: P(X >= worse) for X ~ Binomial(worse + better, 1/2)."""
-    n = worse + better
-    if worse == 0:
-        return 1.0
-    return sum(math.comb(n, k) for k in range(worse, n + 1)) / 2**n
+    return binomial_tail(worse, worse + better)
 
 
 def verify(b: Bundle, reg: Any, checkpoint: str | Path, results_dir: Path, *, sample: int = DEFAULT_SAMPLE,
