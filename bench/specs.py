@@ -393,13 +393,13 @@ class _BoundedLoader(yaml.SafeLoader):
 def _strict_number_resolvers() -> None:
     """Replace the loader's int/float resolvers by ASCII decimal ones (no underscores, base prefixes or
     sexagesimal); ``.inf``/``.nan`` still resolve, and :func:`parse_number` refuses them."""
-    table = {k: [(tag, rx) for tag, rx in v if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    table = {k: [(tag, rx) for tag, rx in v if tag not in (_INT_TAG, _FLOAT_TAG)]
              for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
     _BoundedLoader.yaml_implicit_resolvers = table
-    _BoundedLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?[0-9]+$", re.ASCII),
+    _BoundedLoader.add_implicit_resolver(_INT_TAG, re.compile(r"^[-+]?[0-9]+$", re.ASCII),
                                          list("-+0123456789"))
     _BoundedLoader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
+        _FLOAT_TAG,
         re.compile(r"^(?:[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?[0-9]+[eE][-+]?[0-9]+"
                    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", re.ASCII),
         list("-+0123456789."))

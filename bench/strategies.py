@@ -158,8 +158,8 @@ def run_cascade(
                        "broken": np.flatnonzero(newly).tolist()[:20]})
         if st.uses_gradient and not skipped:  # the gradient this stage followed: absent or zero?
             xb, yb = prep.check_batch(plan)
-            chosen = getattr(st.params, "surrogate", None) is not None or getattr(st.params, "grad_mode", "bptt") != "bptt"
-            stage_flags.append(checks.zero_grad_flag(name, checks.zero_grad_fraction(st.view(prep.model), xb, yb), chosen))
+            stage_flags.append(checks.zero_grad_flag(name, checks.zero_grad_fraction(st.view(prep.model), xb, yb),
+                                                     attacker_gradient=bool(_attacker_knobs(st))))
     assert clean is not None
     rec = EvalRecord(entry.name, base, attack.config(), attack.eps, clean, robust, seconds,
                      attack.eot_samples(prep.model))
@@ -186,8 +186,9 @@ def _stage_unsupported(stage: Attack, model: Any) -> str:
     differentiable model; the transfer stage needs a substitute; surrogate and gradient-mode stages need a
     model that lets the attacker set them (every SNNClassifier does; a foreign model declares
     ``attacker_controls``)."""
-    if _needs_gradient(stage, model):
-        return _needs_gradient(stage, model)
+    why = _needs_gradient(stage, model)
+    if why:
+        return why
     if stage.transfer and getattr(stage, "substitute", None) is None:
         return "no substitute model attached"
     controls = getattr(model, "attacker_controls", frozenset({"surrogate", "grad_mode"}))
@@ -197,12 +198,19 @@ def _stage_unsupported(stage: Attack, model: Any) -> str:
         why = unsupported(getattr(p, "grad_mode", "bptt"), getattr(p, "surrogate", None))
         if why:
             return why
-    for knob, wanted in (("surrogate", getattr(p, "surrogate", None) is not None),
-                         ("grad_mode", getattr(p, "grad_mode", "bptt") != "bptt")):
-        if wanted and knob not in controls:
+    for knob in _attacker_knobs(stage):
+        if knob not in controls:
             why = getattr(model, "controls_reason", None)
             return why() if callable(why) else f"the model exposes no {knob} control"
     return ""
+
+
+def _attacker_knobs(stage: Attack) -> list[str]:
+    """The gradient knobs a stage sets on the model instead of its own gradient: ``surrogate`` and/or
+    ``grad_mode`` (none: the stage follows the model's own gradient)."""
+    p = stage.params
+    return [knob for knob, chosen in (("surrogate", getattr(p, "surrogate", None) is not None),
+                                      ("grad_mode", getattr(p, "grad_mode", "bptt") != "bptt")) if chosen]
 
 
 def run_worst(plan: Plan, prep: Prepared, entry: Entry, attack: Attack, store: Store) -> bool:
