@@ -379,8 +379,7 @@ def measure_protocol(spec: BenchSpec, c: Case, name: str) -> EvalMeasurement:
     with seeded(0, c.device):
         net, _, x, _, amp = _setup_case(spec, c)
         net.eval()
-        model = _Float32Logits(net, amp)
-        model = _Plain(model) if c.path == "ann" else _SNNView(net, amp)
+        model = _Plain(_Float32Logits(net, amp)) if c.path == "ann" else _SNNView(net, amp)
         with torch.no_grad():
             y = model(x).argmax(1)
         cls = ATTACKS.get("standard" if name == "standard" else "autoattack")
@@ -404,21 +403,13 @@ def measure_protocol(spec: BenchSpec, c: Case, name: str) -> EvalMeasurement:
     return EvalMeasurement(name, c.path, c.precision, steps, 1, c.B / t, round(t, 4), round(peak, 1), left[-1])
 
 
-class _SNNView(nn.Module):
-    """The SNN classifier under the measurement's autocast with fp32 logits, keeping its attacker interface
-    (gradient modes, surrogates, neurons) for the protocol's stages."""
-
-    def __init__(self, net: nn.Module, amp) -> None:
-        super().__init__()
-        self.net, self.amp = net, amp
+class _SNNView(_Float32Logits):
+    """:class:`_Float32Logits` of the SNN classifier, keeping its attacker interface (gradient modes,
+    surrogates, neurons) for the protocol's stages."""
 
     @property
     def randomized(self) -> bool:
         return bool(getattr(self.net, "randomized", False))
-
-    def forward(self, x: Tensor) -> Tensor:
-        with self.amp:
-            return self.net(x).float()
 
     def gradient_mode(self, mode: str = "bptt", surrogate: str | None = None, gamma: float | None = None):
         return self.net.gradient_mode(mode, surrogate, gamma)
