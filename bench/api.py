@@ -420,7 +420,8 @@ def _check_time(plan: Any, probe_seconds: float, probe_n: int, n: int, randomize
     gradient about 3 forwards, a query 1), print it, and refuse it above ``limit`` (issue 24: a model
     whose forward takes 30 s per batch must not start a week-long evaluation silently)."""
     per_sample = probe_seconds / max(1, probe_n) / _PROBE_FORWARDS
-    forwards = sum(a.cost(randomized).gradients * 3 + a.cost(randomized).forwards for _, a in plan.attacks) + 1
+    costs = [a.cost(randomized) for _, a in plan.attacks]
+    forwards = sum(c.gradients * 3 + c.forwards for c in costs) + 1
     est = per_sample * n * forwards
     sys.stderr.write(f"snnbench.evaluate: about {_duration(est)} projected ({1000 * per_sample:.2f} ms per sample "
                      f"and forward on the probe, {n} samples, at most {forwards:,.0f} forwards each)\n")
