@@ -92,6 +92,24 @@ def batched_apgd_class() -> type:
         """
 
         early_stop = False
+        #: row -> sample of a stacked run (:class:`BatchedEOTAPGDTargeted`): with ``early_stop`` a row also
+        #: stops once another row of its sample fooled the model (None: every row is its own sample)
+        groups: Tensor | None = None
+
+        def random_start(self, x: Tensor) -> Tensor:
+            """fra31's random start: ``x + eps * t / max|t|`` per sample, ``t`` uniform in [-1, 1] (drawn on
+            the CPU, as fra31 does, so the starts do not depend on the device)."""
+            t = 2 * torch.rand(x.shape).to(self.device).detach() - 1
+            return x + self.eps * torch.ones_like(x).detach() * self.normalize(t)
+
+        def group_fooled(self, acc: Tensor) -> Tensor:
+            """Per row: whether any row of its sample (``groups``) is already misclassified."""
+            if self.groups is None:
+                return ~acc
+            hits = torch.zeros(int(self.groups.max()) + 1, device=acc.device).index_add_(
+                0, self.groups, (~acc).float()
+            )
+            return hits[self.groups] > 0
 
         def batched_criterion(self, idx: Tensor | None = None) -> Callable[[Tensor, Tensor], Tensor]:
             """Per-sample loss on logits ``[N*B, K]`` of N stacked EOT copies: CE, DLR, or fra31's targeted
@@ -117,11 +135,9 @@ def batched_apgd_class() -> type:
                 return super().attack_single_run(x, y, x_init)
             if len(x.shape) < self.ndims:
                 x, y = x.unsqueeze(0), y.unsqueeze(0)
-            # random start in the eps-ball (fra31: uniform direction scaled to the L-inf sphere), then [0, 1]
-            t = 2 * torch.rand(x.shape).to(self.device).detach() - 1
-            x_adv = x + self.eps * torch.ones_like(x).detach() * self.normalize(t)
-            if x_init is not None:
-                x_adv = x_init.clone()
+            # random start in the eps-ball (fra31: uniform direction scaled to the L-inf sphere), then [0, 1];
+            # drawn only without ``x_init`` (fra31 draws it anyway: the same starts, one draw fewer)
+            x_adv = self.random_start(x) if x_init is None else x_init.clone()
             x_adv = x_adv.clamp(0.0, 1.0)
             x_best, x_best_adv = x_adv.clone(), x_adv.clone()
             loss_steps = torch.zeros([self.n_iter, x.shape[0]]).to(self.device)
@@ -163,7 +179,7 @@ def batched_apgd_class() -> type:
                     x_adv = x_adv_1 + 0.0
                 # gradient, batched over the EOT draws (early_stop: on the samples not yet fooled only)
                 if self.early_stop:
-                    live = acc.nonzero().flatten()
+                    live = (acc & ~self.group_fooled(acc)).nonzero().flatten()
                     if len(live) == 0:
                         break
                     g_l, logits_l, loss_l = eot_logits_grad(self.model, x_adv[live], y[live],
@@ -214,9 +230,71 @@ def batched_apgd_t_class() -> type:
     autopgd = _pyautoattack().autopgd_base
 
     class BatchedEOTAPGDTargeted(batched_apgd_class(), autopgd.APGDAttack_targeted):
-        pass
+        """With ``early_stop`` (deterministic model, EOT 1), ``perturb`` runs the (target class, restart)
+        runs of fra31's loop stacked: up to ``stack_rows`` rows per batched run, each row one sample under
+        one target (:meth:`run_stacked`). Each row's trajectory is its own, so the samples fooled are those
+        of running the targets one after another (tests/test_apgd_eot.py); a sample keeps the example of
+        the first target, in fra31's order, that fooled it. ``stack_rows`` = 0 runs one target at a time,
+        in fra31's order and with fra31's random starts (its examples, up to early stopping)."""
+
+        stack_rows = 0
+
+        def perturb(self, x: Tensor, y: Tensor | None = None, x_init: Tensor | None = None) -> Tensor:
+            if not self.early_stop or self.use_largereps or self.is_tf_model or self.norm != "Linf":
+                return super().perturb(x, y, x_init)
+            self.init_hyperparam(x)
+            x = x.detach().clone().float().to(self.device)
+            with torch.no_grad():
+                out = self.model(x)  # the whole batch: a batch of one breaks batch-statistics models
+            y_pred = out.max(1)[1]
+            y = y_pred.clone() if y is None else y.detach().clone().long().to(self.device)
+            adv, acc = x.clone(), y_pred == y
+            order = out.sort(dim=1)[1]  # target class t: the t-th most likely class (fra31: -t)
+            torch.random.manual_seed(self.seed)
+            torch.cuda.random.manual_seed(self.seed)
+            runs = [(t, r) for t in range(2, self.n_target_classes + 2) for r in range(self.n_restarts)]
+            done = 0
+            while done < len(runs):
+                idx = acc.nonzero().flatten()
+                if not len(idx):
+                    break
+                g = max(1, min(len(runs) - done, self.stack_rows // len(idx)))
+                self.run_stacked(x, y, [t for t, _ in runs[done : done + g]], order, idx, adv, acc)
+                done += g
+            return adv
+
+        def run_stacked(
+            self, x: Tensor, y: Tensor, targets: list[int], order: Tensor, idx: Tensor, adv: Tensor, acc: Tensor
+        ) -> None:
+            """One batched APGD run of the samples ``idx`` under each of ``targets`` (rows target-major);
+            writes the fooled samples' examples into ``adv`` and clears their ``acc``."""
+            n, g = len(idx), len(targets)
+            xs, ys = x[idx].repeat(g, *([1] * (x.dim() - 1))), y[idx].repeat(g)
+            self.y_target = torch.cat([order[idx, -t] for t in targets])
+            self.groups = torch.arange(n, device=x.device).repeat(g)
+            try:
+                _, acc_rows, _, adv_rows = self.attack_single_run(xs, ys, x_init=self.random_start(xs))
+            finally:
+                self.groups = None
+            fooled = ~acc_rows.view(g, n)
+            hit = fooled.any(0).nonzero().flatten()
+            first = fooled.int().argmax(0)  # argmax returns the first maximum: the first target that fooled
+            adv[idx[hit]] = adv_rows[first[hit] * n + hit].clone()
+            acc[idx[hit]] = False
 
     return BatchedEOTAPGDTargeted
+
+
+#: rows one stacked APGD-T run may hold on CUDA (9 targets x 64 samples = 576 fit). The CPU does not stack:
+#: a row costs the same alone or in a stack there (scripts/batch_scaling.py, docs/protocol.md "Cost"), and a
+#: stack computes a fooled sample's other targets until one fools it
+CUDA_STACK_ROWS = 1024
+
+
+def stack_rows_for(device: torch.device, n: int) -> int:
+    """Rows per stacked APGD-T run: 0 (one target at a time) on the CPU, ``CUDA_STACK_ROWS`` (at least
+    the batch) on CUDA."""
+    return max(n, CUDA_STACK_ROWS) if device.type == "cuda" else 0
 
 
 @ATTACKS.register("apgd")
@@ -370,4 +448,5 @@ class APGDTargeted(Attack):
             device=x.device,
         )
         atk.early_stop = self.early_stop(atk.eot_iter)
+        atk.stack_rows = stack_rows_for(x.device, len(x))
         return atk.perturb(x.float(), y).to(x.dtype)

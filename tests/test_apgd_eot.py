@@ -224,3 +224,68 @@ def test_early_stop_fools_the_same_samples_with_fewer_sample_passes(targeted):
     assert 0 < fooled.sum() < len(y) and torch.equal(fooled, fooled_ref)
     assert (ours - x).abs().max() <= 0.05 + 1e-6
     assert sum(model.calls) < 0.8 * full_passes, (sum(model.calls), full_passes)
+
+
+def _identity_start(self, x):
+    """A start that depends only on the row's image and target class (not on which rows share the call),
+    so a stacked run and one target at a time begin every (sample, target) trajectory at the same point."""
+    t = torch.sin(1000 * x + 7 * self.y_target.view(-1, *([1] * (x.dim() - 1))).to(x.dtype))
+    return x + self.eps * self.normalize(t)
+
+
+@pytest.mark.parametrize("restarts", [1, 2])
+def test_stacked_apgd_t_fools_the_samples_of_one_target_at_a_time(monkeypatch, restarts):
+    """Issue 25: the (target class, restart) runs of APGD-T stacked in one batch fool exactly the samples
+    that running them one after another fools, with one forward per iteration for all targets; a sample
+    keeps the example of the first target that fooled it (in-ball, misclassified)."""
+    from snnbench.attacks.autoattack import batched_apgd_t_class
+
+    cls = batched_apgd_t_class()
+    monkeypatch.setattr(cls, "random_start", _identity_start)
+    net = _net()
+    x, _ = _data(20)
+    y = net(x).argmax(1)
+    kw = dict(n_iter=25, norm="Linf", n_restarts=restarts, eps=0.05, seed=3, eot_iter=1, rho=0.75,
+              n_target_classes=4, device=x.device)
+    out, calls = {}, {}
+    for rows in (0, 10_000):
+        model = Counting(net)
+        atk = cls(model, **kw)
+        atk.early_stop, atk.stack_rows = True, rows
+        out[rows] = atk.perturb(x, y)
+        calls[rows] = model.calls
+    with torch.no_grad():
+        fooled = {k: net(v).argmax(1) != y for k, v in out.items()}
+    assert 0 < fooled[0].sum() < len(y)
+    assert torch.equal(fooled[0], fooled[10_000])
+    assert (out[10_000] - x).abs().max() <= 0.05 + 1e-6
+    assert max(calls[10_000]) == 4 * restarts * len(y)  # all runs in one stacked forward
+    assert max(calls[0]) == len(y) and len(calls[10_000]) < len(calls[0]) / 2
+
+
+def test_stacked_apgd_t_stops_every_row_of_a_fooled_sample():
+    """Once one target fools a sample, the rows of its other targets leave the stacked batch."""
+    from snnbench.attacks.autoattack import batched_apgd_t_class
+
+    net = _net()
+    x, _ = _data(20)
+    y = net(x).argmax(1)
+    model = Counting(net)
+    atk = batched_apgd_t_class()(model, n_iter=25, norm="Linf", n_restarts=1, eps=0.05, seed=3, eot_iter=1,
+                                 rho=0.75, n_target_classes=4, device=x.device)
+    atk.early_stop, atk.stack_rows = True, 10_000
+    adv = atk.perturb(x, y)
+    with torch.no_grad():
+        fooled = int((net(adv).argmax(1) != y).sum())
+    assert 0 < fooled < len(y)
+    assert model.calls[-1] % 4 == 0 and model.calls[-1] <= 4 * (len(y) - fooled) < 4 * len(y)
+
+
+def test_stack_rows_only_on_cuda():
+    """One target at a time on the CPU (stacking buys nothing there, attacks/autoattack.py
+    CUDA_STACK_ROWS); on CUDA at least the whole batch per stacked run."""
+    from snnbench.attacks.autoattack import CUDA_STACK_ROWS, stack_rows_for
+
+    assert stack_rows_for(torch.device("cpu"), 64) == 0
+    assert stack_rows_for(torch.device("cuda"), 64) == CUDA_STACK_ROWS
+    assert stack_rows_for(torch.device("cuda"), 4 * CUDA_STACK_ROWS) == 4 * CUDA_STACK_ROWS
