@@ -93,6 +93,21 @@ def test_definition_is_versioned_and_printed():
     assert "Square 5x1000" in d and "vanilla + AT substitutes" in d
 
 
+
+def test_registry_descriptions_of_the_protocol_state_its_budget(registry):
+    """A user reads the budget in `bench list`: each v2 protocol config's description names its Square
+    split and RayS queries, and no stage the protocol does not run (PDSG was measured and dropped)."""
+    from snnbench.protocol import budget_of
+
+    v2 = {n: c for n, c in registry.attacks.items() if c.kind == "standard" and c.params.get("version") == "v2"}
+    assert {"standard", "standard_smoke"} <= set(v2)
+    for name, cfg in v2.items():
+        b = budget_of(cfg.params.get("budget", "full"), "v2")
+        r = b["square_restarts"]
+        assert f"Square {r}x{b['queries'] // r}" in cfg.description, name
+        assert f"RayS {b['rays_queries']}" in cfg.description, name
+        assert "PDSG" not in cfg.description, name
+
 def test_worst_case_membership_follows_capabilities():
     assert counts_toward_worst({"kind": "pgd", "norm": "linf", "bounded": True, "eps": 0.1}, 0.1)
     assert not counts_toward_worst({"kind": "cw_l2", "norm": "l2", "bounded": False, "eps": 0.1}, 0.1)
