@@ -24,6 +24,10 @@ the ANN path the SNN-only knobs (surrogates, HART, RGA) leave the gradient as it
 same stages at the same cost. Labels are the model's own predictions; a point leaves the cascade once
 broken, as in a real evaluation, so these are whole-evaluation rates, not per-iteration ones.
 
+Evaluation workloads attack at the dataset's budget (``--eps`` overrides) a random network whose layers are
+calibrated on the batch so that every neuron layer's input is standardised (:func:`calibrate`; uncalibrated,
+the random VGG-11 SNN outputs 0 for every class on every image).
+
 Timing: random data of the dataset's shape, warm-up excluded, CUDA events on GPU and ``perf_counter`` on
 CPU; images/s are counted in SNN samples (B per step, also for the ANN at T*B). Peak memory:
 ``torch.cuda.max_memory_allocated`` per measurement on GPU; on CPU the process's peak RSS (a high-water
@@ -50,7 +54,7 @@ from snnbench.errors import BenchError, did_you_mean
 from snnbench.registry import BenchRegistry
 from snnbench.seeding import seeded
 from snnbench.snn.neuron import set_backend
-from snnbench.specs import DatasetSpec, ModelSpec, from_mapping
+from snnbench.specs import DatasetSpec, ModelSpec, check_step, from_mapping
 
 #: training workload -> registry defense config
 WORKLOADS = {"vanilla": "vanilla", "tgo": "tgo", "mpd": "mpd_sgr"}
@@ -84,6 +88,7 @@ class BenchSpec:
     eval_iters: int = 1
     protocol_budget: str | None = None  # standard's budget (default: smoke on CPU, full on CUDA)
     protocol_version: str = "v2"  # standard's version (v1: the protocol before issue 20)
+    eps: float | None = None  # L-inf budget of the evaluation workloads (None: the dataset's)
     device: str | None = None
     registry: str | None = None
 
@@ -159,6 +164,8 @@ def resolve(spec: BenchSpec, reg: BenchRegistry | None = None) -> tuple[ModelSpe
         raise BenchError(
             f"--apgd-steps, --eot and --eval-iters must be >= 1 (got {spec.apgd_steps}, {spec.eot}, {spec.eval_iters})"
         )
+    if spec.eps is not None:
+        check_step(spec.eps, "--eps")
     for w in {*spec.workloads, *(EVALS[e][0] for e in spec.evals)}:
         reg.get("defenses", WORKLOADS[w], "--workload")
     return model, ds, T, B
@@ -371,6 +378,50 @@ def _cascade(model: nn.Module, attack, x: Tensor, y: Tensor) -> int:
     return int(robust.sum())
 
 
+def calibrate(net: nn.Module, x: Tensor) -> None:
+    """Make a random SNN's outputs depend on its input before timing a whole evaluation (LSUV-style, Mishkin
+    & Matas 2016, on spiking layers): for each LIF neuron layer in forward order, the layer that feeds it
+    (the last module before it with a weight: a BatchNorm, convolution or linear layer) is rescaled and
+    shifted so that the neuron's input current on ``x`` has mean 0 and std 1 over time, batch and units.
+    Uncalibrated, the random VGG-11 SNN fires no spike in its classifier layers and outputs 0 for every
+    class on every image (measured on CIFAR-sized noise, T=8): an evaluation of it times a constant
+    function. Leaves ``net`` in eval mode; no-op for a network without LIF neurons (the ANN)."""
+    from snnbench.snn.neuron import LIFNeuron
+
+    net.eval()
+    feeder = None
+    for m in net.modules():
+        if isinstance(m, LIFNeuron):
+            if feeder is not None:
+                _standardise_input(net, x, m, feeder)
+            feeder = None
+        elif not list(m.children()) and isinstance(getattr(m, "weight", None), nn.Parameter):
+            feeder = m
+
+
+@torch.no_grad()
+def _standardise_input(net: nn.Module, x: Tensor, neuron: nn.Module, feeder: nn.Module) -> None:
+    """Rescale ``feeder``'s weight (and shift its bias) so that ``neuron``'s input on ``x`` has mean 0, std 1."""
+    seen: list[Tensor] = []
+    hook = neuron.register_forward_pre_hook(lambda _m, inp: seen.append(inp[0].detach().float()))
+    try:
+        net(x)
+    finally:
+        hook.remove()
+    mean, std = seen[0].mean(), seen[0].std()
+    if not torch.isfinite(std) or std <= 0:
+        return  # a constant input cannot be rescaled into a varying one
+    feeder.weight.div_(std)
+    bias = getattr(feeder, "bias", None)
+    if isinstance(bias, nn.Parameter):
+        bias.sub_(mean).div_(std)
+
+
+def eval_eps(spec: BenchSpec, ds: DatasetSpec) -> float:
+    """The evaluation workloads' L-inf budget: ``--eps``, else the dataset's (8/255 CIFAR, 0.1 digits)."""
+    return float(spec.eps) if spec.eps is not None else float(ds.eps)
+
+
 def measure_protocol(spec: BenchSpec, c: Case, name: str) -> EvalMeasurement:
     """One whole evaluation (``standard`` or ``autoattack``) of the B images (T*B for the ANN)."""
     from snnbench.attacks import ATTACKS
@@ -378,14 +429,15 @@ def measure_protocol(spec: BenchSpec, c: Case, name: str) -> EvalMeasurement:
     budget = spec.protocol_budget or ("full" if c.device.type == "cuda" else "smoke")
     with seeded(0, c.device):
         net, _, x, _, amp = _setup_case(spec, c)
-        net.eval()
+        calibrate(net, x)
         model = _Plain(_Float32Logits(net, amp)) if c.path == "ann" else _SNNView(net, amp)
         with torch.no_grad():
             y = model(x).argmax(1)
         cls = ATTACKS.get("standard" if name == "standard" else "autoattack")
         params = cls.Params(budget=budget, version=spec.protocol_version) if name == "standard" \
             else cls.Params(version="standard")
-        attack = cls(params, 8 / 255, 2 / 255)
+        eps = eval_eps(spec, c.ds)
+        attack = cls(params, eps, eps / 4)
         for t in attack.substitute_trainings:
             attack.set_substitute(model, f"self-{t}", t)
         left: list[int] = []
@@ -428,7 +480,7 @@ def measure_eval(spec: BenchSpec, c: Case, name: str) -> EvalMeasurement:
     eot = spec.eot if EVALS[name][1] else 1
     with seeded(0, c.device):
         net, _, x, _, amp = _setup_case(spec, c)
-        net.eval()
+        calibrate(net, x)
         model = _Float32Logits(net, amp)
         with torch.no_grad():
             y = model(x).argmax(1)  # every point starts "correct": attacked for all iterations
@@ -440,7 +492,7 @@ def measure_eval(spec: BenchSpec, c: Case, name: str) -> EvalMeasurement:
                 n_iter=steps,
                 norm="Linf",
                 n_restarts=1,
-                eps=8 / 255,
+                eps=eval_eps(spec, c.ds),
                 seed=0,
                 loss="ce",
                 eot_iter=eot,
@@ -555,6 +607,7 @@ def run_benchmark(
             "arch": model.arch,
             "T": T,
             "batch_size": B,
+            "eps": eval_eps(spec, ds),
         },
         _setup(device),
     )

@@ -191,6 +191,7 @@ def test_registry_option_is_honoured(tmp_path):
         (BenchSpec(T=0), "T, batch size"),
         (BenchSpec(evals=("deepfool",)), "--eval"),
         (BenchSpec(eot=0), "--eot"),
+        (BenchSpec(eps=2.0), "--eps"),
     ],
 )
 def test_bad_options_are_bench_errors(spec, match, registry):
@@ -203,3 +204,49 @@ def test_perf_cli_bad_option_exits_2():
 
     res = CliRunner().invoke(main, ["perf", *TINY, "--workload", "vanila"])
     assert res.exit_code == 2 and "did you mean 'vanilla'" in res.output
+
+
+
+def test_random_network_is_calibrated_before_a_whole_evaluation(registry):
+    """Uncalibrated, the random VGG-11 SNN fires nothing in its classifier layers and every logit is 0 on
+    every image: an evaluation of it would time a constant function. ``calibrate`` standardises every
+    neuron layer's input on the batch, so each layer fires and the logits depend on the image and class."""
+    from snnbench.perf import _build, calibrate
+
+    model, ds, _, _ = resolve(BenchSpec(dataset="cifar10", workloads=()), registry)
+    torch.manual_seed(0)
+    net, _ = _build(registry, model, ds, 2, "fused", "vanilla")
+    x = torch.rand(2, *ds.shape)
+    net.eval()
+    with torch.no_grad():
+        dead = net(x)
+    calibrate(net, x)
+    assert not net.training
+    with torch.no_grad():
+        live = net(x)
+    rates = []
+    hooks = [n.register_forward_hook(lambda _m, _i, out: rates.append(float(out.float().mean())))
+             for n in net.neurons()]
+    with torch.no_grad():
+        net(x)
+    for h in hooks:
+        h.remove()
+    assert dead.abs().max() == 0
+    assert live.std(1).min() > 0 and (live[0] - live[1]).abs().max() > 0
+    assert len(rates) == len(net.neurons()) and min(rates) > 0.05  # every layer fires
+
+
+def test_eval_eps_is_the_datasets_unless_given(registry):
+    from snnbench.perf import eval_eps
+
+    _, digits, _, _ = resolve(BenchSpec(dataset="digits", workloads=()), registry)
+    _, cifar, _, _ = resolve(BenchSpec(dataset="cifar10", workloads=()), registry)
+    assert eval_eps(BenchSpec(), digits) == 0.1 and eval_eps(BenchSpec(), cifar) == pytest.approx(8 / 255)
+    assert eval_eps(BenchSpec(eps=0.02), digits) == 0.02
+
+
+def test_perf_cli_eps_is_checked():
+    from snnbench.cli import main
+
+    res = CliRunner().invoke(main, ["perf", *TINY, "--eval", "apgd", "--eps", "8/0"])
+    assert res.exit_code == 2 and "--eps" in res.output, res.output
