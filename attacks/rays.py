@@ -9,7 +9,8 @@ ray direction ``s in {-1, +1}^D`` whose decision boundary is nearest in L-inf: t
 Search (the paper's Alg. 1-2, our code): start from ``s = +1`` with ``r = inf``; at block level ``l`` the
 pixels are cut into ``2^l`` contiguous blocks and each block's sign is flipped in turn; a flip is kept
 when the new ray crosses the boundary before the best radius so far (one query at that radius, then a
-binary search to tolerance ``tol * eps``). Every query is one forward on the still-working samples; a
+binary search to tolerance ``tol * eps``). Each sample runs its own search (:class:`_SearchState`) and
+every forward carries the next query of every sample still working, trial or binary-search step alike; a
 sample stops as soon as its radius is at most ``eps`` (we only need the verdict at eps) or its query
 budget ``queries`` is spent. The example returned for a broken sample lies at the ray's radius ``r <=
 eps``, then every pixel's offset is scaled by a seeded factor in ``[1 - jitter, 1]`` where that still
@@ -66,56 +67,15 @@ class RayS(Attack):
     @torch.no_grad()
     def perturb(self, model: SNNClassifier, x: Tensor, y: Tensor) -> Tensor:
         p, eps = self.params, self.eps
-        b = len(x)
-        dim = x[0].numel()
-        shape = (-1, *([1] * (x.dim() - 1)))
-        sgn = torch.ones_like(x)
-        r_best = torch.full((b,), float("inf"), device=x.device)
-        used = torch.zeros(b, dtype=torch.long, device=x.device)
-
-        def fools(idx: Tensor, s: Tensor, r: Tensor) -> Tensor:
-            used[idx] += 1
-            xa = (x[idx] + r.clamp(max=1.0).view(shape) * s).clamp(0, 1)
-            return model(xa).argmax(1) != y[idx]
-
-        level, block = 0, 0
+        st = _SearchState(x, p.queries, eps, eps * p.tol)
         while True:
-            work = ((r_best > eps) & (used < p.queries)).nonzero().flatten()
-            if not len(work):
+            rows = st.active()
+            if not len(rows):
                 break
-            n_blocks = 2 ** level
-            size = -(-dim // n_blocks)
-            start, end = block * size, min(dim, (block + 1) * size)
-            trial = sgn[work].clone().view(len(work), -1)
-            if level > 0 or block > 0:  # the first query tests s = +1 itself
-                trial[:, start:end] *= -1
-            trial = trial.view_as(x[work])
-            self._search(fools, work, trial, r_best, sgn, eps * p.tol)
-            block += 1
-            if block == n_blocks or end >= dim:
-                level, block = min(level + 1, max(dim.bit_length(), 1)), 0
-        return self._finish(model, x, y, sgn, r_best)
-
-    @staticmethod
-    def _search(fools, work: Tensor, trial: Tensor, r_best: Tensor, sgn: Tensor, tol: float) -> None:
-        """Keep ``trial`` for the samples whose boundary along it is nearer than ``r_best`` (binary search)."""
-        r_now = r_best[work]
-        hit = fools(work, trial, r_now)  # crosses before the current best radius?
-        if not hit.any():
-            return
-        idx, s = work[hit], trial[hit]
-        lo = torch.zeros(len(idx), device=r_best.device)
-        hi = r_now[hit].clamp(max=1.0)
-        active = torch.ones(len(idx), dtype=torch.bool, device=r_best.device)
-        while active.any():
-            a = active.nonzero().flatten()
-            mid = (lo[a] + hi[a]) / 2
-            ok = fools(idx[a], s[a], mid)
-            hi[a[ok]], lo[a[~ok]] = mid[ok], mid[~ok]
-            active = (hi - lo) > tol
-        better = hi < r_best[idx]
-        r_best[idx[better]] = hi[better]
-        sgn[idx[better]] = s[better]
+            r, s = st.query(rows)
+            xa = (x[rows] + r.clamp(max=1.0).view(-1, *([1] * (x.dim() - 1))) * s.view_as(x[rows])).clamp(0, 1)
+            st.answer(rows, model(xa).argmax(1) != y[rows])
+        return self._finish(model, x, y, st.sgn.view_as(x), st.r_best)
 
     def _finish(self, model: SNNClassifier, x: Tensor, y: Tensor, sgn: Tensor, r_best: Tensor) -> Tensor:
         """Examples at each broken sample's radius (jittered where that still fools); others unchanged."""
@@ -129,3 +89,81 @@ class RayS(Attack):
             keep = (model(jit).argmax(1) != y) & broken
             adv = torch.where(keep.view(shape), jit, adv)
         return torch.minimum(torch.maximum(adv, x - self.eps), x + self.eps).clamp(0, 1)
+
+
+class _SearchState:
+    """Every sample's own RayS search (the paper's Alg. 1-2), advanced one query per forward.
+
+    A sample is either trying a block flip (one query at its best radius so far) or binary-searching
+    the boundary radius along an accepted flip. Each forward carries the next query of every sample still
+    working, so a sample in a binary search no longer holds the others at their block, and no forward
+    carries only the few samples that are searching. Each sample's queries and their order are those of
+    the search run alone (``tests/test_snn_attacks.py``): block levels ``l = 0, 1, ...`` cut the pixels
+    into ``2^l`` contiguous blocks (level 0: ``s = +1`` itself), a flip is tried while the sample's radius
+    is above eps and its budget is not spent; a started binary search runs to the tolerance (at least one
+    query), then the flip is kept if its radius is smaller.
+    """
+
+    def __init__(self, x: Tensor, queries: int, eps: float, tol: float) -> None:
+        b, dev = len(x), x.device
+        self.dim, self.queries, self.eps, self.tol = x[0].numel(), queries, eps, tol
+        self.max_level = max(self.dim.bit_length(), 1)
+        self.sgn = torch.ones(b, self.dim, dtype=x.dtype, device=dev)  # best direction so far
+        self.r_best = torch.full((b,), float("inf"), device=dev)
+        self.used = torch.zeros(b, dtype=torch.long, device=dev)
+        self.level = torch.zeros(b, dtype=torch.long, device=dev)
+        self.block = torch.zeros(b, dtype=torch.long, device=dev)
+        self.searching = torch.zeros(b, dtype=torch.bool, device=dev)
+        self.lo = torch.zeros(b, device=dev)
+        self.hi = torch.zeros(b, device=dev)
+        self.cand = torch.ones_like(self.sgn)  # the direction being tried or searched
+        self.end = torch.zeros(b, dtype=torch.long, device=dev)  # end of the block being tried
+
+    def active(self) -> Tensor:
+        """Samples with a query to make: searching, or above eps with budget left."""
+        trying = ~self.searching & (self.r_best > self.eps) & (self.used < self.queries)
+        return (self.searching | trying).nonzero().flatten()
+
+    def query(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """(radius, direction) of each row's next query; starts a block trial for rows not searching."""
+        new = rows[~self.searching[rows]]
+        if len(new):
+            n_blocks = 2 ** self.level[new]
+            size = -(-self.dim // n_blocks)  # ceil
+            start = self.block[new] * size
+            end = torch.clamp(start + size, max=self.dim)
+            pos = torch.arange(self.dim, device=rows.device)
+            flip = (pos >= start[:, None]) & (pos < end[:, None])
+            flip &= ((self.level[new] > 0) | (self.block[new] > 0))[:, None]  # level 0: s = +1 itself
+            self.cand[new] = torch.where(flip, -self.sgn[new], self.sgn[new])
+            self.end[new] = end
+        r = torch.where(self.searching[rows], (self.lo[rows] + self.hi[rows]) / 2, self.r_best[rows])
+        return r, self.cand[rows]
+
+    def answer(self, rows: Tensor, fooled: Tensor) -> None:
+        """Apply each row's verdict: a trial that crosses before the best radius starts a binary search;
+        a search step halves the interval; a finished trial or search moves to the next block."""
+        self.used[rows] += 1
+        was_searching = self.searching[rows]
+        srch, trial = rows[was_searching], rows[~was_searching]
+        f_s, f_t = fooled[was_searching], fooled[~was_searching]
+        mid = (self.lo[srch] + self.hi[srch]) / 2
+        self.hi[srch] = torch.where(f_s, mid, self.hi[srch])
+        self.lo[srch] = torch.where(f_s, self.lo[srch], mid)
+        hit = trial[f_t]
+        self.lo[hit] = 0.0
+        self.hi[hit] = self.r_best[hit].clamp(max=1.0)
+        self.searching[hit] = True
+        done = srch[(self.hi[srch] - self.lo[srch]) <= self.tol]
+        better = done[self.hi[done] < self.r_best[done]]
+        self.r_best[better] = self.hi[better]
+        self.sgn[better] = self.cand[better]
+        self.searching[done] = False
+        self._next_block(torch.cat([trial[~f_t], done]))
+
+    def _next_block(self, rows: Tensor) -> None:
+        """Advance to the next block; after the last block of a level, to the next level's first."""
+        self.block[rows] += 1
+        wrap = rows[(self.block[rows] == 2 ** self.level[rows]) | (self.end[rows] >= self.dim)]
+        self.level[wrap] = torch.clamp(self.level[wrap] + 1, max=self.max_level)
+        self.block[wrap] = 0

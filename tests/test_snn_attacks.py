@@ -121,6 +121,36 @@ def test_rays_finds_the_exact_linf_boundary_of_a_linear_model_from_labels_alone(
     assert (off < eps - 1e-6).float().mean() > 0.5  # not on the eps-ball's corners
 
 
+
+def test_rays_searches_each_sample_on_its_own_with_one_forward_per_query():
+    """Each sample's RayS search is its own (batched: the same examples as alone), and every forward
+    carries the next query of every sample still working: at most the per-sample budget plus one
+    binary search of forwards, however many samples are searching at a time (issue 25)."""
+    import math
+
+    torch.manual_seed(0)
+    w = torch.randn(16)
+    model = _Linear2(w, -0.5 * float(w.sum()))
+    x = 0.5 + 0.02 * torch.randn(12, 1, 4, 4)
+    y = model(x).argmax(1)
+    R = ATTACKS.get("rays")
+    params = R.Params(queries=300, tol=0.01, jitter=0.0)
+    eps = float((((x - 0.5).flatten(1) @ w).abs() / w.abs().sum()).median())
+    calls = []
+
+    class Counted(nn.Module):
+        def forward(self, xx):
+            calls.append(len(xx))
+            return model(xx)
+
+    adv = R(params, eps, 0.0).generate(Counted(), x, y)
+    alone = torch.cat([R(params, eps, 0.0).perturb(model, x[i : i + 1], y[i : i + 1]) for i in range(len(x))])
+    assert torch.equal(adv, alone)
+    fooled = model(adv).argmax(1) != y
+    assert 0 < fooled.sum() < len(y)
+    assert len(calls) <= params.queries + math.ceil(math.log2(1 / (params.tol * eps))) + 2
+    assert max(calls) == len(x) and sum(calls) > 3 * len(calls)
+
 def test_width_search_keeps_every_candidates_breaks_and_runs_the_best_in_full():
     x, y = torch.zeros(6, 1), torch.zeros(6, dtype=torch.long)
     calls = []
