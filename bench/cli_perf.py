@@ -149,6 +149,10 @@ def _print(res) -> None:
             f"{r.peak_mib:>8.0f} {_ratio(q, 'vs_ann', 7)} {_ratio(q, 'vs_plain', 8)} {_ratio(q, 'vs_autoattack', 7)}"
             f"{'' if r.robust is None else f' {r.robust:>5}':}"
         )
+    for r in res.evals:
+        if r.stages:
+            click.echo(f"{r.eval} {r.path} {r.precision} stages (seconds, -broken of attacked): " + "  ".join(
+                f"{s['stage']} {s['seconds']:.2f}s (-{s['broken']}/{s['samples']})" for s in r.stages))
     if any(r.eval in ("standard", "autoattack") for r in res.evals):
         click.echo("standard/autoattack: whole evaluations (a point leaves once broken); steps = the attack's cost in "
                    "input-gradient steps per sample (Attack.cost); vs AA > 1: the protocol is faster; left: samples "

@@ -117,6 +117,8 @@ class EvalMeasurement:
     seconds: float  # per attack call on B SNN samples (T*B ANN images)
     peak_mib: float
     robust: int | None = None  # standard/autoattack: samples the model still classifies as labelled after it
+    #: standard: per stage of the last timed run, {"stage", "seconds", "samples" (attacked), "broken"}
+    stages: list[dict] | None = None
 
 
 @dataclass
@@ -365,16 +367,23 @@ class _Plain(nn.Module):
         return nullcontext(self)
 
 
-def _cascade(model: nn.Module, attack, x: Tensor, y: Tensor) -> int:
-    """The protocol's stages on ``x`` (each on the samples still robust); returns the samples left robust."""
+def _cascade(model: nn.Module, attack, x: Tensor, y: Tensor, log: list[dict] | None = None) -> int:
+    """The protocol's stages on ``x`` (each on the samples still robust); returns the samples left robust.
+    ``log`` gets each stage that ran: its seconds (synchronised on CUDA), samples attacked and broken."""
     robust = torch.ones(len(y), dtype=torch.bool, device=x.device)
-    for i, (_, stage) in enumerate(attack.stages()):
+    for i, (name, stage) in enumerate(attack.stages()):
         idx = robust.nonzero().flatten()
         if not len(idx):
             break
+        t0 = time.perf_counter()
         adv = stage.generate(model, x[idx], y[idx], batch_index=i)
         with torch.no_grad():
             robust[idx] = model(adv).argmax(1) == y[idx]
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+        if log is not None:
+            log.append({"stage": name, "seconds": round(time.perf_counter() - t0, 4), "samples": len(idx),
+                        "broken": int(len(idx) - robust[idx].sum())})
     return int(robust.sum())
 
 
@@ -441,10 +450,12 @@ def measure_protocol(spec: BenchSpec, c: Case, name: str) -> EvalMeasurement:
         for t in attack.substitute_trainings:
             attack.set_substitute(model, f"self-{t}", t)
         left: list[int] = []
+        log: list[dict] = []
 
         def run() -> None:
             if name == "standard":
-                left.append(_cascade(model, attack, x, y))
+                log.clear()
+                left.append(_cascade(model, attack, x, y, log))
             else:
                 adv = attack.generate(model, x, y)
                 with torch.no_grad():
@@ -452,7 +463,8 @@ def measure_protocol(spec: BenchSpec, c: Case, name: str) -> EvalMeasurement:
 
         t, peak, _ = _timed(run, spec.eval_iters, 0, c.device)
     steps = int(attack.cost(False).steps)
-    return EvalMeasurement(name, c.path, c.precision, steps, 1, c.B / t, round(t, 4), round(peak, 1), left[-1])
+    return EvalMeasurement(name, c.path, c.precision, steps, 1, c.B / t, round(t, 4), round(peak, 1), left[-1],
+                           list(log) if name == "standard" else None)
 
 
 class _SNNView(_Float32Logits):

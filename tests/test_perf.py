@@ -250,3 +250,26 @@ def test_perf_cli_eps_is_checked():
 
     res = CliRunner().invoke(main, ["perf", *TINY, "--eval", "apgd", "--eps", "8/0"])
     assert res.exit_code == 2 and "--eps" in res.output, res.output
+
+
+def test_perf_protocol_beside_autoattack_reports_its_stages(tmp_path):
+    """Issue 25: ``--eval standard,autoattack`` times the whole cascade beside AutoAttack on the same SNN
+    and images, with the ratio, the samples each left robust, and the protocol's stages (seconds, samples
+    attacked and broken: they account for every sample)."""
+    from snnbench.cli import main
+
+    out = tmp_path / "p.json"
+    res = CliRunner().invoke(main, ["perf", *TINY, "--workload", "", "--eval", "standard,autoattack", "--path",
+                                    "fused", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    rows = {r["eval"]: r for r in data["evals"]}
+    std, aa = rows["standard"], rows["autoattack"]
+    assert data["spec"]["eps"] == 0.1  # digits' budget
+    assert std["stages"][0]["stage"] == "apgd-ce" and std["stages"][0]["samples"] == 4
+    assert sum(s["broken"] for s in std["stages"]) + std["robust"] == 4
+    assert sum(s["seconds"] for s in std["stages"]) <= std["seconds"] + 1e-3
+    assert aa["stages"] is None and aa["robust"] is not None
+    q = next(q for q in data["eval_ratios"] if q["eval"] == "standard")
+    assert q["vs_autoattack"] == pytest.approx(std["img_s"] / aa["img_s"], rel=1e-2)
+    assert re.search(r"^standard fused fp32 stages .*apgd-ce", res.output, re.M)
