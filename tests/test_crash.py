@@ -22,7 +22,7 @@ from snnbench.store import Store
 from snnbench.strategies import run_strategy
 from snnbench.train import load_checkpoint
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "2"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}  # the in-process threads (conftest)
 BENCH = [sys.executable, "-c", "from snnbench.cli import main; main()"]  # the `bench` console script
 ARGS = ["run", "-q", "--defense", "vanilla", "--attack", "fgsm", "--device", "cpu"]
 
