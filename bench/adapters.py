@@ -51,7 +51,7 @@ from snnbench.contract import OutputRule, check_output_rule, to_logits
 from snnbench.errors import BenchError, did_you_mean
 from snnbench.snn.classifier import record_neurons
 from snnbench.snn.neuron import GRAD_MODES, LIFNeuron, RateMask
-from snnbench.snn.surrogate import QUANTILE, STATEFUL_SURROGATES, SURROGATES
+from snnbench.snn.surrogate import POTENTIAL_SURROGATES, SURROGATES
 
 CONTROLS = frozenset({"surrogate", "grad_mode"})
 #: Attacker's surrogate width when none is given: the width each family is used with in the papers'
@@ -345,9 +345,10 @@ class ForeignModel(nn.Module):
         if mode not in GRAD_MODES:
             return f"grad_mode: {mode!r} is not a gradient mode; {did_you_mean(mode, GRAD_MODES)}"
         own = all(f.adapter.library == "snnbench" for f in self._found)
-        adaptive = (*STATEFUL_SURROGATES, QUANTILE)  # their width follows the potentials: snnbench neurons only
-        if surrogate is not None and surrogate not in SURROGATES and not (surrogate in adaptive and own and self._found):
-            if surrogate in adaptive:
+        if surrogate is not None and surrogate not in SURROGATES and not (
+            surrogate in POTENTIAL_SURROGATES and own and self._found
+        ):
+            if surrogate in POTENTIAL_SURROGATES:
                 return (f"the adaptive surrogate {surrogate!r} needs snnbench neurons (it reads each neuron's "
                         "membrane statistics); this model's neurons are from another library")
             return f"surrogate: {surrogate!r} is unknown; {did_you_mean(surrogate, SURROGATES)}"

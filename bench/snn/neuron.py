@@ -42,8 +42,7 @@ from torch import Tensor, nn
 from snnbench.snn.surrogate import (
     ADAPTIVE,
     PDSG,
-    QUANTILE,
-    STATEFUL_SURROGATES,
+    POTENTIAL_SURROGATES,
     SURROGATES,
     ASSGMoments,
     pdsg_sigma,
@@ -242,7 +241,7 @@ class LIFNeuron(nn.Module):
         """Use the fused path unless the reference is asked for or an unsupported hook is overridden."""
         if self.backend == "torch":
             return False
-        if self.attack_surrogate is not None and self.attack_surrogate[0] in (*STATEFUL_SURROGATES, QUANTILE):
+        if self.attack_surrogate is not None and self.attack_surrogate[0] in POTENTIAL_SURROGATES:
             return False  # widths from the potentials: the reference loop
         cls = type(self)
         if cls.leak is not LIFNeuron.leak:  # per-step leak tensors (FEEL): reference path

@@ -60,6 +60,9 @@ STATEFUL_SURROGATES: tuple[str, ...] = (ADAPTIVE, PDSG)
 #: attacker-only triangle whose width covers half of the layer's current |V - V_th| (ours; stateless)
 QUANTILE = "quantile"
 ATTACK_SURROGATES: tuple[str, ...] = (*SURROGATES, QUANTILE, *STATEFUL_SURROGATES)
+#: attacker surrogates whose width is read from the membrane potentials as the neuron runs: only snnbench
+#: neurons provide them, on their reference loop
+POTENTIAL_SURROGATES: tuple[str, ...] = (*STATEFUL_SURROGATES, QUANTILE)
 QUANTILE_COVERAGE = 0.5
 #: attacker surrogates whose width is a statistic of the whole batch (a sample's gradient depends on which
 #: samples share its batch): an attack must not shrink the batch as samples fall (no early stop)
