@@ -13,7 +13,7 @@ import click
 
 from snnbench.cli_common import Number, registry_option, user_errors
 from snnbench.errors import BenchError
-from snnbench.specs import MAX_T, check_step, parse_number
+from snnbench.specs import MAX_T, MIN_STEP
 
 EPILOG = """\b
 Examples:
@@ -23,11 +23,6 @@ Examples:
   bench perf --eval standard,autoattack --workload ""  # the protocol beside AutoAttack, same SNN, and the ANN
   bench perf --dataset digits --iters 20 --threads 1
 """
-
-
-def _eps(value: str | None) -> float | None:
-    """``--eps`` in pixel units (``0.1``, ``8/255``), > 0: a budget of 0 has nothing to time."""
-    return None if value is None else check_step(parse_number(value, "--eps"), "--eps")
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -90,7 +85,7 @@ def _options(fn):
                      help="Budget of --eval standard (default: smoke on CPU, full on CUDA)."),
         click.option("--protocol-version", type=click.Choice(["v1", "v2"]), default="v2", show_default=True,
                      help="Version of --eval standard."),
-        click.option("--eps", default=None,
+        click.option("--eps", type=Number(MIN_STEP, 1), default=None,
                      help="L-inf budget of --eval, e.g. 8/255 or 0.1 (default: the dataset's). A whole evaluation's "
                           "cost depends on how many points survive each stage: pick one where some do."),
         click.option("--device", default=None, help="cpu or cuda (default: cuda when available)."),
@@ -193,7 +188,7 @@ def _perf(**o) -> None:
         eval_iters=o["eval_iters"],
         protocol_budget=o["protocol_budget"],
         protocol_version=o["protocol_version"],
-        eps=_eps(o["eps"]),
+        eps=o["eps"],
         device=o["device"],
         registry=o["registry"],
     )
