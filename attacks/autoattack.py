@@ -252,14 +252,15 @@ def batched_apgd_t_class() -> type:
             order = out.sort(dim=1)[1]  # target class t: the t-th most likely class (fra31: -t)
             torch.random.manual_seed(self.seed)
             torch.cuda.random.manual_seed(self.seed)
-            runs = [(t, r) for t in range(2, self.n_target_classes + 2) for r in range(self.n_restarts)]
+            # fra31's runs in its order: each target class, n_restarts times
+            runs = [t for t in range(2, self.n_target_classes + 2) for _ in range(self.n_restarts)]
             done = 0
             while done < len(runs):
                 idx = acc.nonzero().flatten()
                 if not len(idx):
                     break
                 g = max(1, min(len(runs) - done, self.stack_rows // len(idx)))
-                self.run_stacked(x, y, [t for t, _ in runs[done : done + g]], order, idx, adv, acc)
+                self.run_stacked(x, y, runs[done : done + g], order, idx, adv, acc)
                 done += g
             return adv
 

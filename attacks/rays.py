@@ -73,7 +73,8 @@ class RayS(Attack):
             if not len(rows):
                 break
             r, s = st.query(rows)
-            xa = (x[rows] + r.clamp(max=1.0).view(-1, *([1] * (x.dim() - 1))) * s.view_as(x[rows])).clamp(0, 1)
+            xr = x[rows]
+            xa = (xr + r.clamp(max=1.0).view(-1, *([1] * (x.dim() - 1))) * s.view_as(xr)).clamp(0, 1)
             st.answer(rows, model(xa).argmax(1) != y[rows])
         return self._finish(model, x, y, st.sgn.view_as(x), st.r_best)
 
@@ -118,6 +119,7 @@ class _SearchState:
         self.hi = torch.zeros(b, device=dev)
         self.cand = torch.ones_like(self.sgn)  # the direction being tried or searched
         self.end = torch.zeros(b, dtype=torch.long, device=dev)  # end of the block being tried
+        self.pos = torch.arange(self.dim, device=dev)  # pixel index, to cut blocks
 
     def active(self) -> Tensor:
         """Samples with a query to make: searching, or above eps with budget left."""
@@ -132,8 +134,7 @@ class _SearchState:
             size = -(-self.dim // n_blocks)  # ceil
             start = self.block[new] * size
             end = torch.clamp(start + size, max=self.dim)
-            pos = torch.arange(self.dim, device=rows.device)
-            flip = (pos >= start[:, None]) & (pos < end[:, None])
+            flip = (self.pos >= start[:, None]) & (self.pos < end[:, None])
             flip &= ((self.level[new] > 0) | (self.block[new] > 0))[:, None]  # level 0: s = +1 itself
             self.cand[new] = torch.where(flip, -self.sgn[new], self.sgn[new])
             self.end[new] = end
